@@ -1,0 +1,362 @@
+//! The REST routes: the app's compatible surface (`/health`, connect, disconnect, status,
+//! frame) and our extensions (camera list, sized frames, MJPEG). Errors are
+//! `{"detail": "..."}` with one HTTP status per kind of failure.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tiny_http::{Response, StatusCode};
+
+use super::request::{error, header, json as json_reply, percent_decode, Reply, Request};
+use super::Ctx;
+use crate::camera::frame::unix_now;
+use crate::camera::jpeg::DEFAULT_QUALITY;
+use crate::camera::{
+    self, Camera, CameraSpec, CameraStatus, ConnectError, Frame, JpegParams, Transport,
+};
+use crate::secret::Secret;
+
+/// How long connect waits for the first picture (the first version's 5 s).
+pub const CONNECT_WAIT: Duration = Duration::from_secs(5);
+/// A picture older than this is refreshed before `/frame` answers.
+const FRESH: f64 = 0.5;
+/// How long `/frame` waits for a fresh picture when decoding had stopped.
+const FRAME_WAIT: Duration = Duration::from_millis(1500);
+
+pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
+    if req.method == "OPTIONS" {
+        return preflight(req);
+    }
+    let segs: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
+    let get = req.method == "GET" || req.method == "HEAD";
+    let post = req.method == "POST";
+    if segs.as_slice() == ["health"] && get {
+        return health(ctx);
+    }
+    if !authorized(req, ctx) {
+        return unauthorized();
+    }
+    match segs.as_slice() {
+        ["ws"] if get => super::ws::upgrade(req, ctx),
+        ["api", "cameras", "connect"] if post => connect(req, ctx),
+        ["api", "cameras", "disconnect"] if post => disconnect(req, ctx),
+        ["api", "cameras"] if get => list(ctx),
+        ["api", "cameras", id, rest] => {
+            let Some(id) = percent_decode(id) else {
+                return error(400, "camera id is not valid percent-encoded UTF-8");
+            };
+            match (*rest, get) {
+                ("status", true) => status(&id, ctx),
+                ("frame", true) => frame(req, &id, ctx),
+                ("status" | "frame", false) => error(405, "Method Not Allowed"),
+                _ => error(404, "Not Found"),
+            }
+        }
+        ["health"] | ["ws"] | ["api", "cameras", "connect" | "disconnect"] | ["api", "cameras"] => {
+            error(405, "Method Not Allowed")
+        }
+        _ => error(404, "Not Found"),
+    }
+}
+
+fn preflight(req: &Request) -> Reply {
+    let allow_headers = req
+        .header("Access-Control-Request-Headers")
+        .unwrap_or("Content-Type, Authorization")
+        .to_owned();
+    Reply::Response(
+        Response::empty(StatusCode(204))
+            .with_header(header("Access-Control-Allow-Methods", "GET, POST, OPTIONS"))
+            .with_header(header("Access-Control-Allow-Headers", &allow_headers))
+            .with_header(header("Access-Control-Max-Age", "600"))
+            .boxed(),
+    )
+}
+
+/// `Authorization: Bearer <token>` or `?token=` (browsers cannot set WebSocket headers).
+fn authorized(req: &Request, ctx: &Ctx) -> bool {
+    let Some(token) = &ctx.config.token else {
+        return true;
+    };
+    let presented = req
+        .header("Authorization")
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_owned())
+        .or_else(|| req.query_param("token"));
+    presented.is_some_and(|p| token.constant_time_eq(p.as_bytes()))
+}
+
+fn unauthorized() -> Reply {
+    match error(401, "Missing or invalid API token") {
+        Reply::Response(r) => Reply::Response(
+            r.with_header(header("WWW-Authenticate", "Bearer"))
+                .boxed(),
+        ),
+        other => other,
+    }
+}
+
+fn health(ctx: &Ctx) -> Reply {
+    json_reply(
+        200,
+        &json!({
+            "status": "ok",
+            "activeCameras": ctx.registry.len(),
+            "uptime": ctx.started.elapsed().as_secs_f64(),
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
+    )
+}
+
+/// The parsed body of `POST /api/cameras/connect`.
+struct ConnectBody {
+    spec: CameraSpec,
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Reply> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(error(422, "request body must be a JSON object")),
+        Err(e) => Err(error(400, format!("request body is not valid JSON: {e}"))),
+    }
+}
+
+fn str_field(m: &Map<String, Value>, name: &str, default: Option<&str>) -> Result<String, Reply> {
+    match m.get(name) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        None | Some(Value::Null) => default
+            .map(str::to_owned)
+            .ok_or_else(|| error(422, format!("field '{name}' is required"))),
+        Some(_) => Err(error(422, format!("field '{name}' must be a string"))),
+    }
+}
+
+fn parse_connect(body: &[u8]) -> Result<ConnectBody, Reply> {
+    let m = parse_object(body)?;
+    let id = str_field(&m, "cameraId", None)?;
+    camera::validate_id(&id).map_err(|e| error(422, e))?;
+    let host = str_field(&m, "ip", None)?.trim().to_owned();
+    camera::validate_host(&host).map_err(|e| error(422, e))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let username = str_field(&m, "username", Some(""))?;
+    let password = Secret::new(str_field(&m, "password", Some(""))?);
+    let path = str_field(&m, "streamPath", Some("/1"))?;
+    camera::validate_path(&path).map_err(|e| error(422, e))?;
+    let port = match m.get("port") {
+        None | Some(Value::Null) => 554,
+        Some(v) => match v.as_u64() {
+            Some(p @ 1..=65535) => p as u16,
+            _ => return Err(error(422, "field 'port' must be an integer from 1 to 65535")),
+        },
+    };
+    let transport = match m.get("transport") {
+        None | Some(Value::Null) => Transport::Auto,
+        Some(Value::String(s)) => s.parse().map_err(|e: String| error(422, e))?,
+        Some(_) => return Err(error(422, "field 'transport' must be a string")),
+    };
+    Ok(ConnectBody {
+        spec: CameraSpec {
+            id,
+            host,
+            port,
+            path,
+            username,
+            password,
+            transport,
+        },
+    })
+}
+
+fn connect(req: &Request, ctx: &Ctx) -> Reply {
+    let body = match parse_connect(&req.body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let id = body.spec.id.clone();
+    let started = Instant::now();
+    match ctx.registry.connect(body.spec, CONNECT_WAIT) {
+        Ok(_) => {
+            log::info!(
+                "{id}: connected, first picture after {} ms",
+                started.elapsed().as_millis()
+            );
+            json_reply(
+                200,
+                &json!({"success": true, "cameraId": id, "message": "Camera connected successfully"}),
+            )
+        }
+        Err(e) => {
+            log::warn!("{id}: connect failed: {e}");
+            let status = match e {
+                ConnectError::Timeout(_) => 504,
+                ConnectError::Failed(_) => 502,
+                ConnectError::Full(_) => 503,
+                ConnectError::Internal(_) => 500,
+            };
+            error(status, e.to_string())
+        }
+    }
+}
+
+fn disconnect(req: &Request, ctx: &Ctx) -> Reply {
+    let m = match parse_object(&req.body) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let id = match str_field(&m, "cameraId", None) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    if ctx.registry.disconnect(&id) {
+        log::info!("{id}: disconnected");
+    }
+    json_reply(200, &json!({"success": true, "message": "Camera disconnected"}))
+}
+
+/// The status object: the contract's fields first, then ours.
+pub fn status_json(s: &CameraStatus) -> Value {
+    json!({
+        "cameraId": s.id,
+        "connected": s.state == camera::CameraState::Streaming,
+        "frameRate": s.frame_rate,
+        "lastFrameTime": s.last_frame_time,
+        "frameCount": s.frame_count,
+        "state": s.state.to_string(),
+        "lastError": s.last_error,
+        "reconnects": s.reconnects,
+        "codec": s.codec.map(|c| c.to_string()),
+        "width": s.width,
+        "height": s.height,
+        "decoder": s.decoder,
+        "decoding": s.decoding,
+        "decodeMode": s.decode_mode.to_string(),
+        "viewers": s.viewers,
+        "jpegEncodes": s.jpeg_encodes,
+    })
+}
+
+fn list(ctx: &Ctx) -> Reply {
+    let cams: Vec<Value> = ctx.registry.statuses().iter().map(status_json).collect();
+    json_reply(200, &json!({ "cameras": cams }))
+}
+
+fn camera_or_404(id: &str, ctx: &Ctx) -> Result<Arc<Camera>, Reply> {
+    ctx.registry
+        .get(id)
+        .ok_or_else(|| error(404, format!("Camera {id} not found")))
+}
+
+fn status(id: &str, ctx: &Ctx) -> Reply {
+    match camera_or_404(id, ctx) {
+        Ok(c) => json_reply(200, &status_json(&c.status())),
+        Err(r) => r,
+    }
+}
+
+/// `width` and `quality` from the query: `Err` with a 422 reply when out of range.
+pub fn jpeg_params(req: &Request) -> Result<JpegParams, Reply> {
+    let width = match req.query_param("width") {
+        None => None,
+        Some(w) => match w.parse::<u32>() {
+            Ok(w @ 16..=7680) => Some(w),
+            _ => return Err(error(422, "width must be an integer from 16 to 7680")),
+        },
+    };
+    let quality = match req.query_param("quality") {
+        None => DEFAULT_QUALITY,
+        Some(q) => match q.parse::<u8>() {
+            Ok(q @ 1..=100) => q,
+            _ => return Err(error(422, "quality must be an integer from 1 to 100")),
+        },
+    };
+    Ok(JpegParams { width, quality })
+}
+
+/// The newest picture, refreshed if decoding had stopped (on-demand cameras).
+pub fn fresh_frame(cam: &Camera) -> Option<Arc<Frame>> {
+    let listener = cam.feed.listen();
+    cam.request_picture();
+    let deadline = Instant::now() + FRAME_WAIT;
+    loop {
+        let latest = cam.feed.latest();
+        if let Some(f) = &latest {
+            if unix_now() - f.captured <= FRESH {
+                return latest;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return latest;
+        }
+        let _ = listener.wakeups().recv_timeout(left);
+    }
+}
+
+fn frame(req: &Request, id: &str, ctx: &Ctx) -> Reply {
+    let params = match jpeg_params(req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let cam = match camera_or_404(id, ctx) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(frame) = fresh_frame(&cam) else {
+        return error(404, format!("No frame available yet for camera {id}"));
+    };
+    match cam.feed.jpeg.get(&frame, params) {
+        Ok(jpeg) => Reply::Response(
+            Response::from_data(jpeg.data.clone())
+                .with_header(header("Content-Type", "image/jpeg"))
+                .with_header(header("Cache-Control", "no-store"))
+                .with_header(header("X-Frame-Seq", &jpeg.seq.to_string()))
+                .with_header(header("X-Frame-Timestamp", &format!("{:.6}", jpeg.captured)))
+                .with_header(header(
+                    "Access-Control-Expose-Headers",
+                    "X-Frame-Seq, X-Frame-Timestamp",
+                ))
+                .boxed(),
+        ),
+        Err(e) => {
+            log::error!("{id}: JPEG encoding failed: {e}");
+            error(500, format!("JPEG encoding failed: {e}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: Value) -> Result<CameraSpec, u16> {
+        parse_connect(v.to_string().as_bytes())
+            .map(|b| b.spec)
+            .map_err(|r| match r {
+                Reply::Response(r) => r.status_code().0,
+                Reply::Takeover(_) => 0,
+            })
+    }
+
+    #[test]
+    fn connect_defaults_and_validation() {
+        let s = parse(json!({"cameraId":"c1","ip":"10.0.0.9","username":"u","password":"p"}))
+            .unwrap();
+        assert_eq!((s.port, s.path.as_str()), (554, "/1"));
+        assert_eq!(s.transport, Transport::Auto);
+        let s = parse(json!({"cameraId":"c1","ip":"[::1]","port":8554,"streamPath":"/s","transport":"tcp"}))
+            .unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("::1", 8554));
+        assert_eq!(parse(json!({"ip":"10.0.0.9"})), Err(422));
+        assert_eq!(parse(json!({"cameraId":"c","ip":"a b"})), Err(422));
+        assert_eq!(parse(json!({"cameraId":"c","ip":"h","port":0})), Err(422));
+        assert_eq!(parse(json!({"cameraId":"c","ip":"h","port":"80"})), Err(422));
+        assert_eq!(parse(json!({"cameraId":"c","ip":"h","streamPath":"x@y"})), Err(422));
+        assert_eq!(parse(json!({"cameraId":5,"ip":"h"})), Err(422));
+        assert_eq!(parse(json!([1, 2])), Err(422));
+        assert!(matches!(parse_connect(b"{nope"), Err(Reply::Response(r)) if r.status_code().0 == 400));
+    }
+}

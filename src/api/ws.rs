@@ -1,0 +1,517 @@
+//! WebSocket viewers (`/ws`, RFC 6455 via tungstenite).
+//!
+//! Each socket has a reader thread (`ws-{n}`), which owns tungstenite's protocol state
+//! (control frames, fragmentation, close handshake, limits) and parses the app's
+//! actions, and a writer thread (`wstx-{n}`), which paces and sends frames and replies.
+//! Both write through one mutex that writes whole frames, so their bytes never
+//! interleave; neither waits for the other. A viewer that cannot keep up only skips its
+//! own frames: the writer always takes the newest picture when it is ready to send.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use crossbeam_channel::{never, select, Receiver, Sender};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Message, WebSocket};
+
+use super::request::{error, Reply, Request};
+use super::sessions::Kind;
+use super::Ctx;
+use crate::camera::{Camera, CameraState, CameraStatus, JpegParams};
+
+/// Default rate of a subscription (the first version's default).
+const DEFAULT_FPS: f64 = 15.0;
+/// Sent when the socket has been quiet this long, to keep NATs and proxies open.
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// A client silent this long (no message, no pong) is gone.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+/// How often blocked reads and waits look at the shutdown flag.
+const POLL: Duration = Duration::from_millis(250);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Answers the upgrade request (RFC 6455 §4.2) and hands the socket to a session.
+pub fn upgrade(req: &Request, ctx: &Arc<Ctx>) -> Reply {
+    if !req.header_has_token("Upgrade", "websocket") || !req.header_has_token("Connection", "upgrade")
+    {
+        return error(426, "WebSocket upgrade expected on /ws");
+    }
+    if req.header("Sec-WebSocket-Version") != Some("13") {
+        return match error(426, "WebSocket version 13 is required") {
+            Reply::Response(r) => Reply::Response(
+                r.with_header(super::request::header("Sec-WebSocket-Version", "13"))
+                    .boxed(),
+            ),
+            other => other,
+        };
+    }
+    let key = req.header("Sec-WebSocket-Key").unwrap_or("").to_owned();
+    let nonce_ok = base64::engine::general_purpose::STANDARD
+        .decode(key.as_bytes())
+        .is_ok_and(|k| k.len() == 16);
+    if !nonce_ok {
+        return error(400, "Sec-WebSocket-Key must be 16 bytes in base64");
+    }
+    if !ctx.sessions.has_room(Kind::WebSocket) {
+        return error(503, "Too many WebSocket connections");
+    }
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let ctx = Arc::clone(ctx);
+    let peer = req.peer;
+    Reply::Takeover(Box::new(move |mut stream: TcpStream, leftover: Vec<u8>| {
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        if stream.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let sctx = Arc::clone(&ctx);
+        let socket = match stream.try_clone() {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let spawned = ctx
+            .sessions
+            .spawn(Kind::WebSocket, format!("ws-{n}"), &socket, move || {
+                run(stream, leftover, sctx, peer, n)
+            });
+        if let Err(e) = spawned {
+            log::warn!("{peer}: cannot start a WebSocket session: {e}");
+        }
+    }))
+}
+
+/// The writing half shared by both threads: whole frames under one lock.
+struct Wire {
+    stream: Mutex<TcpStream>,
+    /// Set once a Close frame was received or sent: no data frame may follow.
+    closing: AtomicBool,
+}
+
+impl Wire {
+    fn send(&self, opcode: OpCode, payload: &[&[u8]]) -> io::Result<()> {
+        let len: usize = payload.iter().map(|p| p.len()).sum();
+        let header = FrameHeader {
+            opcode,
+            ..FrameHeader::default()
+        };
+        let mut head = Vec::with_capacity(14);
+        header
+            .format(len as u64, &mut head)
+            .map_err(io::Error::other)?;
+        let mut s = self.stream.lock();
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "closing"));
+        }
+        s.write_all(&head)?;
+        for p in payload {
+            s.write_all(p)?;
+        }
+        Ok(())
+    }
+
+    fn send_text(&self, text: &str) -> io::Result<()> {
+        self.send(OpCode::Data(Data::Text), &[text.as_bytes()])
+    }
+}
+
+/// The stream tungstenite's reader uses: reads from its own handle, writes (pongs, close
+/// replies) whole under the shared lock.
+struct ReaderStream {
+    read: TcpStream,
+    wire: Arc<Wire>,
+}
+
+impl Read for ReaderStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read.read(buf)
+    }
+}
+
+impl Write for ReaderStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.wire.stream.lock().write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.wire.stream.lock().flush()
+    }
+}
+
+/// What the reader asks the writer to do.
+enum Out {
+    Text(String),
+    Subscribe(Box<Subscription>),
+    Unsubscribe,
+    Close(CloseCode, &'static str),
+}
+
+struct Subscription {
+    camera_id: String,
+    camera: Arc<Camera>,
+    viewer: crate::camera::frame::Viewer,
+    interval: Duration,
+    binary: bool,
+    params: JpegParams,
+    last_seq: u64,
+    next_due: Instant,
+}
+
+fn run(stream: TcpStream, leftover: Vec<u8>, ctx: Arc<Ctx>, peer: SocketAddr, n: u64) {
+    let limits = &ctx.config.limits;
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(POLL));
+    let _ = stream.set_write_timeout(Some(limits.write_timeout));
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
+    let wire = Arc::new(Wire {
+        stream: Mutex::new(write_half),
+        closing: AtomicBool::new(false),
+    });
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limits.max_ws_message_bytes))
+        .max_frame_size(Some(limits.max_ws_message_bytes));
+    let mut ws = WebSocket::from_partially_read(
+        ReaderStream {
+            read: stream,
+            wire: Arc::clone(&wire),
+        },
+        leftover,
+        Role::Server,
+        Some(config),
+    );
+    log::debug!("{peer}: WebSocket open");
+    let (out_tx, out_rx) = crossbeam_channel::bounded::<Out>(64);
+    let wctx = Arc::clone(&ctx);
+    let wwire = Arc::clone(&wire);
+    let writer = match std::thread::Builder::new()
+        .name(format!("wstx-{n}"))
+        .spawn(move || writer(out_rx, wwire, wctx))
+    {
+        Ok(h) => h,
+        Err(e) => {
+            log::warn!("{peer}: cannot start a WebSocket writer: {e}");
+            return;
+        }
+    };
+
+    let mut last_heard = Instant::now();
+    loop {
+        if ctx.shutdown.load(Ordering::SeqCst) && wire.closing.load(Ordering::SeqCst) {
+            // The writer sent our Close; give the peer a moment to answer, then go.
+            if last_heard.elapsed() > Duration::from_secs(1) {
+                break;
+            }
+        }
+        match ws.read() {
+            Ok(msg) => {
+                last_heard = Instant::now();
+                match msg {
+                    Message::Text(t) => {
+                        if !handle_text(t.as_str(), &ctx, &out_tx) {
+                            break;
+                        }
+                    }
+                    Message::Binary(_) => {
+                        let _ = out_tx.try_send(Out::Text(error_msg(
+                            "binary messages are not understood; send JSON text",
+                        )));
+                    }
+                    Message::Close(_) => {
+                        // tungstenite queues the reply; the next read() sends it.
+                        wire.closing.store(true, Ordering::SeqCst);
+                    }
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                }
+            }
+            Err(tungstenite::Error::Io(e)) if super::request::is_timeout(&e) => {
+                if last_heard.elapsed() > IDLE_LIMIT {
+                    log::debug!("{peer}: WebSocket idle for too long");
+                    let _ = out_tx.send_timeout(
+                        Out::Close(CloseCode::Away, "idle"),
+                        Duration::from_secs(1),
+                    );
+                    break;
+                }
+            }
+            Err(tungstenite::Error::Capacity(e)) => {
+                log::debug!("{peer}: WebSocket message too large: {e}");
+                let _ = out_tx.send_timeout(
+                    Out::Close(CloseCode::Size, "message too large"),
+                    Duration::from_secs(1),
+                );
+                break;
+            }
+            Err(tungstenite::Error::Utf8(_)) => {
+                let _ = out_tx.send_timeout(
+                    Out::Close(CloseCode::Invalid, "invalid UTF-8"),
+                    Duration::from_secs(1),
+                );
+                break;
+            }
+            Err(tungstenite::Error::Protocol(e)) => {
+                log::debug!("{peer}: WebSocket protocol error: {e}");
+                let _ = out_tx.send_timeout(
+                    Out::Close(CloseCode::Protocol, "protocol error"),
+                    Duration::from_secs(1),
+                );
+                break;
+            }
+            Err(_) => break, // closed, reset, or a close handshake completed
+        }
+    }
+    drop(out_tx);
+    if writer.join().is_err() {
+        log::error!("{peer}: WebSocket writer panicked");
+    }
+    let _ = wire.stream.lock().shutdown(std::net::Shutdown::Both);
+    log::debug!("{peer}: WebSocket closed");
+}
+
+fn error_msg(message: &str) -> String {
+    json!({"type": "error", "message": message}).to_string()
+}
+
+/// Parses one client message; false when the socket should close.
+fn handle_text(text: &str, ctx: &Arc<Ctx>, out: &Sender<Out>) -> bool {
+    let reply = |o: Out| out.send_timeout(o, Duration::from_secs(1)).is_ok();
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return reply(Out::Text(error_msg("message must be a JSON object"))),
+        Err(e) => return reply(Out::Text(error_msg(&format!("invalid JSON: {e}")))),
+    };
+    match v.get("action").and_then(Value::as_str) {
+        Some("ping") => reply(Out::Text(json!({"type": "pong"}).to_string())),
+        Some("unsubscribe") => reply(Out::Unsubscribe),
+        Some("subscribe") => match subscription(&v, ctx) {
+            Ok(sub) => reply(Out::Subscribe(Box::new(sub))),
+            Err(e) => reply(Out::Text(error_msg(&e))),
+        },
+        Some(other) => reply(Out::Text(error_msg(&format!("unknown action {other:?}")))),
+        None => reply(Out::Text(error_msg("message needs an \"action\""))),
+    }
+}
+
+fn subscription(v: &Value, ctx: &Ctx) -> Result<Subscription, String> {
+    let id = v
+        .get("cameraId")
+        .and_then(Value::as_str)
+        .ok_or("subscribe needs a cameraId string")?;
+    let fps = match v.get("fps") {
+        None | Some(Value::Null) => DEFAULT_FPS,
+        Some(f) => f
+            .as_f64()
+            .filter(|f| (0.1..=60.0).contains(f))
+            .ok_or("fps must be a number from 0.1 to 60")?,
+    };
+    let binary = match v.get("binary") {
+        None | Some(Value::Null) => false,
+        Some(b) => b.as_bool().ok_or("binary must be true or false")?,
+    };
+    let width = match v.get("width") {
+        None | Some(Value::Null) => None,
+        Some(w) => Some(
+            w.as_u64()
+                .filter(|w| (16..=7680).contains(w))
+                .ok_or("width must be an integer from 16 to 7680")? as u32,
+        ),
+    };
+    let quality = match v.get("quality") {
+        None | Some(Value::Null) => crate::camera::jpeg::DEFAULT_QUALITY,
+        Some(q) => q
+            .as_u64()
+            .filter(|q| (1..=100).contains(q))
+            .ok_or("quality must be an integer from 1 to 100")? as u8,
+    };
+    let camera = ctx
+        .registry
+        .get(id)
+        .ok_or_else(|| format!("Camera {id} not found"))?;
+    let viewer = camera.feed.watch();
+    camera.wake();
+    Ok(Subscription {
+        camera_id: id.to_owned(),
+        camera,
+        viewer,
+        interval: Duration::from_secs_f64(1.0 / fps),
+        binary,
+        params: JpegParams { width, quality },
+        last_seq: 0,
+        next_due: Instant::now(),
+    })
+}
+
+fn writer(out_rx: Receiver<Out>, wire: Arc<Wire>, ctx: Arc<Ctx>) {
+    let events = ctx.registry.events().subscribe();
+    let mut sub: Option<Subscription> = None;
+    let mut last_sent = Instant::now();
+    loop {
+        let wake = sub
+            .as_ref()
+            .map(|s| s.viewer.wakeups().clone())
+            .unwrap_or_else(never);
+        // Sleep until a frame is due, if one is waiting; else until something happens.
+        let timeout = match &sub {
+            Some(s) if s.viewer.feed().latest_seq() > s.last_seq => s
+                .next_due
+                .saturating_duration_since(Instant::now() + s.interval / 4)
+                .min(POLL),
+            _ => POLL,
+        };
+        let result: io::Result<bool> = select! {
+            recv(out_rx) -> m => match m {
+                Ok(Out::Text(t)) => wire.send_text(&t).map(|_| true),
+                Ok(Out::Subscribe(s)) => {
+                    sub = Some(*s);
+                    Ok(true)
+                }
+                Ok(Out::Unsubscribe) => {
+                    sub = None;
+                    Ok(true)
+                }
+                Ok(Out::Close(code, reason)) => {
+                    close(&wire, code, reason);
+                    Ok(false)
+                }
+                Err(_) => Ok(false),
+            },
+            recv(wake) -> _ => Ok(true),
+            recv(events) -> ev => match ev {
+                Ok(status) => on_status(&wire, &mut sub, &status, &ctx),
+                Err(_) => Ok(true),
+            },
+            default(timeout) => Ok(true),
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) | Err(_) => break,
+        }
+        if ctx.shutdown.load(Ordering::SeqCst) {
+            close(&wire, CloseCode::Away, "server shutting down");
+            break;
+        }
+        if let Some(s) = &mut sub {
+            match send_frame_if_due(&wire, s) {
+                Ok(true) => last_sent = Instant::now(),
+                Ok(false) => {}
+                Err(_) => break,
+            }
+        }
+        if last_sent.elapsed() > PING_EVERY {
+            if wire.send(OpCode::Control(tungstenite::protocol::frame::coding::Control::Ping), &[b"ka"]).is_err() {
+                break;
+            }
+            last_sent = Instant::now();
+        }
+    }
+}
+
+fn close(wire: &Wire, code: CloseCode, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let mut payload = u16::from(frame.code).to_be_bytes().to_vec();
+    payload.extend_from_slice(reason.as_bytes());
+    let _ = wire.send(
+        OpCode::Control(tungstenite::protocol::frame::coding::Control::Close),
+        &[&payload],
+    );
+    wire.closing.store(true, Ordering::SeqCst);
+}
+
+/// A state change of some camera: tell the client if it is the one it watches, and
+/// follow the id to its new feed if it was connected anew.
+fn on_status(
+    wire: &Wire,
+    sub: &mut Option<Subscription>,
+    status: &CameraStatus,
+    ctx: &Ctx,
+) -> io::Result<bool> {
+    let Some(s) = sub else {
+        return Ok(true);
+    };
+    if s.camera_id != status.id {
+        return Ok(true);
+    }
+    if status.state != CameraState::Stopped {
+        if let Some(cam) = ctx.registry.get(&s.camera_id) {
+            if !Arc::ptr_eq(&cam.feed, s.viewer.feed()) {
+                s.viewer = cam.feed.watch();
+                s.last_seq = 0;
+                cam.wake();
+            }
+            s.camera = cam;
+        }
+    }
+    let mut v = super::http::status_json(status);
+    if let Value::Object(m) = &mut v {
+        m.insert("type".into(), json!("status"));
+    }
+    wire.send_text(&v.to_string()).map(|_| true)
+}
+
+/// Sends the newest picture if it is new to this viewer and the pace allows.
+fn send_frame_if_due(wire: &Wire, s: &mut Subscription) -> io::Result<bool> {
+    let now = Instant::now();
+    // A quarter interval of slack: a frame that comes a little early for its slot is
+    // still sent, so 30 fps of a 30 fps camera is every frame despite jitter.
+    if now + s.interval / 4 < s.next_due {
+        return Ok(false);
+    }
+    let Some(frame) = s.viewer.feed().latest() else {
+        return Ok(false);
+    };
+    if frame.seq <= s.last_seq {
+        return Ok(false);
+    }
+    let jpeg = match s.viewer.feed().jpeg.get(&frame, s.params) {
+        Ok(j) => j,
+        Err(e) => {
+            log::warn!("{}: JPEG encoding failed: {e}", s.camera_id);
+            s.last_seq = frame.seq;
+            return Ok(false);
+        }
+    };
+    s.last_seq = frame.seq;
+    s.next_due = (s.next_due + s.interval).max(now - s.interval / 2);
+    if s.binary {
+        let header = json!({
+            "cameraId": s.camera_id,
+            "timestamp": jpeg.captured,
+            "seq": jpeg.seq,
+            "width": jpeg.width,
+            "height": jpeg.height,
+        })
+        .to_string();
+        let len = (header.len() as u16).to_be_bytes();
+        wire.send(
+            OpCode::Data(Data::Binary),
+            &[&len, header.as_bytes(), &jpeg.data],
+        )?;
+    } else {
+        let id = serde_json::to_string(&s.camera_id).expect("strings serialise");
+        let text = format!(
+            r#"{{"type":"frame","cameraId":{id},"data":"{}","timestamp":{},"seq":{},"width":{},"height":{}}}"#,
+            jpeg.base64(),
+            json!(jpeg.captured),
+            jpeg.seq,
+            jpeg.width,
+            jpeg.height
+        );
+        wire.send_text(&text)?;
+    }
+    let _ = &s.camera;
+    Ok(true)
+}

@@ -1,0 +1,216 @@
+//! `camera-sim`: command-line front end of the camera simulator (`ptz_edge::sim`); parses
+//! arguments, runs the RTSP server until SIGTERM/SIGINT, prints where it listens.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ptz_edge::sim::{SimConfig, Simulator};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+const USAGE: &str = "\
+camera-sim: a local RTSP camera streaming an H.264 test picture with a frame code.
+
+USAGE:
+    camera-sim [OPTIONS]
+
+OPTIONS:
+    --bind ADDR          address to listen on            [default: 127.0.0.1]
+    --port PORT          RTSP port, 0 = any free port    [default: 8554]
+    --path PATH          mount path, repeatable          [default: /1]
+    --size WxH           picture size                    [default: 1280x720]
+    --fps N              frames per second               [default: 30]
+    --user U             RTSP basic auth user (needs --password)
+    --password P         RTSP basic auth password (visible in `ps`; for tests only)
+    -h, --help           print this help
+
+Once listening, prints one JSON line to stdout:
+    {\"rtsp_port\":8554,\"urls\":[\"rtsp://127.0.0.1:8554/1\"]}
+Runs until SIGTERM or SIGINT; a second signal exits at once.
+Logs go to stderr (RUST_LOG=debug for more).";
+
+/// What the command line asked for.
+enum Command {
+    Help,
+    Run(SimConfig),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse_args(&args) {
+        Ok(Command::Help) => {
+            // Ignore a closed stdout (`camera-sim --help | head`).
+            let _ = writeln!(std::io::stdout(), "{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Run(cfg)) => match run(cfg) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                log::error!("{err}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(msg) => {
+            eprintln!("camera-sim: {msg}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cfg: SimConfig) -> Result<(), Box<dyn std::error::Error>> {
+    // Register before starting, so a signal during start-up is not lost. A second signal
+    // after the flag is set exits at once (conditional shutdown runs first).
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+
+    let sim = Simulator::start(cfg)?;
+    let ready = serde_json::json!({ "rtsp_port": sim.rtsp_port(), "urls": sim.urls() });
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{ready}")?;
+    stdout.flush()?;
+    drop(stdout);
+
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    log::info!("signal received, stopping");
+    sim.stop();
+    Ok(())
+}
+
+fn parse_args(args: &[String]) -> Result<Command, String> {
+    let mut cfg = SimConfig {
+        port: 8554,
+        paths: Vec::new(),
+        ..SimConfig::default()
+    };
+    let (mut user, mut password) = (None, None);
+    let mut iter = args.iter();
+    while let Some(flag) = iter.next() {
+        let flag = flag.as_str();
+        if matches!(flag, "-h" | "--help") {
+            return Ok(Command::Help);
+        }
+        let mut value = || {
+            iter.next()
+                .map(String::as_str)
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag {
+            "--bind" => {
+                let v = value()?;
+                cfg.bind = v
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("--bind {v:?} is not an IP address"))?;
+            }
+            "--port" => {
+                let v = value()?;
+                cfg.port = v
+                    .parse()
+                    .map_err(|_| format!("--port {v:?} is not a port number"))?;
+            }
+            "--path" => {
+                let v = value()?;
+                let path = if v.starts_with('/') {
+                    v.to_owned()
+                } else {
+                    format!("/{v}")
+                };
+                cfg.paths.push(path);
+            }
+            "--size" => {
+                let v = value()?;
+                (cfg.width, cfg.height) =
+                    parse_size(v).ok_or_else(|| format!("--size {v:?} is not WIDTHxHEIGHT"))?;
+            }
+            "--fps" => {
+                let v = value()?;
+                cfg.fps = v
+                    .parse()
+                    .map_err(|_| format!("--fps {v:?} is not a whole number"))?;
+            }
+            "--user" => user = Some(value()?.to_owned()),
+            "--password" => password = Some(value()?.to_owned()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if cfg.paths.is_empty() {
+        cfg.paths.push("/1".to_owned());
+    }
+    cfg.auth = match (user, password) {
+        (Some(user), Some(password)) => Some((user, password)),
+        (None, None) => None,
+        _ => return Err("--user and --password go together".to_owned()),
+    };
+    cfg.validate().map_err(|err| err.to_string())?;
+    Ok(Command::Run(cfg))
+}
+
+/// `"1920x1080"` → `(1920, 1080)`.
+fn parse_size(s: &str) -> Option<(u32, u32)> {
+    let (w, h) = s.split_once(['x', 'X'])?;
+    Some((w.trim().parse().ok()?, h.trim().parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn config(s: &str) -> SimConfig {
+        match parse_args(&args(s)) {
+            Ok(Command::Run(cfg)) => cfg,
+            Ok(Command::Help) => panic!("help for {s:?}"),
+            Err(err) => panic!("{s:?}: {err}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = config("");
+        assert_eq!(cfg.port, 8554);
+        assert_eq!(cfg.paths, vec!["/1".to_owned()]);
+        assert_eq!((cfg.width, cfg.height, cfg.fps), (1280, 720, 30));
+        assert!(cfg.auth.is_none());
+    }
+
+    #[test]
+    fn all_options() {
+        let cfg = config(
+            "--bind 0.0.0.0 --port 0 --path /1 --path stream2 --size 1920x1080 --fps 25 \
+             --user admin --password pw",
+        );
+        assert_eq!(cfg.bind.to_string(), "0.0.0.0");
+        assert_eq!(cfg.port, 0);
+        assert_eq!(cfg.paths, vec!["/1".to_owned(), "/stream2".to_owned()]);
+        assert_eq!((cfg.width, cfg.height, cfg.fps), (1920, 1080, 25));
+        assert_eq!(cfg.auth, Some(("admin".into(), "pw".into())));
+    }
+
+    #[test]
+    fn errors() {
+        for bad in [
+            "--port",
+            "--port 70000",
+            "--size 1920",
+            "--size 1921x1080",
+            "--bind localhost",
+            "--user admin",
+            "--fps x",
+            "--frobnicate",
+        ] {
+            assert!(parse_args(&args(bad)).is_err(), "{bad:?}");
+        }
+        assert!(matches!(parse_args(&args("--help")), Ok(Command::Help)));
+    }
+}

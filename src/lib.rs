@@ -1,0 +1,14 @@
+//! ptz-edge: an edge appliance that pulls PTZ cameras' RTSP streams, keeps the newest
+//! picture and serves it as JPEG over REST and WebSocket, and drives pan / tilt / zoom.
+//!
+//! Calls go one way: `api` → `camera` and `ptz`; `camera` and `ptz` never import `api`
+//! or each other.
+
+pub mod api;
+pub mod camera;
+pub mod config;
+pub mod ptz;
+pub mod secret;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod state;

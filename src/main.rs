@@ -1,0 +1,178 @@
+//! `ptz-edge`: reads the configuration, starts the cameras and the API, waits for
+//! SIGTERM / SIGINT, and shuts down joining every thread. No logic lives here.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use ptz_edge::api::{Ctx, Server};
+use ptz_edge::camera::supervisor::CameraOptions;
+use ptz_edge::camera::Registry;
+use ptz_edge::config::Config;
+use ptz_edge::state::Store;
+
+const USAGE: &str = "\
+ptz-edge: PTZ camera RTSP streams to JPEG over REST and WebSocket
+
+Usage: ptz-edge [--demo]
+
+  --demo    also start the bundled camera simulator and connect it as camera \"demo\"
+
+Settings come from the environment: PORT (3000), BIND (0.0.0.0), RUST_LOG (info),
+PTZ_EDGE_STATE (state file, or 'off'), PTZ_EDGE_TOKEN (API token), PTZ_EDGE_DECODE
+(on-demand | always), PTZ_EDGE_DECODER (force a decoder element). See README.md.
+";
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut demo = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--demo" => demo = true,
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            "-V" | "--version" => {
+                println!("ptz-edge {}", env!("CARGO_PKG_VERSION"));
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+        }
+    }
+    let mut config = Config::from_env().map_err(|e| e.to_string())?;
+    if demo {
+        // The demo camera lives on a port of this run only: never save or restore it.
+        config.state_file = None;
+    }
+    gstreamer::init().map_err(|e| format!("GStreamer: {e}"))?;
+
+    // The first signal shuts down cleanly; a second one exits at once.
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in signal_hook::consts::TERM_SIGNALS {
+        signal_hook::flag::register_conditional_shutdown(*sig, 130, Arc::clone(&term))
+            .map_err(|e| e.to_string())?;
+        signal_hook::flag::register(*sig, Arc::clone(&term)).map_err(|e| e.to_string())?;
+    }
+    let mut signals = signal_hook::iterator::Signals::new(signal_hook::consts::TERM_SIGNALS)
+        .map_err(|e| e.to_string())?;
+
+    let registry = Arc::new(Registry::new(
+        CameraOptions {
+            decode: config.decode,
+            decoder: config.decoder.clone(),
+            decoder_threads: config.decoder_threads,
+        },
+        config.limits.max_cameras,
+    ));
+    let store = config.state_file.clone().map(Store::new);
+    if let Some(store) = &store {
+        restore(&registry, store);
+    }
+    if let Some(store) = store {
+        registry.set_on_change(Box::new(move |specs| {
+            if let Err(e) = store.save(&specs) {
+                log::error!("cannot save {}: {e}", store.path().display());
+            }
+        }));
+    }
+
+    let ctx = Ctx::new(Arc::clone(&registry), config);
+    let server = Server::start(Arc::clone(&ctx))
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", ctx.config.bind, ctx.config.port))?;
+    let addr = server.local_addr();
+    log::info!(
+        "ptz-edge {} listening on http://{addr} (decode {})",
+        env!("CARGO_PKG_VERSION"),
+        ctx.config.decode
+    );
+    // One machine-readable line for scripts and tests that start us on port 0.
+    println!("{{\"listening\":\"{addr}\"}}");
+    let _ = std::io::stdout().flush();
+
+    #[cfg(feature = "sim")]
+    let sim = if demo {
+        Some(demo::start(&registry, addr)?)
+    } else {
+        None
+    };
+    #[cfg(not(feature = "sim"))]
+    if demo {
+        return Err("--demo needs a build with the `sim` feature".into());
+    }
+
+    let sig = signals.forever().next();
+    log::info!("signal {sig:?}: shutting down");
+    server.stop();
+    registry.shutdown();
+    #[cfg(feature = "sim")]
+    if let Some(sim) = sim {
+        sim.stop();
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+fn restore(registry: &Registry, store: &Store) {
+    match store.load() {
+        Ok(specs) => {
+            for spec in specs {
+                let id = spec.id.clone();
+                match registry.restore(spec) {
+                    Ok(_) => log::info!("{id}: restored from {}", store.path().display()),
+                    Err(e) => log::warn!("{id}: cannot restore: {e}"),
+                }
+            }
+        }
+        Err(e) => log::error!(
+            "cannot read {} ({e}); starting with no cameras",
+            store.path().display()
+        ),
+    }
+}
+
+#[cfg(feature = "sim")]
+mod demo {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use ptz_edge::camera::{CameraSpec, Registry, Transport};
+    use ptz_edge::secret::Secret;
+    use ptz_edge::sim::{SimConfig, Simulator};
+
+    /// Starts the simulator on loopback and connects it as camera `demo`.
+    pub fn start(registry: &Registry, addr: SocketAddr) -> Result<Simulator, String> {
+        let sim = Simulator::start(SimConfig::default()).map_err(|e| e.to_string())?;
+        let spec = CameraSpec {
+            id: "demo".into(),
+            host: "127.0.0.1".into(),
+            port: sim.rtsp_port(),
+            path: "/1".into(),
+            username: String::new(),
+            password: Secret::default(),
+            transport: Transport::Tcp,
+        };
+        registry
+            .connect(spec, Duration::from_secs(10))
+            .map_err(|e| format!("demo camera: {e}"))?;
+        let port = addr.port();
+        log::info!("demo camera connected: try");
+        log::info!("  curl http://127.0.0.1:{port}/api/cameras/demo/status");
+        log::info!("  curl -o frame.jpg http://127.0.0.1:{port}/api/cameras/demo/frame");
+        log::info!("  open http://127.0.0.1:{port}/ in a browser");
+        Ok(sim)
+    }
+}

@@ -1,0 +1,1 @@
+//! Pan / tilt / zoom control of cameras.

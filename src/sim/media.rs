@@ -1,0 +1,251 @@
+//! One simulated camera stream: the shared RTSP media factory for a path, its encoder
+//! pipeline description, and the pad probe that stamps the frame code into every frame.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_rtsp_server as rtsp;
+use gstreamer_rtsp_server::prelude::*;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+
+use super::barcode::{self, FrameCode};
+
+/// Elements the pipeline needs, checked before the server starts because the factory only
+/// parses its launch line when the first client arrives.
+pub(crate) const REQUIRED_ELEMENTS: [&str; 4] =
+    ["videotestsrc", "capsfilter", "x264enc", "rtph264pay"];
+
+/// Name of the test source in the launch line; the probe goes on its src pad.
+const SOURCE_NAME: &str = "simsrc";
+
+/// What one path streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamFormat {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+}
+
+impl StreamFormat {
+    /// H.264 bitrate in kbit/s: about 4 Mbit/s at 1080p30, scaled by pixel rate and
+    /// clamped. The scrolling bars compress well, so this is a ceiling, not a target.
+    fn bitrate_kbps(&self) -> u64 {
+        let pixel_rate = u64::from(self.width) * u64::from(self.height) * u64::from(self.fps);
+        (pixel_rate / 15_552).clamp(300, 8_000)
+    }
+
+    /// The factory's launch line. Choices, all for low CPU and easy decoding:
+    /// - `pattern=smpte horizontal-speed=4`: scrolling colour bars cost videotestsrc about
+    ///   a third of what `pattern=ball` does (measured at 1080p30: 9 % vs 29 % of a core).
+    /// - `key-int-max = fps`: one IDR per second, so a client joining the shared stream
+    ///   waits at most a second; `config-interval=-1` sends SPS/PPS with every IDR, so the
+    ///   stream decodes from any keyframe.
+    /// - `bframes=0`, `tune=zerolatency` (no lookahead), `threads=1`: one frame in, one
+    ///   out, and no thread pool competing with the appliance on small boards.
+    pub(crate) fn launch_line(&self) -> String {
+        let Self { width, height, fps } = *self;
+        format!(
+            "( videotestsrc name={SOURCE_NAME} is-live=true pattern=smpte horizontal-speed=4 \
+             ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
+             ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max={fps} bframes=0 \
+               threads=1 bitrate={bitrate} \
+             ! video/x-h264,profile=constrained-baseline \
+             ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+            bitrate = self.bitrate_kbps(),
+        )
+    }
+}
+
+/// Builds the shared factory for `path`. When `role` is set, only tokens carrying that
+/// media-factory role may see or construct the media (RTSP basic auth).
+pub(crate) fn factory(
+    path: &str,
+    format: StreamFormat,
+    role: Option<&str>,
+) -> rtsp::RTSPMediaFactory {
+    let factory = rtsp::RTSPMediaFactory::new();
+    factory.set_launch(&format.launch_line());
+    // One encoder per path, whatever the number of clients; it is built for the first
+    // client and torn down after the last one leaves.
+    factory.set_shared(true);
+    if let Some(role) = role {
+        let permissions = gst::Structure::builder(role)
+            .field(rtsp::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+            .field(rtsp::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+            .build();
+        factory.add_role_from_structure(&permissions);
+    }
+    let path = path.to_owned();
+    factory.connect_media_configure(move |_, media| configure_media(&path, format, media));
+    factory
+}
+
+/// Runs for each new media (encoder pipeline): installs the frame-code probe and logs the
+/// encoder's start and stop.
+fn configure_media(path: &str, format: StreamFormat, media: &rtsp::RTSPMedia) {
+    log::info!(
+        "sim {path}: encoder starting, {}x{}@{}",
+        format.width,
+        format.height,
+        format.fps
+    );
+    let stopped_path = path.to_owned();
+    media.connect_unprepared(move |_| log::info!("sim {stopped_path}: encoder stopped"));
+
+    let element = media.element();
+    let Some(source) = element
+        .downcast_ref::<gst::Bin>()
+        .and_then(|bin| bin.by_name(SOURCE_NAME))
+    else {
+        log::error!("sim {path}: no {SOURCE_NAME} in the media; frames carry no code");
+        return;
+    };
+    let Some(pad) = source.static_pad("src") else {
+        log::error!("sim {path}: {SOURCE_NAME} has no src pad; frames carry no code");
+        return;
+    };
+    let info = match gst_video::VideoInfo::builder(
+        gst_video::VideoFormat::I420,
+        format.width,
+        format.height,
+    )
+    .fps(gst::Fraction::new(format.fps as i32, 1))
+    .build()
+    {
+        Ok(info) => info,
+        Err(err) => {
+            log::error!("sim {path}: video info: {err}; frames carry no code");
+            return;
+        }
+    };
+    let stamper = Stamper {
+        path: path.to_owned(),
+        info,
+        counter: AtomicU32::new(0),
+        warned: AtomicBool::new(false),
+    };
+    let stamper = Arc::new(stamper);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, probe| {
+        if let Some(buffer) = probe.buffer_mut() {
+            stamper.stamp(buffer);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Draws the frame code into raw frames of one media. The counter restarts at 0 with each
+/// new media, i.e. when a client arrives after the path had none.
+struct Stamper {
+    path: String,
+    info: gst_video::VideoInfo,
+    counter: AtomicU32,
+    /// Set after the first mapping failure, so a broken stream logs once, not per frame.
+    warned: AtomicBool,
+}
+
+impl Stamper {
+    fn stamp(&self, buffer: &mut gst::Buffer) {
+        // videotestsrc hands out pooled buffers with one reference, so this rarely copies.
+        let buffer = buffer.make_mut();
+        let mut frame = match gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, &self.info)
+        {
+            Ok(frame) => frame,
+            Err(err) => {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "sim {}: cannot map frame: {err}; frames carry no code",
+                        self.path
+                    );
+                }
+                return;
+            }
+        };
+        let Some(stride) = frame
+            .plane_stride()
+            .first()
+            .and_then(|&s| usize::try_from(s).ok())
+        else {
+            return;
+        };
+        let (width, height) = (frame.width(), frame.height());
+        if let Ok(luma) = frame.plane_data_mut(0) {
+            let code = FrameCode {
+                counter: self.counter.fetch_add(1, Ordering::Relaxed),
+                sent_ms: barcode::now_ms32(),
+            };
+            barcode::draw(luma, stride, width, height, code);
+        }
+        neutralise_code_chroma(&mut frame);
+    }
+}
+
+/// Greys the chroma (128) under the code, so it shows black and white rather than tinted
+/// by the bars beneath, and survives consumers that go through RGB before reading luma.
+fn neutralise_code_chroma(frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>) {
+    let width = frame.width();
+    let (code_w, code_h) = (barcode::code_width(width), barcode::code_height(width));
+    for plane in 1..frame.n_planes() {
+        let (Some(&stride), Some(&w_sub), Some(&h_sub)) = (
+            frame.plane_stride().get(plane as usize),
+            frame.format_info().w_sub().get(plane as usize),
+            frame.format_info().h_sub().get(plane as usize),
+        ) else {
+            continue;
+        };
+        let Ok(stride) = usize::try_from(stride) else {
+            continue;
+        };
+        // Round up so the chroma sample shared with the code's last column/line is grey too.
+        let cols = code_w.div_ceil(1 << w_sub) as usize;
+        let lines = code_h.div_ceil(1 << h_sub) as usize;
+        let Ok(data) = frame.plane_data_mut(plane) else {
+            continue;
+        };
+        for line in data.chunks_mut(stride).take(lines) {
+            let end = cols.min(line.len());
+            line[..end].fill(128);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_line_carries_format() {
+        let line = StreamFormat {
+            width: 1920,
+            height: 1080,
+            fps: 30,
+        }
+        .launch_line();
+        assert!(
+            line.contains("width=1920,height=1080,framerate=30/1"),
+            "{line}"
+        );
+        assert!(line.contains("key-int-max=30"), "{line}");
+        assert!(line.contains("bitrate=4000"), "{line}");
+        assert!(line.contains("name=pay0"), "{line}");
+        assert!(line.contains("config-interval=-1"), "{line}");
+    }
+
+    #[test]
+    fn bitrate_is_clamped() {
+        let tiny = StreamFormat {
+            width: 64,
+            height: 64,
+            fps: 1,
+        };
+        assert_eq!(tiny.bitrate_kbps(), 300);
+        let huge = StreamFormat {
+            width: 7680,
+            height: 4320,
+            fps: 60,
+        };
+        assert_eq!(huge.bitrate_kbps(), 8_000);
+    }
+}

@@ -1,0 +1,111 @@
+//! The state file: connected cameras (with credentials) kept across restarts.
+//!
+//! Written atomically (temp file in the same folder, fsync, rename, fsync of the folder)
+//! with mode 0600, so `kill -9` or a power cut at any moment leaves either the old or
+//! the new list, never a torn or empty file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::camera::CameraSpec;
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    cameras: Vec<CameraSpec>,
+}
+
+pub struct Store {
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn new(path: PathBuf) -> Store {
+        Store { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved cameras; an absent file is an empty list.
+    pub fn load(&self) -> io::Result<Vec<CameraSpec>> {
+        let data = match fs::read(&self.path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let state: StateFile = serde_json::from_slice(&data)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        Ok(state.cameras)
+    }
+
+    /// Replaces the saved list.
+    pub fn save(&self, cameras: &[CameraSpec]) -> io::Result<()> {
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)?;
+        let body = serde_json::to_vec_pretty(&StateFile {
+            version: 1,
+            cameras: cameras.to_vec(),
+        })
+        .map_err(io::Error::other)?;
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "cameras.json".into());
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &self.path)?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::camera::Transport;
+    use crate::secret::Secret;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn round_trip_with_mode_0600() {
+        let dir = std::env::temp_dir().join(format!("ptz-edge-state-{}", std::process::id()));
+        let store = Store::new(dir.join("sub/cameras.json"));
+        assert!(store.load().unwrap().is_empty());
+        let spec = CameraSpec {
+            id: "c1".into(),
+            host: "10.1.2.3".into(),
+            port: 554,
+            path: "/1".into(),
+            username: "admin".into(),
+            password: Secret::new("p@ss:/#%"),
+            transport: Transport::Tcp,
+        };
+        store.save(std::slice::from_ref(&spec)).unwrap();
+        assert_eq!(store.load().unwrap(), vec![spec]);
+        let mode = fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
