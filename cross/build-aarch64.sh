@@ -266,6 +266,15 @@ report_binary() {
 
 # --- main ---------------------------------------------------------------------------
 
+on_exit() {
+    local rc=$?
+    if [[ $rc -ne 0 ]]; then
+        phase_summary
+        printf '\nFAILED (exit %s)\n' "$rc" >&2
+    fi
+}
+trap on_exit EXIT
+
 phase_begin 'host tools (apt)'
 mapfile -t MISSING < <(missing_host_packages)
 if [[ ${#MISSING[@]} -gt 0 ]]; then

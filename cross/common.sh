@@ -28,6 +28,7 @@ PHASE_NAMES=()
 PHASE_MS=()
 _phase_name=''
 _phase_t0=0
+_phase_open=0
 _now_ms() {
     local t=${EPOCHREALTIME/./}
     printf '%s' "$((10#$t / 1000))"
@@ -35,6 +36,7 @@ _now_ms() {
 phase_begin() {
     _phase_name=$1
     _phase_t0=$(_now_ms)
+    _phase_open=1
     log "[$_phase_name] start"
 }
 # phase_end [NOTE]: NOTE (e.g. "cached") is shown next to the time.
@@ -44,17 +46,23 @@ phase_end() {
     if [[ $# -gt 0 && -n $1 ]]; then label="$label ($1)"; fi
     PHASE_NAMES+=("$label")
     PHASE_MS+=("$ms")
+    _phase_open=0
     log "[$_phase_name] done in $(fmt_ms "$ms")"
+}
+# For an EXIT trap: closes a phase that was still running as FAILED.
+phase_abort() {
+    if [[ $_phase_open == 1 ]]; then phase_end FAILED; fi
 }
 fmt_ms() { printf '%d.%03d s' "$(($1 / 1000))" "$(($1 % 1000))"; }
 phase_summary() {
+    phase_abort
     local i total=0
-    printf '\n%-40s %12s\n' 'phase' 'time' >&2
+    printf '\n%-50s %12s\n' 'phase' 'time' >&2
     for i in "${!PHASE_NAMES[@]}"; do
-        printf '%-40s %12s\n' "${PHASE_NAMES[$i]}" "$(fmt_ms "${PHASE_MS[$i]}")" >&2
+        printf '%-50s %12s\n' "${PHASE_NAMES[$i]}" "$(fmt_ms "${PHASE_MS[$i]}")" >&2
         total=$((total + PHASE_MS[i]))
     done
-    printf '%-40s %12s\n' 'total' "$(fmt_ms "$total")" >&2
+    printf '%-50s %12s\n' 'total' "$(fmt_ms "$total")" >&2
 }
 
 human_size() {

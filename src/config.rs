@@ -24,7 +24,9 @@ impl FromStr for DecodeMode {
         match s.trim().to_ascii_lowercase().as_str() {
             "on-demand" | "ondemand" | "" => Ok(DecodeMode::OnDemand),
             "always" => Ok(DecodeMode::Always),
-            other => Err(format!("unknown decode mode {other:?} (on-demand | always)")),
+            other => Err(format!(
+                "unknown decode mode {other:?} (on-demand | always)"
+            )),
         }
     }
 }

@@ -91,8 +91,12 @@ fn run() -> Result<(), String> {
     }
 
     let ctx = Ctx::new(Arc::clone(&registry), config);
-    let server = Server::start(Arc::clone(&ctx))
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", ctx.config.bind, ctx.config.port))?;
+    let server = Server::start(Arc::clone(&ctx)).map_err(|e| {
+        format!(
+            "cannot listen on {}:{}: {e}",
+            ctx.config.bind, ctx.config.port
+        )
+    })?;
     let addr = server.local_addr();
     log::info!(
         "ptz-edge {} listening on http://{addr} (decode {})",

@@ -34,6 +34,10 @@ pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
     if segs.as_slice() == ["health"] && get {
         return health(ctx);
     }
+    // The viewer page holds no data; the API calls it makes carry the token.
+    if segs.is_empty() && get {
+        return index();
+    }
     if !authorized(req, ctx) {
         return unauthorized();
     }
@@ -49,7 +53,11 @@ pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
             match (*rest, get) {
                 ("status", true) => status(&id, ctx),
                 ("frame", true) => frame(req, &id, ctx),
-                ("status" | "frame", false) => error(405, "Method Not Allowed"),
+                ("mjpeg", true) => match camera_or_404(&id, ctx) {
+                    Ok(cam) => super::mjpeg::stream(req, cam, ctx),
+                    Err(r) => r,
+                },
+                ("status" | "frame" | "mjpeg", false) => error(405, "Method Not Allowed"),
                 _ => error(404, "Not Found"),
             }
         }
@@ -58,6 +66,14 @@ pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
         }
         _ => error(404, "Not Found"),
     }
+}
+
+fn index() -> Reply {
+    Reply::Response(
+        Response::from_data(include_str!("index.html"))
+            .with_header(header("Content-Type", "text/html; charset=utf-8"))
+            .boxed(),
+    )
 }
 
 fn preflight(req: &Request) -> Reply {
@@ -92,10 +108,9 @@ fn authorized(req: &Request, ctx: &Ctx) -> bool {
 
 fn unauthorized() -> Reply {
     match error(401, "Missing or invalid API token") {
-        Reply::Response(r) => Reply::Response(
-            r.with_header(header("WWW-Authenticate", "Bearer"))
-                .boxed(),
-        ),
+        Reply::Response(r) => {
+            Reply::Response(r.with_header(header("WWW-Authenticate", "Bearer")).boxed())
+        }
         other => other,
     }
 }
@@ -141,7 +156,10 @@ fn parse_connect(body: &[u8]) -> Result<ConnectBody, Reply> {
     camera::validate_id(&id).map_err(|e| error(422, e))?;
     let host = str_field(&m, "ip", None)?.trim().to_owned();
     camera::validate_host(&host).map_err(|e| error(422, e))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let username = str_field(&m, "username", Some(""))?;
     let password = Secret::new(str_field(&m, "password", Some(""))?);
     let path = str_field(&m, "streamPath", Some("/1"))?;
@@ -150,7 +168,12 @@ fn parse_connect(body: &[u8]) -> Result<ConnectBody, Reply> {
         None | Some(Value::Null) => 554,
         Some(v) => match v.as_u64() {
             Some(p @ 1..=65535) => p as u16,
-            _ => return Err(error(422, "field 'port' must be an integer from 1 to 65535")),
+            _ => {
+                return Err(error(
+                    422,
+                    "field 'port' must be an integer from 1 to 65535",
+                ))
+            }
         },
     };
     let transport = match m.get("transport") {
@@ -214,7 +237,10 @@ fn disconnect(req: &Request, ctx: &Ctx) -> Reply {
     if ctx.registry.disconnect(&id) {
         log::info!("{id}: disconnected");
     }
-    json_reply(200, &json!({"success": true, "message": "Camera disconnected"}))
+    json_reply(
+        200,
+        &json!({"success": true, "message": "Camera disconnected"}),
+    )
 }
 
 /// The status object: the contract's fields first, then ours.
@@ -314,7 +340,10 @@ fn frame(req: &Request, id: &str, ctx: &Ctx) -> Reply {
                 .with_header(header("Content-Type", "image/jpeg"))
                 .with_header(header("Cache-Control", "no-store"))
                 .with_header(header("X-Frame-Seq", &jpeg.seq.to_string()))
-                .with_header(header("X-Frame-Timestamp", &format!("{:.6}", jpeg.captured)))
+                .with_header(header(
+                    "X-Frame-Timestamp",
+                    &format!("{:.6}", jpeg.captured),
+                ))
                 .with_header(header(
                     "Access-Control-Expose-Headers",
                     "X-Frame-Seq, X-Frame-Timestamp",
@@ -343,20 +372,30 @@ mod tests {
 
     #[test]
     fn connect_defaults_and_validation() {
-        let s = parse(json!({"cameraId":"c1","ip":"10.0.0.9","username":"u","password":"p"}))
-            .unwrap();
+        let s =
+            parse(json!({"cameraId":"c1","ip":"10.0.0.9","username":"u","password":"p"})).unwrap();
         assert_eq!((s.port, s.path.as_str()), (554, "/1"));
         assert_eq!(s.transport, Transport::Auto);
-        let s = parse(json!({"cameraId":"c1","ip":"[::1]","port":8554,"streamPath":"/s","transport":"tcp"}))
-            .unwrap();
+        let s = parse(
+            json!({"cameraId":"c1","ip":"[::1]","port":8554,"streamPath":"/s","transport":"tcp"}),
+        )
+        .unwrap();
         assert_eq!((s.host.as_str(), s.port), ("::1", 8554));
         assert_eq!(parse(json!({"ip":"10.0.0.9"})), Err(422));
         assert_eq!(parse(json!({"cameraId":"c","ip":"a b"})), Err(422));
         assert_eq!(parse(json!({"cameraId":"c","ip":"h","port":0})), Err(422));
-        assert_eq!(parse(json!({"cameraId":"c","ip":"h","port":"80"})), Err(422));
-        assert_eq!(parse(json!({"cameraId":"c","ip":"h","streamPath":"x@y"})), Err(422));
+        assert_eq!(
+            parse(json!({"cameraId":"c","ip":"h","port":"80"})),
+            Err(422)
+        );
+        assert_eq!(
+            parse(json!({"cameraId":"c","ip":"h","streamPath":"x@y"})),
+            Err(422)
+        );
         assert_eq!(parse(json!({"cameraId":5,"ip":"h"})), Err(422));
         assert_eq!(parse(json!([1, 2])), Err(422));
-        assert!(matches!(parse_connect(b"{nope"), Err(Reply::Response(r)) if r.status_code().0 == 400));
+        assert!(
+            matches!(parse_connect(b"{nope"), Err(Reply::Response(r)) if r.status_code().0 == 400)
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! routes (`http`), WebSocket viewers (`ws`) and MJPEG streams (`mjpeg`).
 
 pub mod http;
+pub mod mjpeg;
+pub mod pace;
 pub mod request;
 pub mod server;
 pub mod sessions;
@@ -27,10 +29,8 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(registry: Arc<Registry>, config: Config) -> Arc<Ctx> {
-        let sessions = sessions::Sessions::new(
-            config.limits.max_websockets,
-            config.limits.max_streams,
-        );
+        let sessions =
+            sessions::Sessions::new(config.limits.max_websockets, config.limits.max_streams);
         Arc::new(Ctx {
             registry,
             config,

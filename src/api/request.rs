@@ -151,7 +151,10 @@ pub fn read_request(
                     http_minor,
                 };
                 if r.header("Transfer-Encoding").is_some() {
-                    return ReadOutcome::Bad(411, "chunked request bodies are not supported; send Content-Length".into());
+                    return ReadOutcome::Bad(
+                        411,
+                        "chunked request bodies are not supported; send Content-Length".into(),
+                    );
                 }
                 let len = match r.header("Content-Length").map(|v| v.parse::<usize>()) {
                     None => 0,
@@ -169,7 +172,12 @@ pub fn read_request(
                     match stream.read(&mut chunk) {
                         Ok(0) => return ReadOutcome::Closed,
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        Err(_) => return ReadOutcome::Bad(408, "timed out reading the request body".into()),
+                        Err(_) => {
+                            return ReadOutcome::Bad(
+                                408,
+                                "timed out reading the request body".into(),
+                            )
+                        }
                     }
                 }
                 r.body = buf.drain(..len).collect();
@@ -195,7 +203,10 @@ pub fn read_request(
 }
 
 pub fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Writes a response (HTTP/1.1 framing by tiny_http).

@@ -57,11 +57,7 @@ impl Server {
                     accept_loop(listener, actx, tx);
                 })?,
         );
-        Ok(Server {
-            addr,
-            ctx,
-            threads,
-        })
+        Ok(Server { addr, ctx, threads })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -168,10 +164,11 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, ctx: &Arc<Ctx>) {
         let keep_alive = req.keep_alive() && !ctx.shutdown.load(Ordering::SeqCst);
         let head_only = req.method == "HEAD";
         let started = Instant::now();
-        let reply = catch_unwind(AssertUnwindSafe(|| http::route(&req, ctx))).unwrap_or_else(|_| {
-            log::error!("handler panicked on {} {}", req.method, req.path);
-            request::error(500, "Internal server error")
-        });
+        let reply =
+            catch_unwind(AssertUnwindSafe(|| http::route(&req, ctx))).unwrap_or_else(|_| {
+                log::error!("handler panicked on {} {}", req.method, req.path);
+                request::error(500, "Internal server error")
+            });
         match reply {
             Reply::Response(r) => {
                 let status = r.status_code().0;
@@ -201,7 +198,10 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, ctx: &Arc<Ctx>) {
 pub fn with_common_headers(r: tiny_http::ResponseBox, keep_alive: bool) -> tiny_http::ResponseBox {
     let r = r
         .with_header(header("Access-Control-Allow-Origin", "*"))
-        .with_header(header("Server", concat!("ptz-edge/", env!("CARGO_PKG_VERSION"))));
+        .with_header(header(
+            "Server",
+            concat!("ptz-edge/", env!("CARGO_PKG_VERSION")),
+        ));
     if keep_alive {
         r
     } else {

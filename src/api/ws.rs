@@ -22,10 +22,11 @@ use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use super::pace::Pacer;
 use super::request::{error, Reply, Request};
 use super::sessions::Kind;
 use super::Ctx;
-use crate::camera::{Camera, CameraState, CameraStatus, JpegParams};
+use crate::camera::{CameraState, CameraStatus, JpegParams};
 
 /// Default rate of a subscription (the first version's default).
 const DEFAULT_FPS: f64 = 15.0;
@@ -40,7 +41,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Answers the upgrade request (RFC 6455 §4.2) and hands the socket to a session.
 pub fn upgrade(req: &Request, ctx: &Arc<Ctx>) -> Reply {
-    if !req.header_has_token("Upgrade", "websocket") || !req.header_has_token("Connection", "upgrade")
+    if !req.header_has_token("Upgrade", "websocket")
+        || !req.header_has_token("Connection", "upgrade")
     {
         return error(426, "WebSocket upgrade expected on /ws");
     }
@@ -158,13 +160,10 @@ enum Out {
 
 struct Subscription {
     camera_id: String,
-    camera: Arc<Camera>,
     viewer: crate::camera::frame::Viewer,
-    interval: Duration,
+    pacer: Pacer,
     binary: bool,
     params: JpegParams,
-    last_seq: u64,
-    next_due: Instant,
 }
 
 fn run(stream: TcpStream, leftover: Vec<u8>, ctx: Arc<Ctx>, peer: SocketAddr, n: u64) {
@@ -238,10 +237,8 @@ fn run(stream: TcpStream, leftover: Vec<u8>, ctx: Arc<Ctx>, peer: SocketAddr, n:
             Err(tungstenite::Error::Io(e)) if super::request::is_timeout(&e) => {
                 if last_heard.elapsed() > IDLE_LIMIT {
                     log::debug!("{peer}: WebSocket idle for too long");
-                    let _ = out_tx.send_timeout(
-                        Out::Close(CloseCode::Away, "idle"),
-                        Duration::from_secs(1),
-                    );
+                    let _ = out_tx
+                        .send_timeout(Out::Close(CloseCode::Away, "idle"), Duration::from_secs(1));
                     break;
                 }
             }
@@ -342,13 +339,10 @@ fn subscription(v: &Value, ctx: &Ctx) -> Result<Subscription, String> {
     camera.wake();
     Ok(Subscription {
         camera_id: id.to_owned(),
-        camera,
         viewer,
-        interval: Duration::from_secs_f64(1.0 / fps),
+        pacer: Pacer::new(fps),
         binary,
         params: JpegParams { width, quality },
-        last_seq: 0,
-        next_due: Instant::now(),
     })
 }
 
@@ -363,10 +357,9 @@ fn writer(out_rx: Receiver<Out>, wire: Arc<Wire>, ctx: Arc<Ctx>) {
             .unwrap_or_else(never);
         // Sleep until a frame is due, if one is waiting; else until something happens.
         let timeout = match &sub {
-            Some(s) if s.viewer.feed().latest_seq() > s.last_seq => s
-                .next_due
-                .saturating_duration_since(Instant::now() + s.interval / 4)
-                .min(POLL),
+            Some(s) if s.viewer.feed().latest_seq() > s.pacer.last_seq() => {
+                s.pacer.wait(Instant::now()).min(POLL)
+            }
             _ => POLL,
         };
         let result: io::Result<bool> = select! {
@@ -409,7 +402,13 @@ fn writer(out_rx: Receiver<Out>, wire: Arc<Wire>, ctx: Arc<Ctx>) {
             }
         }
         if last_sent.elapsed() > PING_EVERY {
-            if wire.send(OpCode::Control(tungstenite::protocol::frame::coding::Control::Ping), &[b"ka"]).is_err() {
+            if wire
+                .send(
+                    OpCode::Control(tungstenite::protocol::frame::coding::Control::Ping),
+                    &[b"ka"],
+                )
+                .is_err()
+            {
                 break;
             }
             last_sent = Instant::now();
@@ -449,10 +448,9 @@ fn on_status(
         if let Some(cam) = ctx.registry.get(&s.camera_id) {
             if !Arc::ptr_eq(&cam.feed, s.viewer.feed()) {
                 s.viewer = cam.feed.watch();
-                s.last_seq = 0;
+                s.pacer.reset();
                 cam.wake();
             }
-            s.camera = cam;
         }
     }
     let mut v = super::http::status_json(status);
@@ -465,27 +463,21 @@ fn on_status(
 /// Sends the newest picture if it is new to this viewer and the pace allows.
 fn send_frame_if_due(wire: &Wire, s: &mut Subscription) -> io::Result<bool> {
     let now = Instant::now();
-    // A quarter interval of slack: a frame that comes a little early for its slot is
-    // still sent, so 30 fps of a 30 fps camera is every frame despite jitter.
-    if now + s.interval / 4 < s.next_due {
-        return Ok(false);
-    }
     let Some(frame) = s.viewer.feed().latest() else {
         return Ok(false);
     };
-    if frame.seq <= s.last_seq {
+    if !s.pacer.due(frame.seq, now) {
         return Ok(false);
     }
     let jpeg = match s.viewer.feed().jpeg.get(&frame, s.params) {
         Ok(j) => j,
         Err(e) => {
             log::warn!("{}: JPEG encoding failed: {e}", s.camera_id);
-            s.last_seq = frame.seq;
+            s.pacer.skip(frame.seq);
             return Ok(false);
         }
     };
-    s.last_seq = frame.seq;
-    s.next_due = (s.next_due + s.interval).max(now - s.interval / 2);
+    s.pacer.sent(frame.seq, now);
     if s.binary {
         let header = json!({
             "cameraId": s.camera_id,
@@ -512,6 +504,5 @@ fn send_frame_if_due(wire: &Wire, s: &mut Subscription) -> io::Result<bool> {
         );
         wire.send_text(&text)?;
     }
-    let _ = &s.camera;
     Ok(true)
 }

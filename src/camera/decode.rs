@@ -122,8 +122,7 @@ impl Decoder {
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps())
-                    else {
+                    let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps()) else {
                         return Ok(gst::FlowSuccess::Ok);
                     };
                     let Ok(info) = gst_video::VideoInfo::from_caps(caps) else {

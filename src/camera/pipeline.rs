@@ -243,7 +243,9 @@ fn link_video(
         e.sync_state_with_parent()
             .map_err(|e| PipelineError(e.to_string()))?;
     }
-    let sinkpad = depay.static_pad("sink").expect("depayloaders have a sink pad");
+    let sinkpad = depay
+        .static_pad("sink")
+        .expect("depayloaders have a sink pad");
     pad.link(&sinkpad)
         .map_err(|e| PipelineError(format!("linking the camera's video: {e:?}")))?;
     Ok(true)

@@ -51,9 +51,12 @@ impl Events {
     }
 
     fn publish(&self, status: CameraStatus) {
-        self.subscribers
-            .lock()
-            .retain(|tx| !matches!(tx.try_send(status.clone()), Err(TrySendError::Disconnected(_))));
+        self.subscribers.lock().retain(|tx| {
+            !matches!(
+                tx.try_send(status.clone()),
+                Err(TrySendError::Disconnected(_))
+            )
+        });
     }
 }
 

@@ -427,8 +427,7 @@ impl Camera {
                         };
                     }
                 }
-            } else if last_wanted.elapsed() >= DEMAND_LINGER && self.gop.lock().decoder.is_some()
-            {
+            } else if last_wanted.elapsed() >= DEMAND_LINGER && self.gop.lock().decoder.is_some() {
                 log::debug!("{}: nobody watches; decoding paused", self.spec.id);
                 self.stop_decoder();
                 self.feed.jpeg.release();

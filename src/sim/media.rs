@@ -126,6 +126,7 @@ fn configure_media(path: &str, format: StreamFormat, media: &rtsp::RTSPMedia) {
         info,
         counter: AtomicU32::new(0),
         warned: AtomicBool::new(false),
+        copy_logged: AtomicBool::new(false),
     };
     let stamper = Arc::new(stamper);
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, probe| {
@@ -144,11 +145,20 @@ struct Stamper {
     counter: AtomicU32,
     /// Set after the first mapping failure, so a broken stream logs once, not per frame.
     warned: AtomicBool,
+    /// Set after the first buffer that had to be copied to be drawn on.
+    copy_logged: AtomicBool,
 }
 
 impl Stamper {
     fn stamp(&self, buffer: &mut gst::Buffer) {
-        // videotestsrc hands out pooled buffers with one reference, so this rarely copies.
+        // videotestsrc hands out pooled buffers with one reference, so this should not
+        // copy; say so once if it does (a 1080p copy is 3 MB per frame).
+        if !buffer.is_writable() && !self.copy_logged.swap(true, Ordering::Relaxed) {
+            log::debug!(
+                "sim {}: frame buffers are shared; copying them to draw",
+                self.path
+            );
+        }
         let buffer = buffer.make_mut();
         let mut frame = match gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, &self.info)
         {

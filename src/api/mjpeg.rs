@@ -1,0 +1,117 @@
+//! `GET /api/cameras/{id}/mjpeg`: a `multipart/x-mixed-replace` stream of JPEGs for
+//! `<img>` tags, web views, VLC and ffplay. Each stream has its own thread (`mjpeg-{n}`)
+//! and, like a WebSocket viewer, always gets the newest picture when it is ready.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::http::jpeg_params;
+use super::pace::Pacer;
+use super::request::{error, Reply, Request};
+use super::sessions::Kind;
+use super::Ctx;
+use crate::camera::{Camera, JpegParams};
+
+const BOUNDARY: &str = "ptzedgeframe";
+/// Default rate when `fps` is not given.
+const DEFAULT_FPS: f64 = 15.0;
+/// How often a stream with no new picture looks at the shutdown flag.
+const POLL: Duration = Duration::from_millis(250);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub fn stream(req: &Request, cam: Arc<Camera>, ctx: &Arc<Ctx>) -> Reply {
+    let params = match jpeg_params(req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let fps = match req.query_param("fps") {
+        None => DEFAULT_FPS,
+        Some(f) => match f.parse::<f64>() {
+            Ok(f) if (0.1..=60.0).contains(&f) => f,
+            _ => return error(422, "fps must be a number from 0.1 to 60"),
+        },
+    };
+    if !ctx.sessions.has_room(Kind::Stream) {
+        return error(503, "Too many MJPEG streams");
+    }
+    let ctx = Arc::clone(ctx);
+    let head_only = req.method == "HEAD";
+    Reply::Takeover(Box::new(
+        move |mut stream: TcpStream, _leftover: Vec<u8>| {
+            let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary={BOUNDARY}\r\n\
+             Cache-Control: no-store\r\nPragma: no-cache\r\nConnection: close\r\n\
+             Access-Control-Allow-Origin: *\r\n\r\n"
+        );
+            if stream.write_all(head.as_bytes()).is_err() || head_only {
+                return;
+            }
+            let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            let Ok(socket) = stream.try_clone() else {
+                return;
+            };
+            let sctx = Arc::clone(&ctx);
+            let spawned =
+                ctx.sessions
+                    .spawn(Kind::Stream, format!("mjpeg-{n}"), &socket, move || {
+                        run(stream, cam, params, fps, sctx)
+                    });
+            if let Err(e) = spawned {
+                log::warn!("cannot start an MJPEG stream: {e}");
+            }
+        },
+    ))
+}
+
+fn run(mut stream: TcpStream, cam: Arc<Camera>, params: JpegParams, fps: f64, ctx: Arc<Ctx>) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(ctx.config.limits.write_timeout));
+    let viewer = cam.feed.watch();
+    cam.wake();
+    let mut pacer = Pacer::new(fps);
+    log::debug!("{}: MJPEG viewer attached", cam.id());
+    while !ctx.shutdown.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        let frame = viewer.feed().latest();
+        let wait = match &frame {
+            Some(f) if f.seq > pacer.last_seq() => pacer.wait(now),
+            _ => POLL,
+        };
+        if !wait.is_zero() {
+            let _ = viewer.wakeups().recv_timeout(wait.min(POLL));
+            continue;
+        }
+        let Some(frame) = frame else { continue };
+        if !pacer.due(frame.seq, now) {
+            continue;
+        }
+        let jpeg = match viewer.feed().jpeg.get(&frame, params) {
+            Ok(j) => j,
+            Err(e) => {
+                log::warn!("{}: JPEG encoding failed: {e}", cam.id());
+                pacer.skip(frame.seq);
+                continue;
+            }
+        };
+        pacer.sent(frame.seq, now);
+        let part = format!(
+            "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\
+             X-Frame-Seq: {}\r\nX-Frame-Timestamp: {:.6}\r\n\r\n",
+            jpeg.data.len(),
+            jpeg.seq,
+            jpeg.captured
+        );
+        let ok = stream.write_all(part.as_bytes()).is_ok()
+            && stream.write_all(&jpeg.data).is_ok()
+            && stream.write_all(b"\r\n").is_ok();
+        if !ok {
+            break;
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    log::debug!("{}: MJPEG viewer gone", cam.id());
+}
