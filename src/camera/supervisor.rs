@@ -106,7 +106,9 @@ const STALL_MIN: Duration = Duration::from_secs(2);
 /// How long a new session may take to deliver its first packet.
 const FIRST_PACKET: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+// Capped low: on a LAN a retry costs a SYN, and being back within seconds of the
+// camera matters more than a quiet log.
+const BACKOFF_MAX: Duration = Duration::from_millis(1500);
 
 pub(crate) enum Command {
     /// Re-evaluate demand now (someone asked for a picture).
