@@ -96,6 +96,8 @@ pub fn upgrade(req: &Request, ctx: &Arc<Ctx>) -> Reply {
 /// The writing half shared by both threads: whole frames under one lock.
 struct Wire {
     stream: Mutex<TcpStream>,
+    /// When the client was last heard from (any frame, pongs included).
+    heard: Mutex<Instant>,
     /// Set once a Close frame was received or sent: no data frame may follow.
     closing: AtomicBool,
 }
@@ -176,6 +178,7 @@ fn run(stream: TcpStream, leftover: Vec<u8>, ctx: Arc<Ctx>, peer: SocketAddr, n:
     };
     let wire = Arc::new(Wire {
         stream: Mutex::new(write_half),
+        heard: Mutex::new(Instant::now()),
         closing: AtomicBool::new(false),
     });
     let config = WebSocketConfig::default()
@@ -205,17 +208,17 @@ fn run(stream: TcpStream, leftover: Vec<u8>, ctx: Arc<Ctx>, peer: SocketAddr, n:
         }
     };
 
-    let mut last_heard = Instant::now();
+    let last_heard = || wire.heard.lock().elapsed();
     loop {
         if ctx.shutdown.load(Ordering::SeqCst) && wire.closing.load(Ordering::SeqCst) {
             // The writer sent our Close; give the peer a moment to answer, then go.
-            if last_heard.elapsed() > Duration::from_secs(1) {
+            if last_heard() > Duration::from_secs(1) {
                 break;
             }
         }
         match ws.read() {
             Ok(msg) => {
-                last_heard = Instant::now();
+                *wire.heard.lock() = Instant::now();
                 match msg {
                     Message::Text(t) => {
                         if !handle_text(t.as_str(), &ctx, &out_tx) {
@@ -235,7 +238,7 @@ fn run(stream: TcpStream, leftover: Vec<u8>, ctx: Arc<Ctx>, peer: SocketAddr, n:
                 }
             }
             Err(tungstenite::Error::Io(e)) if super::request::is_timeout(&e) => {
-                if last_heard.elapsed() > IDLE_LIMIT {
+                if last_heard() > IDLE_LIMIT {
                     log::debug!("{peer}: WebSocket idle for too long");
                     let _ = out_tx
                         .send_timeout(Out::Close(CloseCode::Away, "idle"), Duration::from_secs(1));
@@ -349,7 +352,7 @@ fn subscription(v: &Value, ctx: &Ctx) -> Result<Subscription, String> {
 fn writer(out_rx: Receiver<Out>, wire: Arc<Wire>, ctx: Arc<Ctx>) {
     let events = ctx.registry.events().subscribe();
     let mut sub: Option<Subscription> = None;
-    let mut last_sent = Instant::now();
+    let mut last_ping = Instant::now();
     loop {
         let wake = sub
             .as_ref()
@@ -395,13 +398,13 @@ fn writer(out_rx: Receiver<Out>, wire: Arc<Wire>, ctx: Arc<Ctx>) {
             break;
         }
         if let Some(s) = &mut sub {
-            match send_frame_if_due(&wire, s) {
-                Ok(true) => last_sent = Instant::now(),
-                Ok(false) => {}
-                Err(_) => break,
+            if send_frame_if_due(&wire, s).is_err() {
+                break;
             }
         }
-        if last_sent.elapsed() > PING_EVERY {
+        // Ping a client that has been quiet (a passive viewer sends nothing), so a dead
+        // one is noticed and a live one is never closed for idling.
+        if wire.heard.lock().elapsed() > PING_EVERY && last_ping.elapsed() > PING_EVERY {
             if wire
                 .send(
                     OpCode::Control(tungstenite::protocol::frame::coding::Control::Ping),
@@ -411,7 +414,7 @@ fn writer(out_rx: Receiver<Out>, wire: Arc<Wire>, ctx: Arc<Ctx>) {
             {
                 break;
             }
-            last_sent = Instant::now();
+            last_ping = Instant::now();
         }
     }
 }
