@@ -23,6 +23,7 @@ OPTIONS:
     --path PATH          mount path, repeatable          [default: /1]
     --size WxH           picture size                    [default: 1280x720]
     --fps N              frames per second               [default: 30]
+    --codec h264|h265    video codec                     [default: h264]
     --user U             RTSP basic auth user (needs --password)
     --password P         RTSP basic auth password (visible in `ps`; for tests only)
     -h, --help           print this help
@@ -136,6 +137,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                     .parse()
                     .map_err(|_| format!("--fps {v:?} is not a whole number"))?;
             }
+            "--codec" => cfg.codec = value()?.parse()?,
             "--user" => user = Some(value()?.to_owned()),
             "--password" => password = Some(value()?.to_owned()),
             other => return Err(format!("unknown argument {other:?}")),

@@ -147,11 +147,28 @@ fn forward(tx: &Sender<BusEvent>, msg: &gst::Message) {
     use gst::MessageView;
     let ev = match msg.view() {
         MessageView::Error(e) => {
-            let mut text = e.error().to_string();
-            if let Some(src) = msg.src() {
-                text = format!("{}: {}", src.name(), text);
-            }
-            BusEvent::Error(text)
+            // Element names carry counters (rtspsrc3); say which stage failed instead.
+            // The debug text may name the URL, never credentials: they are properties.
+            let stage = match msg.src().and_then(|s| s.downcast_ref::<gst::Element>()) {
+                Some(el) => el
+                    .factory()
+                    .map(|f| f.name().to_string())
+                    .unwrap_or_else(|| el.name().to_string()),
+                None => "pipeline".into(),
+            };
+            let stage = if stage == "rtspsrc" {
+                "RTSP".to_owned()
+            } else {
+                stage
+            };
+            let detail = e
+                .debug()
+                .map(|d| d.to_string())
+                .and_then(|d| d.lines().last().map(|l| l.trim().to_owned()))
+                .filter(|d| !d.is_empty() && d.len() < 200)
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            BusEvent::Error(format!("{stage}: {}{detail}", e.error()))
         }
         MessageView::Eos(_) => BusEvent::Eos,
         MessageView::Application(a) => match a.structure() {

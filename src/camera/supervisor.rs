@@ -247,6 +247,8 @@ impl Camera {
             changed
         };
         if changed {
+            // Whoever waits for a picture (connect, /frame) should see this at once.
+            self.feed.wake_all();
             (self.on_state)(self);
         }
     }

@@ -12,11 +12,16 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
 use super::barcode::{self, FrameCode};
+use super::SimCodec;
 
 /// Elements the pipeline needs, checked before the server starts because the factory only
 /// parses its launch line when the first client arrives.
-pub(crate) const REQUIRED_ELEMENTS: [&str; 4] =
-    ["videotestsrc", "capsfilter", "x264enc", "rtph264pay"];
+pub(crate) fn required_elements(codec: SimCodec) -> [&'static str; 4] {
+    match codec {
+        SimCodec::H264 => ["videotestsrc", "capsfilter", "x264enc", "rtph264pay"],
+        SimCodec::H265 => ["videotestsrc", "capsfilter", "x265enc", "rtph265pay"],
+    }
+}
 
 /// Name of the test source in the launch line; the probe goes on its src pad.
 const SOURCE_NAME: &str = "simsrc";
@@ -27,6 +32,7 @@ pub(crate) struct StreamFormat {
     pub width: u32,
     pub height: u32,
     pub fps: u32,
+    pub codec: SimCodec,
 }
 
 impl StreamFormat {
@@ -46,7 +52,24 @@ impl StreamFormat {
     /// - `bframes=0`, `tune=zerolatency` (no lookahead), `threads=1`: one frame in, one
     ///   out, and no thread pool competing with the appliance on small boards.
     pub(crate) fn launch_line(&self) -> String {
-        let Self { width, height, fps } = *self;
+        let Self {
+            width,
+            height,
+            fps,
+            codec,
+        } = *self;
+        if codec == SimCodec::H265 {
+            // x265's zerolatency tune has no B-frames and no lookahead; SPS/PPS/VPS
+            // repeated so decoding can start at any keyframe.
+            return format!(
+                "( videotestsrc name={SOURCE_NAME} is-live=true pattern=smpte horizontal-speed=4 \
+                 ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
+                 ! x265enc speed-preset=ultrafast tune=zerolatency key-int-max={fps} \
+                   bitrate={bitrate} \
+                 ! rtph265pay name=pay0 pt=96 config-interval=-1 )",
+                bitrate = self.bitrate_kbps(),
+            );
+        }
         format!(
             "( videotestsrc name={SOURCE_NAME} is-live=true pattern=smpte horizontal-speed=4 \
              ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
@@ -231,6 +254,7 @@ mod tests {
             width: 1920,
             height: 1080,
             fps: 30,
+            codec: SimCodec::H264,
         }
         .launch_line();
         assert!(
@@ -249,12 +273,14 @@ mod tests {
             width: 64,
             height: 64,
             fps: 1,
+            codec: SimCodec::H264,
         };
         assert_eq!(tiny.bitrate_kbps(), 300);
         let huge = StreamFormat {
             width: 7680,
             height: 4320,
             fps: 60,
+            codec: SimCodec::H264,
         };
         assert_eq!(huge.bitrate_kbps(), 8_000);
     }

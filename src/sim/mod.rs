@@ -59,6 +59,27 @@ pub struct SimConfig {
     pub fps: u32,
     /// RTSP basic auth `(user, password)`; when set, every path requires it.
     pub auth: Option<(String, String)>,
+    /// The video codec every path sends.
+    pub codec: SimCodec,
+}
+
+/// What the simulator encodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SimCodec {
+    #[default]
+    H264,
+    H265,
+}
+
+impl std::str::FromStr for SimCodec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "h264" | "avc" => Ok(SimCodec::H264),
+            "h265" | "hevc" => Ok(SimCodec::H265),
+            other => Err(format!("codec {other:?} is not h264 or h265")),
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -71,6 +92,7 @@ impl Default for SimConfig {
             height: 720,
             fps: 30,
             auth: None,
+            codec: SimCodec::H264,
         }
     }
 }
@@ -151,6 +173,7 @@ impl SimConfig {
             width: self.width,
             height: self.height,
             fps: self.fps,
+            codec: self.codec,
         }
     }
 }
@@ -214,7 +237,7 @@ impl Simulator {
     pub fn start(cfg: SimConfig) -> Result<Simulator, SimError> {
         cfg.validate()?;
         gst::init().map_err(|err| SimError::Init(err.to_string()))?;
-        for name in media::REQUIRED_ELEMENTS {
+        for name in media::required_elements(cfg.codec) {
             if gst::ElementFactory::find(name).is_none() {
                 return Err(SimError::MissingElement(name));
             }

@@ -1,0 +1,950 @@
+//! Shared harness of the integration tests: real `camera-sim` and `ptz-edge` processes on
+//! 127.0.0.1 with ports chosen at run time, a tiny HTTP/1.1 client, a WebSocket client,
+//! JPEG decoding with the simulator's frame code, and bounded polling.
+//!
+//! Every process writes its stderr to a log file in its own temporary directory; when a
+//! test fails (the process handle is dropped while the thread panics) the log is printed,
+//! otherwise the directory is removed. Processes get SIGTERM on drop, then SIGKILL if
+//! they have not exited within a few seconds.
+
+// Each test file uses a different part of the harness.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ptz_edge::sim::barcode::{self, FrameCode};
+use serde_json::{json, Value};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// How long a process may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a process may take to exit after SIGTERM before it is killed.
+const TERM_GRACE: Duration = Duration::from_secs(5);
+/// Read timeout of the HTTP client: longer than the 5 s a connect may wait.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------
+// Processes
+
+static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh directory under the system temp dir, unique per process and call.
+pub fn temp_dir(label: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ptz-edge-it-{label}-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// A child process with its stderr log; SIGTERM (then SIGKILL) on drop.
+pub struct Proc {
+    name: String,
+    child: Child,
+    dir: PathBuf,
+    log: PathBuf,
+    keep_dir: bool,
+    exited: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdout piped and stderr to `<dir>/<name>.log`, and waits for its
+    /// first stdout line, which must be a JSON object.
+    fn spawn(name: &str, mut cmd: Command, dir: PathBuf, keep_dir: bool) -> (Proc, Value) {
+        let log = dir.join(format!("{name}.log"));
+        let stderr = fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("{name}-stdout"))
+            .spawn(move || {
+                let mut lines = BufReader::new(stdout).lines();
+                let first = lines.next();
+                let _ = tx.send(first);
+                // Keep draining so the child never blocks or gets EPIPE on stdout.
+                for _ in lines {}
+            })
+            .expect("spawn stdout reader");
+        let mut proc = Proc {
+            name: name.to_owned(),
+            child,
+            dir,
+            log,
+            keep_dir,
+            exited: None,
+        };
+        let line = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(Some(Ok(line))) => line,
+            Ok(other) => {
+                let status = proc.child.wait().ok();
+                panic!(
+                    "{name} closed stdout without a ready line ({other:?}, exit {status:?})\n{}",
+                    proc.log_text()
+                )
+            }
+            Err(_) => panic!(
+                "{name} printed no ready line within {READY_TIMEOUT:?}\n{}",
+                proc.log_text()
+            ),
+        };
+        let ready: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("{name}: ready line {line:?} is not JSON: {e}"));
+        (proc, ready)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|e| format!("(cannot read {}: {e})", self.log.display()))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) has no memory effects; the pid is our own child, not yet reaped.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if let Some(s) = self.exited {
+            return Some(s);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) => {
+                    self.exited = Some(s);
+                    return Some(s);
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => return None,
+                Err(e) => panic!("{}: wait failed: {e}", self.name),
+            }
+        }
+    }
+
+    /// SIGTERM, then waits up to `timeout`; returns the exit status and how long it took,
+    /// or `None` if the process did not exit in time (it is left running for Drop).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<(ExitStatus, Duration)> {
+        if let Some(s) = self.exited {
+            return Some((s, Duration::ZERO));
+        }
+        let started = Instant::now();
+        self.signal(libc::SIGTERM);
+        self.wait_exit(timeout).map(|s| (s, started.elapsed()))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.terminate(TERM_GRACE);
+        }
+        if self.exited.is_none() {
+            eprintln!(
+                "{} (pid {}) ignored SIGTERM for {TERM_GRACE:?}: killing it",
+                self.name,
+                self.child.id()
+            );
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "----- {} stderr ({}) -----\n{}\n----- end of {} stderr -----",
+                self.name,
+                self.log.display(),
+                tail(&self.log_text(), 200),
+                self.name
+            );
+        } else if !self.keep_dir {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(n);
+    lines[from..].join("\n")
+}
+
+/// A running `camera-sim`.
+pub struct Sim {
+    pub proc: Proc,
+    pub rtsp_port: u16,
+    pub urls: Vec<String>,
+}
+
+impl Sim {
+    /// `camera-sim --bind 127.0.0.1 --port 0 ARGS...`; returns once it listens.
+    pub fn start(args: &[&str]) -> Sim {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_camera-sim"));
+        cmd.args(["--bind", "127.0.0.1", "--port", "0"]).args(args);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let (proc, ready) = Proc::spawn("camera-sim", cmd, temp_dir("sim"), false);
+        let rtsp_port = ready["rtsp_port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+            .unwrap_or_else(|| panic!("camera-sim ready line has no rtsp_port: {ready}"));
+        let urls = ready["urls"]
+            .as_array()
+            .unwrap_or_else(|| panic!("camera-sim ready line has no urls: {ready}"))
+            .iter()
+            .map(|u| u.as_str().expect("urls are strings").to_owned())
+            .collect();
+        Sim {
+            proc,
+            rtsp_port,
+            urls,
+        }
+    }
+
+    /// A `WxH` simulator at `fps` serving `/1`.
+    pub fn simple(size: &str, fps: u32) -> Sim {
+        Sim::start(&["--path", "/1", "--size", size, "--fps", &fps.to_string()])
+    }
+}
+
+/// A running `ptz-edge`.
+pub struct Appliance {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub state_file: PathBuf,
+}
+
+impl Appliance {
+    /// `ptz-edge` on 127.0.0.1, port 0, its own state file, plus `env` (which may
+    /// override any of those, e.g. `PTZ_EDGE_STATE`).
+    pub fn start(env: &[(&str, &str)]) -> Appliance {
+        let dir = temp_dir("app");
+        let state_file = dir.join("cameras.json");
+        Appliance::start_in(dir, state_file, env, false)
+    }
+
+    /// Like [`Appliance::start`] but with a given state file, whose directory is kept
+    /// (for restarts that read it again).
+    pub fn start_with_state(state_file: &Path, env: &[(&str, &str)]) -> Appliance {
+        let dir = temp_dir("app");
+        Appliance::start_in(dir, state_file.to_owned(), env, true)
+    }
+
+    fn start_in(dir: PathBuf, state_file: PathBuf, env: &[(&str, &str)], keep: bool) -> Appliance {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ptz-edge"));
+        cmd.env("PORT", "0")
+            .env("BIND", "127.0.0.1")
+            .env("PTZ_EDGE_STATE", &state_file)
+            .env("RUST_LOG", "info")
+            .env_remove("PTZ_EDGE_TOKEN")
+            .env_remove("PTZ_EDGE_DECODE")
+            .env_remove("PTZ_EDGE_DECODER");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (proc, ready) = Proc::spawn("ptz-edge", cmd, dir, keep);
+        let addr: SocketAddr = ready["listening"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("ptz-edge ready line has no listening address: {ready}"));
+        assert_ne!(addr.port(), 0, "ptz-edge reported port 0");
+        Appliance {
+            proc,
+            addr,
+            state_file,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        http(self.addr, "GET", path, &[], b"")
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Resp {
+        http(
+            self.addr,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Resp {
+        self.post(path, &body.to_string())
+    }
+
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        http(self.addr, method, path, headers, body)
+    }
+
+    /// `POST /api/cameras/connect` with `body`.
+    pub fn connect(&self, body: &Value) -> Resp {
+        self.post_json("/api/cameras/connect", body)
+    }
+
+    /// Connects `id` to `sim`'s `path`; panics unless the reply is 200.
+    pub fn connect_sim(&self, id: &str, sim: &Sim, path: &str) -> Duration {
+        let started = Instant::now();
+        let r = self.connect(&connect_body(id, sim, path));
+        let took = started.elapsed();
+        assert_eq!(
+            r.status,
+            200,
+            "connect {id} to port {} path {path}: {}",
+            sim.rtsp_port,
+            r.text()
+        );
+        took
+    }
+
+    pub fn disconnect(&self, id: &str) -> Resp {
+        self.post_json("/api/cameras/disconnect", &json!({ "cameraId": id }))
+    }
+
+    /// `GET /api/cameras/{id}/status` as JSON; panics unless 200.
+    pub fn status(&self, id: &str) -> Value {
+        let r = self.get(&format!("/api/cameras/{id}/status"));
+        assert_eq!(r.status, 200, "status of {id}: {}", r.text());
+        r.json()
+    }
+
+    /// `GET /api/cameras/{id}/frame{query}`; panics unless a 200 JPEG.
+    pub fn frame(&self, id: &str, query: &str) -> Resp {
+        let r = self.get(&format!("/api/cameras/{id}/frame{query}"));
+        assert_eq!(r.status, 200, "frame of {id}{query}: {}", r.text());
+        assert_eq!(
+            r.header("content-type"),
+            Some("image/jpeg"),
+            "frame content type"
+        );
+        r
+    }
+
+    pub fn ws(&self) -> Ws {
+        Ws::connect(self.addr, "/ws")
+    }
+
+    /// SIGTERM; asserts a clean exit (status 0) within `timeout`, returns how long it took.
+    pub fn terminate_ok(&mut self, timeout: Duration) -> Duration {
+        match self.proc.terminate(timeout) {
+            Some((status, took)) => {
+                assert!(
+                    status.success(),
+                    "ptz-edge exited with {status} after SIGTERM"
+                );
+                took
+            }
+            None => panic!("ptz-edge did not exit within {timeout:?} of SIGTERM"),
+        }
+    }
+}
+
+/// A connect body for `sim`'s `path` (no credentials, TCP).
+pub fn connect_body(id: &str, sim: &Sim, path: &str) -> Value {
+    json!({
+        "cameraId": id,
+        "ip": "127.0.0.1",
+        "port": sim.rtsp_port,
+        "streamPath": path,
+        "username": "",
+        "password": "",
+        "transport": "tcp",
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP
+
+/// A complete HTTP response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics (showing the body) if it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "HTTP {} body is not JSON ({e}): {:?}",
+                self.status,
+                self.text()
+            )
+        })
+    }
+
+    /// Asserts `status`, a JSON content type and a `{"detail": string}` body.
+    pub fn assert_detail(&self, status: u16, what: &str) -> String {
+        assert_eq!(self.status, status, "{what}: {}", self.text());
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{what}: content type"
+        );
+        let v = self.json();
+        let detail = v["detail"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no string \"detail\" in {v}"));
+        assert!(!detail.is_empty(), "{what}: empty detail");
+        detail.to_owned()
+    }
+
+    /// Asserts the CORS header every response must carry.
+    pub fn assert_cors(&self, what: &str) {
+        assert_eq!(
+            self.header("access-control-allow-origin"),
+            Some("*"),
+            "{what}: Access-Control-Allow-Origin in {:?}",
+            self.headers
+        );
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`), read to the end.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let raw = {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || method == "POST" || method == "PUT" {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let mut raw = head.into_bytes();
+        raw.extend_from_slice(body);
+        raw
+    };
+    http_raw(addr, &raw).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Sends `raw` bytes and parses the one response that comes back.
+pub fn http_raw(addr: SocketAddr, raw: &[u8]) -> Result<Resp, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    s.set_read_timeout(Some(HTTP_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(HTTP_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    s.write_all(raw).map_err(|e| format!("write: {e}"))?;
+    let mut data = Vec::new();
+    s.read_to_end(&mut data)
+        .map_err(|e| format!("read ({} bytes so far): {e}", data.len()))?;
+    parse_response(&data)
+}
+
+fn parse_response(data: &[u8]) -> Result<Resp, String> {
+    let head_end = data
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no complete head in {:?}", String::from_utf8_lossy(data)))?;
+    let head = std::str::from_utf8(&data[..head_end]).map_err(|e| format!("head: {e}"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return Err(format!("bad status line {status_line:?}"));
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let rest = &data[head_end + 4..];
+    let body = if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        dechunk(rest)?
+    } else if let Some(len) = find("content-length") {
+        let len: usize = len
+            .parse()
+            .map_err(|_| format!("bad Content-Length {len:?}"))?;
+        if rest.len() < len {
+            return Err(format!("body cut short: {} of {len} bytes", rest.len()));
+        }
+        rest[..len].to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("chunk size line missing")?;
+        let size_text = std::str::from_utf8(&rest[..eol]).map_err(|e| e.to_string())?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        if rest.len() < size + 2 {
+            return Err("chunk cut short".into());
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// WebSocket
+
+/// What the server sent.
+#[derive(Debug)]
+pub enum WsIn {
+    Json(Value),
+    Binary(Vec<u8>),
+    /// A Close frame (code, reason) or the end of the connection (`None`).
+    Closed(Option<(u16, String)>),
+}
+
+/// A WebSocket client of `/ws`.
+pub struct Ws {
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+}
+
+impl Ws {
+    pub fn connect(addr: SocketAddr, path_and_query: &str) -> Ws {
+        Ws::try_connect(addr, path_and_query)
+            .unwrap_or_else(|e| panic!("WebSocket {path_and_query}: {e}"))
+    }
+
+    pub fn try_connect(addr: SocketAddr, path_and_query: &str) -> Result<Ws, tungstenite::Error> {
+        let url = format!("ws://{addr}{path_and_query}");
+        let (ws, _resp) = tungstenite::connect(url.as_str())?;
+        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("set read timeout");
+            s.set_write_timeout(Some(Duration::from_secs(5)))
+                .expect("set write timeout");
+        }
+        Ok(Ws { ws })
+    }
+
+    pub fn send(&mut self, v: &Value) {
+        self.send_text(&v.to_string());
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text))
+            .unwrap_or_else(|e| panic!("WebSocket send {text:?}: {e}"));
+    }
+
+    /// The next data message or close, waiting at most `timeout`; `None` on timeout.
+    pub fn recv(&mut self, timeout: Duration) -> Option<WsIn> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => {
+                    let v = serde_json::from_str(t.as_str())
+                        .unwrap_or_else(|e| panic!("server text is not JSON ({e}): {t:?}"));
+                    return Some(WsIn::Json(v));
+                }
+                Ok(Message::Binary(b)) => return Some(WsIn::Binary(b.to_vec())),
+                Ok(Message::Close(c)) => {
+                    return Some(WsIn::Closed(
+                        c.map(|c| (u16::from(c.code), c.reason.to_string())),
+                    ))
+                }
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(
+                    tungstenite::Error::ConnectionClosed
+                    | tungstenite::Error::AlreadyClosed
+                    | tungstenite::Error::Io(_)
+                    | tungstenite::Error::Protocol(_),
+                ) => return Some(WsIn::Closed(None)),
+                Err(e) => panic!("WebSocket read: {e}"),
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+        }
+    }
+
+    /// The next JSON message whose `"type"` is `ty`, skipping frames and status pushes
+    /// (and binary frames); panics on timeout or close.
+    pub fn expect_type(&mut self, ty: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut skipped = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left) {
+                Some(WsIn::Json(v)) if v["type"] == ty => return v,
+                Some(WsIn::Json(v)) => skipped.push(v["type"].to_string()),
+                Some(WsIn::Binary(_)) => skipped.push("binary".into()),
+                Some(WsIn::Closed(c)) => {
+                    panic!("socket closed ({c:?}) while waiting for {ty:?}; skipped {skipped:?}")
+                }
+                None => panic!("no {ty:?} message within {timeout:?}; skipped {skipped:?}"),
+            }
+        }
+    }
+
+    /// Sends a ping action and waits for the pong; returns what came before it.
+    pub fn ping_pong(&mut self, timeout: Duration) -> Vec<WsIn> {
+        self.send(&json!({"action": "ping"}));
+        let deadline = Instant::now() + timeout;
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left) {
+                Some(WsIn::Json(v)) if v["type"] == "pong" => return before,
+                Some(WsIn::Closed(c)) => panic!("socket closed ({c:?}) while waiting for pong"),
+                Some(other) => before.push(other),
+                None => panic!("no pong within {timeout:?}"),
+            }
+        }
+    }
+
+    pub fn close(mut self) {
+        let _ = self.ws.close(None);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            match self.ws.read() {
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// A frame received over the WebSocket, in either mode.
+#[derive(Debug, Clone)]
+pub struct WsFrame {
+    pub camera_id: String,
+    pub timestamp: f64,
+    pub seq: u64,
+    pub width: u32,
+    pub height: u32,
+    pub jpeg: Vec<u8>,
+    /// When the client read it.
+    pub received: Instant,
+}
+
+impl WsFrame {
+    /// From a text `{"type":"frame",...}` message; panics on a missing or mistyped field.
+    pub fn from_json(v: &Value) -> WsFrame {
+        use base64::Engine as _;
+        assert_eq!(v["type"], "frame", "not a frame: {v}");
+        let data = v["data"]
+            .as_str()
+            .unwrap_or_else(|| panic!("frame without string data: {}", short(v)));
+        let jpeg = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap_or_else(|e| panic!("frame data is not base64: {e}"));
+        WsFrame {
+            camera_id: field_str(v, "cameraId"),
+            timestamp: field_f64(v, "timestamp"),
+            seq: field_u64(v, "seq"),
+            width: field_u64(v, "width") as u32,
+            height: field_u64(v, "height") as u32,
+            jpeg,
+            received: Instant::now(),
+        }
+    }
+
+    /// From a binary message: 2-byte big-endian length N, N bytes of JSON, then JPEG.
+    pub fn from_binary(b: &[u8]) -> WsFrame {
+        assert!(b.len() > 2, "binary message of {} bytes", b.len());
+        let n = usize::from(u16::from_be_bytes([b[0], b[1]]));
+        assert!(
+            b.len() > 2 + n,
+            "binary message of {} bytes cannot hold a {n}-byte header and a JPEG",
+            b.len()
+        );
+        let header = std::str::from_utf8(&b[2..2 + n])
+            .unwrap_or_else(|e| panic!("binary header is not UTF-8: {e}"));
+        let v: Value = serde_json::from_str(header)
+            .unwrap_or_else(|e| panic!("binary header is not JSON ({e}): {header:?}"));
+        WsFrame {
+            camera_id: field_str(&v, "cameraId"),
+            timestamp: field_f64(&v, "timestamp"),
+            seq: field_u64(&v, "seq"),
+            width: field_u64(&v, "width") as u32,
+            height: field_u64(&v, "height") as u32,
+            jpeg: b[2 + n..].to_vec(),
+            received: Instant::now(),
+        }
+    }
+}
+
+/// A JSON value shortened for messages (frames carry long base64 strings).
+pub fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 300 {
+        format!("{}...", &s[..300])
+    } else {
+        s
+    }
+}
+
+pub fn field_str(v: &Value, k: &str) -> String {
+    v[k].as_str()
+        .unwrap_or_else(|| panic!("{k:?} is not a string in {}", short(v)))
+        .to_owned()
+}
+
+pub fn field_u64(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k:?} is not an unsigned integer in {}", short(v)))
+}
+
+pub fn field_f64(v: &Value, k: &str) -> f64 {
+    v[k].as_f64()
+        .unwrap_or_else(|| panic!("{k:?} is not a number in {}", short(v)))
+}
+
+/// Subscribes `ws` (text mode unless `extra` says otherwise) and collects the frames that
+/// arrive during `window`, counted from the first frame. Status pushes are skipped.
+pub fn collect_frames(ws: &mut Ws, window: Duration) -> Vec<WsFrame> {
+    let first_timeout = Duration::from_secs(10);
+    let mut frames = Vec::new();
+    let first = loop {
+        match ws.recv(first_timeout) {
+            Some(m) => {
+                if let Some(f) = as_frame(&m) {
+                    break f;
+                }
+                if let WsIn::Closed(c) = m {
+                    panic!("socket closed ({c:?}) before the first frame");
+                }
+            }
+            None => panic!("no frame within {first_timeout:?} of subscribing"),
+        }
+    };
+    let start = first.received;
+    frames.push(first);
+    let end = start + window;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match ws.recv(left) {
+            Some(WsIn::Closed(c)) => panic!("socket closed ({c:?}) while collecting frames"),
+            Some(m) => {
+                if let Some(f) = as_frame(&m) {
+                    if f.received <= end {
+                        frames.push(f);
+                    }
+                }
+            }
+            None => break,
+        }
+    }
+    frames
+}
+
+/// The frame in `m`, if it is one (text `type: frame` or binary).
+pub fn as_frame(m: &WsIn) -> Option<WsFrame> {
+    match m {
+        WsIn::Json(v) if v["type"] == "frame" => Some(WsFrame::from_json(v)),
+        WsIn::Binary(b) => Some(WsFrame::from_binary(b)),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Pictures
+
+/// Decodes a JPEG to (width, height, luma plane with stride = width).
+pub fn decode_jpeg(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+    assert!(
+        bytes.starts_with(&[0xFF, 0xD8]),
+        "not a JPEG: starts with {:02X?}",
+        &bytes[..bytes.len().min(4)]
+    );
+    let mut dec = jpeg_decoder::Decoder::new(std::io::Cursor::new(bytes));
+    let pixels = dec
+        .decode()
+        .unwrap_or_else(|e| panic!("JPEG of {} bytes does not decode: {e}", bytes.len()));
+    let info = dec.info().expect("info after decode");
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    let luma = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => pixels,
+        jpeg_decoder::PixelFormat::RGB24 => pixels
+            .chunks_exact(3)
+            .map(|p| {
+                let y = 299 * u32::from(p[0]) + 587 * u32::from(p[1]) + 114 * u32::from(p[2]);
+                (y / 1000) as u8
+            })
+            .collect(),
+        other => panic!("unexpected JPEG pixel format {other:?}"),
+    };
+    assert_eq!(luma.len(), (w * h) as usize, "luma plane size");
+    (w, h, luma)
+}
+
+/// Decodes a JPEG and reads the simulator's frame code; panics if there is none.
+pub fn jpeg_code(bytes: &[u8]) -> (u32, u32, FrameCode) {
+    let (w, h, luma) = decode_jpeg(bytes);
+    let code = barcode::read(&luma, w as usize, w, h)
+        .unwrap_or_else(|| panic!("no frame code readable in a {w}x{h} JPEG"));
+    (w, h, code)
+}
+
+/// Milliseconds from when the simulator drew `code` until now.
+pub fn code_age_ms(code: &FrameCode) -> u32 {
+    barcode::latency_ms(code, barcode::now_ms32())
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes' resources and waiting
+
+/// Threads of process `pid` (entries of `/proc/PID/task`).
+pub fn thread_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/task: {e}"))
+        .count()
+}
+
+/// Open file descriptors of process `pid` (entries of `/proc/PID/fd`).
+pub fn fd_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
+        .count()
+}
+
+/// Names of the threads of `pid` (for failure messages).
+pub fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| fs::read_to_string(e.path().join("comm")).ok())
+                .map(|n| n.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Polls `cond` every 50 ms until it holds; panics with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `f` every 50 ms until it gives `Ok`; after `timeout` panics with `what` and
+/// the last `Err` (what was seen instead).
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// A TCP port on 127.0.0.1 where nothing listens (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let port = l.local_addr().expect("local addr").port();
+    drop(l);
+    port
+}

@@ -1,0 +1,543 @@
+//! The app's compatible surface (shared/API.md): every endpoint with its exact field
+//! names and JSON types, errors as `{"detail": string}`, CORS, and credentials that never
+//! leave the appliance. Real `ptz-edge` and `camera-sim` processes over 127.0.0.1.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const CAM: &str = "cam1";
+
+/// A 640x360 30 fps simulator and an appliance with `CAM` connected to it.
+fn connected() -> (Sim, Appliance) {
+    let sim = Sim::simple("640x360", 30);
+    let app = Appliance::start(&[]);
+    app.connect_sim(CAM, &sim, "/1");
+    (sim, app)
+}
+
+fn assert_object_has(v: &Value, keys: &[&str], what: &str) {
+    let obj = v
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: not a JSON object: {}", short(v)));
+    for k in keys {
+        assert!(obj.contains_key(*k), "{what}: no {k:?} in {}", short(v));
+    }
+}
+
+#[test]
+fn health_has_contract_fields_and_types() {
+    let app = Appliance::start(&[]);
+    let r = app.get("/health");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    r.assert_cors("/health");
+    let v = r.json();
+    assert_object_has(&v, &["status", "activeCameras", "uptime"], "/health");
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(
+        v["activeCameras"].as_u64(),
+        Some(0),
+        "activeCameras int: {v}"
+    );
+    assert!(v["uptime"].is_f64(), "uptime must be a float: {v}");
+    let up1 = v["uptime"].as_f64().unwrap();
+    assert!(
+        (0.0..60.0).contains(&up1),
+        "uptime of a fresh process: {up1}"
+    );
+
+    // Uptime is measured, not constant.
+    let up2 = wait_for(Duration::from_secs(3), "uptime to grow", || {
+        let up = app.get("/health").json()["uptime"].as_f64().unwrap_or(-1.0);
+        if up > up1 {
+            Ok(up)
+        } else {
+            Err(format!("uptime {up} after {up1}"))
+        }
+    });
+    assert!(up2 > up1);
+}
+
+#[test]
+fn health_counts_active_cameras() {
+    let (sim, app) = connected();
+    let v = app.get("/health").json();
+    assert_eq!(v["activeCameras"].as_u64(), Some(1), "{v}");
+    let r = app.connect(&connect_body("cam2", &sim, "/1"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(app.get("/health").json()["activeCameras"].as_u64(), Some(2));
+    assert_eq!(app.disconnect(CAM).status, 200);
+    assert_eq!(app.get("/health").json()["activeCameras"].as_u64(), Some(1));
+}
+
+#[test]
+fn connect_replies_with_exact_message() {
+    let sim = Sim::simple("640x360", 30);
+    let app = Appliance::start(&[]);
+    // streamPath left out: it defaults to "/1".
+    let started = Instant::now();
+    let r = app.connect(&json!({
+        "cameraId": CAM,
+        "ip": "127.0.0.1",
+        "port": sim.rtsp_port,
+        "username": "",
+        "password": "",
+    }));
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    r.assert_cors("connect");
+    let v = r.json();
+    assert_eq!(v["success"], json!(true), "{v}");
+    assert_eq!(v["cameraId"], json!(CAM), "{v}");
+    assert_eq!(v["message"], json!("Camera connected successfully"), "{v}");
+    eprintln!("connect-to-first-frame (640x360@30, default path): {took:?}");
+    // "once the first frame has arrived": a frame is there at once.
+    let f = app.frame(CAM, "");
+    let (w, h, _) = jpeg_code(&f.body);
+    assert_eq!((w, h), (640, 360));
+}
+
+#[test]
+fn status_has_contract_fields_and_types() {
+    let (_sim, app) = connected();
+    let r = app.get(&format!("/api/cameras/{CAM}/status"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    r.assert_cors("status");
+    let v = r.json();
+    assert_object_has(
+        &v,
+        &[
+            "cameraId",
+            "connected",
+            "frameRate",
+            "lastFrameTime",
+            "frameCount",
+            "state",
+            "lastError",
+            "reconnects",
+            "codec",
+            "width",
+            "height",
+            "decoder",
+            "decoding",
+            "decodeMode",
+            "viewers",
+            "jpegEncodes",
+        ],
+        "status",
+    );
+    assert_eq!(v["cameraId"], json!(CAM), "{v}");
+    assert_eq!(v["connected"], json!(true), "{v}");
+    assert!(v["frameRate"].is_f64(), "frameRate must be a float: {v}");
+    assert!(
+        v["lastFrameTime"].is_f64(),
+        "lastFrameTime must be a float: {v}"
+    );
+    let last = v["lastFrameTime"].as_f64().unwrap();
+    assert!(
+        (unix_now() - last).abs() < 5.0,
+        "lastFrameTime {last} is not unix seconds near now ({})",
+        unix_now()
+    );
+    let count = v["frameCount"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("frameCount must be an integer: {v}"));
+    assert!(count >= 1, "frameCount after the first frame: {v}");
+    // Extensions.
+    assert_eq!(v["state"], "streaming", "{v}");
+    assert!(
+        v["lastError"].is_null() || v["lastError"].is_string(),
+        "{v}"
+    );
+    assert!(v["reconnects"].is_u64(), "{v}");
+    assert_eq!(v["codec"], "h264", "{v}");
+    assert_eq!(v["width"].as_u64(), Some(640), "{v}");
+    assert_eq!(v["height"].as_u64(), Some(360), "{v}");
+    assert!(v["decoder"].is_string(), "{v}");
+    assert!(v["decoding"].is_boolean(), "{v}");
+    assert_eq!(v["decodeMode"], "on-demand", "{v}");
+    assert!(v["viewers"].is_u64(), "{v}");
+    assert!(v["jpegEncodes"].is_u64(), "{v}");
+
+    // frameRate is measured: a 30 fps camera reads near 30; frameCount keeps growing.
+    let rate = wait_for(Duration::from_secs(5), "frameRate near 30", || {
+        let s = app.status(CAM);
+        let rate = s["frameRate"].as_f64().unwrap_or(-1.0);
+        if (20.0..=40.0).contains(&rate) {
+            Ok(rate)
+        } else {
+            Err(format!("frameRate {rate}"))
+        }
+    });
+    eprintln!("measured frameRate of a 30 fps sim: {rate}");
+    let later = app.status(CAM);
+    assert!(
+        later["frameCount"].as_u64().unwrap() > count,
+        "frameCount does not grow: {count} then {later}"
+    );
+    assert!(later["lastFrameTime"].as_f64().unwrap() > last, "{later}");
+}
+
+#[test]
+fn camera_list_holds_status_objects() {
+    let (sim, app) = connected();
+    let r = app.get("/api/cameras");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.assert_cors("list");
+    let v = r.json();
+    let cams = v["cameras"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no cameras array: {v}"));
+    assert_eq!(cams.len(), 1, "{v}");
+    assert_eq!(cams[0]["cameraId"], CAM, "{v}");
+    assert_eq!(cams[0]["connected"], true, "{v}");
+    assert!(cams[0]["frameCount"].is_u64(), "{v}");
+
+    app.connect_sim("cam0", &sim, "/1");
+    let v = app.get("/api/cameras").json();
+    let ids: Vec<&str> = v["cameras"]
+        .as_array()
+        .expect("cameras array")
+        .iter()
+        .map(|c| c["cameraId"].as_str().expect("cameraId string"))
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["cam0", CAM], "{v}");
+}
+
+#[test]
+fn frame_is_a_fresh_jpeg_with_a_readable_code() {
+    let (_sim, app) = connected();
+    let r = app.frame(CAM, "");
+    r.assert_cors("frame");
+    let seq1: u64 = r
+        .header("x-frame-seq")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("X-Frame-Seq missing or not an integer: {:?}", r.headers));
+    let ts: f64 = r
+        .header("x-frame-timestamp")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("X-Frame-Timestamp missing or not a number: {:?}", r.headers));
+    assert!(
+        (unix_now() - ts).abs() < 5.0,
+        "X-Frame-Timestamp {ts} is not unix seconds near now"
+    );
+    assert!(r.body.ends_with(&[0xFF, 0xD9]), "JPEG without EOI marker");
+    let (w, h, code1) = jpeg_code(&r.body);
+    assert_eq!((w, h), (640, 360), "a 640x360 source is not rescaled");
+    let age = code_age_ms(&code1);
+    assert!(age < 3000, "frame drawn {age} ms ago is not the latest");
+
+    // A later request gives a later picture.
+    let code2 = wait_for(Duration::from_secs(5), "a newer frame", || {
+        let r = app.frame(CAM, "");
+        let seq: u64 = r
+            .header("x-frame-seq")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let (_, _, code) = jpeg_code(&r.body);
+        if seq > seq1 && code.counter > code1.counter {
+            Ok(code)
+        } else {
+            Err(format!(
+                "seq {seq} counter {} after seq {seq1} counter {}",
+                code.counter, code1.counter
+            ))
+        }
+    });
+    assert!(code2.counter > code1.counter);
+}
+
+#[test]
+fn unknown_camera_is_404_with_detail() {
+    let app = Appliance::start(&[]);
+    for path in ["/api/cameras/nope/status", "/api/cameras/nope/frame"] {
+        let r = app.get(path);
+        r.assert_detail(404, path);
+        r.assert_cors(path);
+    }
+}
+
+#[test]
+fn disconnect_replies_success_for_known_and_unknown_ids() {
+    let (_sim, app) = connected();
+    let expected = json!({"success": true, "message": "Camera disconnected"});
+    let r = app.disconnect("never-connected");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.assert_cors("disconnect");
+    let v = r.json();
+    assert_eq!(v["success"], expected["success"], "{v}");
+    assert_eq!(v["message"], expected["message"], "{v}");
+
+    let r = app.disconnect(CAM);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["success"], expected["success"], "{v}");
+    assert_eq!(v["message"], expected["message"], "{v}");
+    // Gone everywhere.
+    app.get(&format!("/api/cameras/{CAM}/status"))
+        .assert_detail(404, "status after disconnect");
+    app.get(&format!("/api/cameras/{CAM}/frame"))
+        .assert_detail(404, "frame after disconnect");
+    assert_eq!(app.get("/health").json()["activeCameras"], 0);
+    assert_eq!(app.get("/api/cameras").json()["cameras"], json!([]));
+    // Twice is fine too.
+    assert_eq!(app.disconnect(CAM).status, 200);
+}
+
+#[test]
+fn connect_with_bad_json_is_400_and_bad_fields_422() {
+    let app = Appliance::start(&[]);
+    let r = app.post("/api/cameras/connect", "{\"cameraId\": ");
+    r.assert_detail(400, "truncated JSON");
+    r.assert_cors("400");
+    app.post("/api/cameras/connect", "not json at all")
+        .assert_detail(400, "not JSON");
+
+    let cases = [
+        (json!({}), "empty object"),
+        (json!({"ip": "127.0.0.1"}), "no cameraId"),
+        (json!({"cameraId": "c"}), "no ip"),
+        (
+            json!({"cameraId": 5, "ip": "127.0.0.1"}),
+            "numeric cameraId",
+        ),
+        (
+            json!({"cameraId": "c", "ip": "127.0.0.1", "port": 0}),
+            "port 0",
+        ),
+        (
+            json!({"cameraId": "c", "ip": "127.0.0.1", "port": 70000}),
+            "port 70000",
+        ),
+        (
+            json!({"cameraId": "c", "ip": "127.0.0.1", "transport": "carrier-pigeon"}),
+            "transport",
+        ),
+        (
+            json!({"cameraId": "c", "ip": "not a host"}),
+            "ip with a space",
+        ),
+        (
+            json!({"cameraId": "c", "ip": "127.0.0.1", "streamPath": "no-slash"}),
+            "streamPath",
+        ),
+        (json!(["cameraId", "c"]), "array body"),
+    ];
+    for (body, what) in cases {
+        let r = app.connect(&body);
+        r.assert_detail(422, what);
+        r.assert_cors(what);
+    }
+    // Nothing was half-created by the failures.
+    assert_eq!(app.get("/api/cameras").json()["cameras"], json!([]));
+
+    app.post("/api/cameras/disconnect", "{oops")
+        .assert_detail(400, "disconnect with bad JSON");
+    app.post_json("/api/cameras/disconnect", &json!({}))
+        .assert_detail(422, "disconnect without cameraId");
+}
+
+#[test]
+fn cors_on_every_response_and_preflight() {
+    let app = Appliance::start(&[]);
+    let headers = [
+        ("Origin", "http://localhost:8081"),
+        ("Access-Control-Request-Method", "POST"),
+        ("Access-Control-Request-Headers", "content-type"),
+    ];
+    for path in [
+        "/api/cameras/connect",
+        "/api/cameras/x/status",
+        "/health",
+        "/nowhere",
+    ] {
+        let r = app.request("OPTIONS", path, &headers, b"");
+        assert_eq!(r.status, 204, "preflight {path}: {:?}", r.headers);
+        r.assert_cors(path);
+        let methods = r
+            .header("access-control-allow-methods")
+            .unwrap_or_else(|| panic!("preflight {path}: no Allow-Methods in {:?}", r.headers))
+            .to_ascii_uppercase();
+        for m in ["GET", "POST"] {
+            assert!(
+                methods.contains(m),
+                "preflight {path}: {m} not in {methods:?}"
+            );
+        }
+        let allowed = r
+            .header("access-control-allow-headers")
+            .unwrap_or_else(|| panic!("preflight {path}: no Allow-Headers in {:?}", r.headers))
+            .to_ascii_lowercase();
+        assert!(allowed.contains("content-type"), "{allowed:?}");
+        assert!(r.body.is_empty(), "a 204 has no body");
+    }
+    // Error responses carry the header too.
+    for (method, path) in [
+        ("GET", "/nowhere"),
+        ("DELETE", "/health"),
+        ("GET", "/api/cameras/x/frame"),
+    ] {
+        let r = app.request(method, path, &[("Origin", "http://localhost:8081")], b"");
+        assert!(r.status >= 400, "{method} {path}: {}", r.status);
+        r.assert_cors(&format!("{method} {path}"));
+        r.assert_detail(r.status, &format!("{method} {path}"));
+    }
+}
+
+/// With `PTZ_EDGE_TOKEN`, everything but `/health` and preflight needs the token, as a
+/// bearer header or `?token=`.
+#[test]
+fn token_guards_everything_but_health_and_preflight() {
+    let token = "tok-123";
+    let app = Appliance::start(&[("PTZ_EDGE_TOKEN", token)]);
+    assert_eq!(app.get("/health").status, 200);
+    let r = app.request("OPTIONS", "/api/cameras", &[("Origin", "http://x")], b"");
+    assert_eq!(r.status, 204);
+    for path in [
+        "/api/cameras",
+        "/api/cameras/x/status",
+        "/api/cameras/x/frame",
+    ] {
+        let r = app.get(path);
+        r.assert_detail(401, path);
+        r.assert_cors(path);
+        let r = app.request("GET", path, &[("Authorization", "Bearer wrong")], b"");
+        r.assert_detail(401, path);
+        let r = app.get(&format!("{path}?token=wrong"));
+        r.assert_detail(401, path);
+    }
+    let r = app.connect(&json!({"cameraId": "c", "ip": "127.0.0.1"}));
+    r.assert_detail(401, "connect without token");
+    let bearer = format!("Bearer {token}");
+    let r = app.request("GET", "/api/cameras", &[("Authorization", &bearer)], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = app.get(&format!("/api/cameras?token={token}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The WebSocket: refused without, accepted with ?token=.
+    assert!(
+        Ws::try_connect(app.addr, "/ws").is_err(),
+        "WebSocket upgrade without a token was accepted"
+    );
+    let mut ws = Ws::connect(app.addr, &format!("/ws?token={token}"));
+    ws.ping_pong(Duration::from_secs(5));
+}
+
+/// A password with URL-special characters works, and shows nowhere: not in any reply,
+/// not in the appliance's log (at debug level).
+#[test]
+fn password_with_special_characters_works_and_never_leaks() {
+    const PASSWORD: &str = "s3cr3t@:/#%";
+    let sim = Sim::start(&[
+        "--path",
+        "/1",
+        "--size",
+        "640x360",
+        "--fps",
+        "15",
+        "--user",
+        "admin",
+        "--password",
+        PASSWORD,
+    ]);
+    let app = Appliance::start(&[("RUST_LOG", "debug")]);
+    let mut replies: Vec<(String, String)> = Vec::new();
+
+    let body = |pw: &str| {
+        json!({
+            "cameraId": CAM,
+            "ip": "127.0.0.1",
+            "port": sim.rtsp_port,
+            "streamPath": "/1",
+            "username": "admin",
+            "password": pw,
+            "transport": "tcp",
+        })
+    };
+    // The simulator really checks: a wrong password fails, and fast.
+    let wrong = format!("{PASSWORD}x");
+    let started = Instant::now();
+    let r = app.connect(&body(&wrong));
+    replies.push(("connect with a wrong password".into(), r.text()));
+    r.assert_detail(502, "connect with a wrong password");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    app.get(&format!("/api/cameras/{CAM}/status"))
+        .assert_detail(404, "a failed connect leaves no camera");
+
+    let started = Instant::now();
+    let r = app.connect(&body(PASSWORD));
+    replies.push(("connect".into(), r.text()));
+    assert_eq!(
+        r.status,
+        200,
+        "connect with the right password: {}",
+        r.text()
+    );
+    eprintln!(
+        "connect-to-first-frame (640x360@15 with RTSP auth): {:?}",
+        started.elapsed()
+    );
+    let (w, _, _) = jpeg_code(&app.frame(CAM, "").body);
+    assert_eq!(w, 640);
+
+    let r = app.get(&format!("/api/cameras/{CAM}/status"));
+    replies.push(("status".into(), r.text()));
+    assert_eq!(
+        r.json()["username"],
+        Value::Null,
+        "status must not carry credentials"
+    );
+    replies.push(("list".into(), app.get("/api/cameras").text()));
+    replies.push(("health".into(), app.get("/health").text()));
+    let mut ws = app.ws();
+    ws.send(&json!({"action": "subscribe", "cameraId": CAM, "fps": 5}));
+    let first = collect_frames(&mut ws, Duration::ZERO);
+    assert!(!first.is_empty());
+    // Replacing the camera pushes status messages to the subscriber.
+    let r = app.connect(&body(PASSWORD));
+    replies.push(("reconnect".into(), r.text()));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let status = ws.expect_type("status", Duration::from_secs(5));
+    replies.push(("ws status".into(), status.to_string()));
+    ws.close();
+    replies.push(("disconnect".into(), app.disconnect(CAM).text()));
+
+    let needles = [
+        PASSWORD.to_owned(),
+        "s3cr3t".to_owned(),
+        "s3cr3t%40".to_owned(),
+        wrong.clone(),
+    ];
+    for (what, text) in &replies {
+        for n in &needles {
+            assert!(
+                !text.contains(n.as_str()),
+                "{what} reply shows the password: {text}"
+            );
+        }
+    }
+    let mut app = app;
+    app.terminate_ok(Duration::from_secs(5));
+    let log = app.proc.log_text();
+    assert!(
+        log.contains(CAM),
+        "the log does not mention the camera:\n{log}"
+    );
+    for n in &needles {
+        assert!(
+            !log.contains(n.as_str()),
+            "the appliance's log shows the password ({n:?})"
+        );
+    }
+}
