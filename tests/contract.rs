@@ -176,12 +176,20 @@ fn status_has_contract_fields_and_types() {
         }
     });
     eprintln!("measured frameRate of a 30 fps sim: {rate}");
-    let later = app.status(CAM);
-    assert!(
-        later["frameCount"].as_u64().unwrap() > count,
-        "frameCount does not grow: {count} then {later}"
+    wait_for(
+        Duration::from_secs(3),
+        "frameCount and lastFrameTime to grow",
+        || {
+            let s = app.status(CAM);
+            let (c, t) = (s["frameCount"].as_u64(), s["lastFrameTime"].as_f64());
+            match (c, t) {
+                (Some(c), Some(t)) if c > count && t > last => Ok(()),
+                _ => Err(format!(
+                    "{s} after frameCount {count}, lastFrameTime {last}"
+                )),
+            }
+        },
     );
-    assert!(later["lastFrameTime"].as_f64().unwrap() > last, "{later}");
 }
 
 #[test]

@@ -116,6 +116,21 @@ fn unauthorized() -> Reply {
 }
 
 fn health(ctx: &Ctx) -> Reply {
+    // The decoders this device has, best first (hardware wins by rank), looked up once.
+    static DECODERS: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let decoders = DECODERS.get_or_init(|| {
+        let forced = ctx.config.decoder.as_deref();
+        json!({
+            "h264": camera::decode::candidates(camera::Codec::H264, forced),
+            "h265": camera::decode::candidates(camera::Codec::H265, forced),
+        })
+    });
+    let in_use: Vec<String> = ctx
+        .registry
+        .statuses()
+        .into_iter()
+        .filter_map(|s| s.decoder)
+        .collect();
     json_reply(
         200,
         &json!({
@@ -123,6 +138,9 @@ fn health(ctx: &Ctx) -> Reply {
             "activeCameras": ctx.registry.len(),
             "uptime": ctx.started.elapsed().as_secs_f64(),
             "version": env!("CARGO_PKG_VERSION"),
+            "decoders": decoders,
+            "decodersInUse": in_use,
+            "jpegEncoder": camera::jpeg::ENCODER,
         }),
     )
 }

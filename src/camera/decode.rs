@@ -103,7 +103,14 @@ impl Decoder {
         if dec.has_property("output-corrupt") {
             dec.set_property("output-corrupt", false);
         }
-        let convert = make("videoconvert")?;
+        // Jetson's decoder outputs NVMM (device) memory: only nvvidconv brings it to
+        // system memory. Everything else negotiates system memory with videoconvert,
+        // which passes I420/NV12 through untouched.
+        let convert = make(if name.starts_with("nvv4l2") {
+            "nvvidconv"
+        } else {
+            "videoconvert"
+        })?;
         let filter = make("capsfilter")?;
         filter.set_property(
             "caps",
@@ -203,4 +210,49 @@ fn take_arrival(
         return t;
     }
     unix_now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h264_caps() -> gst::Caps {
+        gst::Caps::builder("video/x-h264")
+            .field("stream-format", "byte-stream")
+            .field("alignment", "au")
+            .build()
+    }
+
+    #[test]
+    fn candidates_rank_software_and_honour_the_override() {
+        gst::init().unwrap();
+        let all = candidates(Codec::H264, None);
+        assert!(all.iter().any(|c| c == "avdec_h264"), "{all:?}");
+        let forced = candidates(Codec::H264, Some("v4l2h264dec"));
+        assert_eq!(forced[0], "v4l2h264dec");
+        assert_eq!(forced.iter().filter(|c| *c == "v4l2h264dec").count(), 1);
+        assert!(candidates(Codec::H265, None)
+            .iter()
+            .any(|c| c == "avdec_h265"));
+        assert!(!is_hardware("avdec_h264"));
+        assert!(is_hardware("nvv4l2decoder"));
+    }
+
+    #[test]
+    fn falls_back_when_the_preferred_decoder_is_missing() {
+        gst::init().unwrap();
+        let names = vec!["nvv4l2decoder_not_here".to_owned(), "avdec_h264".to_owned()];
+        let d = Decoder::start(&h264_caps(), Codec::H264, &names, 1, Feed::new()).unwrap();
+        assert_eq!(d.element(), "avdec_h264");
+    }
+
+    #[test]
+    fn no_candidate_is_an_error() {
+        gst::init().unwrap();
+        let names = vec!["nothing_here".to_owned()];
+        let err = Decoder::start(&h264_caps(), Codec::H264, &names, 1, Feed::new())
+            .err()
+            .expect("no decoder can start");
+        assert!(err.0.contains("nothing_here"), "{}", err.0);
+    }
 }

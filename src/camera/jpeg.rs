@@ -17,6 +17,9 @@ use super::pipeline::{make, PipelineError};
 pub const MAX_WIDTH: u32 = 1920;
 pub const MAX_HEIGHT: u32 = 1080;
 pub const DEFAULT_QUALITY: u8 = 80;
+/// The JPEG encoder element. libjpeg-turbo's `jpegenc` is fast on every CPU; hardware
+/// encoders (nvjpegenc, v4l2jpegenc) need their own memory types and are not used yet.
+pub const ENCODER: &str = "jpegenc";
 
 /// What a viewer asks for: `width` (scaled down only, aspect kept) and JPEG quality.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,7 +97,7 @@ impl Encoder {
                 .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
                 .build(),
         );
-        let enc = make("jpegenc")?;
+        let enc = make(ENCODER)?;
         enc.set_property("quality", quality as i32);
         let appsink = gst_app::AppSink::builder()
             .sync(false)

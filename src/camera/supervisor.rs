@@ -125,6 +125,9 @@ pub struct Camera {
     health: Mutex<Health>,
     arrivals: Mutex<Arrivals>,
     gop: Mutex<Gop>,
+    /// Decoder elements that failed at run time on this camera: skipped until the
+    /// next session, so a broken hardware decoder falls back to the next one.
+    failed_decoders: Mutex<Vec<String>>,
     cmd_tx: Sender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Notified on every state change (WebSocket status pushes).
@@ -147,6 +150,7 @@ impl Camera {
             health: Mutex::new(Health::default()),
             arrivals: Mutex::new(Arrivals::default()),
             gop: Mutex::new(Gop::default()),
+            failed_decoders: Mutex::new(Vec::new()),
             cmd_tx,
             thread: Mutex::new(None),
             on_state,
@@ -436,12 +440,17 @@ impl Camera {
                 self.stop_decoder();
                 self.feed.jpeg.release();
             }
-            let decoder_error = self.gop.lock().decoder.as_ref().and_then(|d| d.error());
-            if let Some(e) = decoder_error {
-                return SessionEnd::Failed {
-                    reason: e,
-                    streamed: streaming,
-                };
+            let decoder_error = self
+                .gop
+                .lock()
+                .decoder
+                .as_ref()
+                .and_then(|d| d.error().map(|e| (d.element().to_owned(), e)));
+            if let Some((element, e)) = decoder_error {
+                log::warn!("{}: {e}; falling back to the next decoder", self.spec.id);
+                self.failed_decoders.lock().push(element);
+                self.stop_decoder();
+                // The next tick starts the next candidate from the kept keyframe.
             }
         }
     }
@@ -455,7 +464,16 @@ impl Camera {
                 None => return Ok(()), // no keyframe yet
             }
         };
-        let candidates = decode::candidates(codec, self.options.decoder.as_deref());
+        let mut candidates = decode::candidates(codec, self.options.decoder.as_deref());
+        {
+            let failed = self.failed_decoders.lock();
+            candidates.retain(|c| !failed.contains(c));
+        }
+        if candidates.is_empty() {
+            // Every decoder failed: start over with all of them in the next session.
+            self.failed_decoders.lock().clear();
+            return Err(format!("no working decoder for {codec}"));
+        }
         let decoder = Decoder::start(
             &caps,
             codec,
