@@ -215,7 +215,7 @@ if [[ -z $SIM_BIN ]]; then
     log "building the host simulator: cargo build --locked --bin camera-sim (CARGO_TARGET_DIR=$TARGET_DIR)"
     CARGO_TARGET_DIR=$TARGET_DIR nice -n 10 cargo build --locked --quiet \
         --manifest-path "$REPO_ROOT/Cargo.toml" --bin camera-sim ||
-        die "could not build camera-sim for the host (needs the amd64 GStreamer + rtsp-server dev packages)"
+        die "could not build camera-sim for the host (cargo error above; it needs the amd64 GStreamer and gstreamer-rtsp-server dev packages)"
     SIM_BIN=$TARGET_DIR/debug/camera-sim
 fi
 [[ -x $SIM_BIN ]] || die "camera-sim not found at $SIM_BIN"

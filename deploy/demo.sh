@@ -9,4 +9,6 @@ bash deploy/deps.sh
 cargo build --release --bins
 echo
 echo "ptz-edge demo: open http://127.0.0.1:${PORT:-3000}/ (Ctrl-C to stop)"
+# No mDNS announcement on the LAN for a demo unless asked (PTZ_EDGE_MDNS=on).
+export PTZ_EDGE_MDNS="${PTZ_EDGE_MDNS:-off}"
 exec ./target/release/ptz-edge --demo

@@ -81,6 +81,8 @@ pub struct Config {
     pub token: Option<Secret>,
     /// Threads per camera for the software decoder.
     pub decoder_threads: u32,
+    /// mDNS / DNS-SD announcement.
+    pub mdns: crate::discovery::MdnsMode,
     pub limits: Limits,
 }
 
@@ -105,6 +107,7 @@ impl Default for Config {
             state_file: None,
             token: None,
             decoder_threads: 1,
+            mdns: crate::discovery::MdnsMode::On,
             limits: Limits::default(),
         }
     }
@@ -138,6 +141,9 @@ impl Config {
         c.token = nonempty("PTZ_EDGE_TOKEN").map(Secret::new);
         if let Some(v) = nonempty("PTZ_EDGE_DECODER_THREADS") {
             c.decoder_threads = parse(&v, "PTZ_EDGE_DECODER_THREADS")?;
+        }
+        if let Some(v) = nonempty("PTZ_EDGE_MDNS") {
+            c.mdns = v.parse().map_err(ConfigError)?;
         }
         let l = &mut c.limits;
         if let Some(v) = nonempty("PTZ_EDGE_MAX_CAMERAS") {

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod camera;
 pub mod config;
+pub mod discovery;
 pub mod ptz;
 pub mod secret;
 #[cfg(feature = "sim")]

@@ -103,6 +103,17 @@ fn run() -> Result<(), String> {
         env!("CARGO_PKG_VERSION"),
         ctx.config.decode
     );
+    let announcer = match ptz_edge::discovery::Announcer::start(
+        ctx.config.mdns,
+        ctx.config.bind,
+        addr.port(),
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            log::warn!("{e}; the app will need the address typed in");
+            None
+        }
+    };
     // One machine-readable line for scripts and tests that start us on port 0.
     println!("{{\"listening\":\"{addr}\"}}");
     let _ = std::io::stdout().flush();
@@ -120,6 +131,9 @@ fn run() -> Result<(), String> {
 
     let sig = signals.forever().next();
     log::info!("signal {sig:?}: shutting down");
+    if let Some(a) = announcer {
+        a.stop();
+    }
     server.stop();
     registry.shutdown();
     #[cfg(feature = "sim")]

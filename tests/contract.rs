@@ -474,7 +474,8 @@ fn password_with_special_characters_works_and_never_leaks() {
     let started = Instant::now();
     let r = app.connect(&body(&wrong));
     replies.push(("connect with a wrong password".into(), r.text()));
-    r.assert_detail(502, "connect with a wrong password");
+    let detail = r.assert_detail(502, "connect with a wrong password");
+    eprintln!("wrong password: {detail}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
