@@ -29,9 +29,17 @@ fn check_frames(frames: &[WsFrame], width: u32, height: u32) {
     let mut last: Option<(u64, u32)> = None;
     for (i, f) in frames.iter().enumerate() {
         assert_eq!(f.camera_id, CAM, "frame {i}");
-        assert_eq!((f.width, f.height), (width, height), "frame {i} size fields");
+        assert_eq!(
+            (f.width, f.height),
+            (width, height),
+            "frame {i} size fields"
+        );
         let (w, h, code) = jpeg_code(&f.jpeg);
-        assert_eq!((w, h), (width, height), "frame {i}: JPEG size vs its fields");
+        assert_eq!(
+            (w, h),
+            (width, height),
+            "frame {i}: JPEG size vs its fields"
+        );
         if let Some((seq, counter)) = last {
             assert!(f.seq > seq, "frame {i}: seq {} after {seq}", f.seq);
             assert!(
@@ -100,7 +108,10 @@ fn subscribe_defaults_to_15_fps() {
     ws.send(&json!({"action": "subscribe", "cameraId": CAM}));
     let frames = collect_frames(&mut ws, WINDOW);
     let r = rate(&frames);
-    eprintln!("default fps: {} frames in {WINDOW:?} ({r:.1}/s)", frames.len());
+    eprintln!(
+        "default fps: {} frames in {WINDOW:?} ({r:.1}/s)",
+        frames.len()
+    );
     assert!((9.0..=18.0).contains(&r), "default 15 fps, got {r:.1}/s");
     check_frames(&frames, 640, 360);
 }
@@ -120,16 +131,33 @@ fn binary_mode_layout() {
                     .unwrap_or_else(|e| panic!("binary header: {e}"));
                 let keys: Vec<&String> = header.as_object().expect("object").keys().collect();
                 for k in ["cameraId", "timestamp", "seq", "width", "height"] {
-                    assert!(header.get(k).is_some(), "no {k:?} in binary header {keys:?}");
+                    assert!(
+                        header.get(k).is_some(),
+                        "no {k:?} in binary header {keys:?}"
+                    );
                 }
-                assert!(header.get("data").is_none(), "binary header carries base64 data");
+                assert!(
+                    header.get("data").is_none(),
+                    "binary header carries base64 data"
+                );
                 let jpeg = &b[2 + n..];
-                assert!(jpeg.starts_with(&[0xFF, 0xD8]), "JPEG SOI right after the header");
-                assert!(jpeg.ends_with(&[0xFF, 0xD9]), "message ends with the JPEG EOI");
+                assert!(
+                    jpeg.starts_with(&[0xFF, 0xD8]),
+                    "JPEG SOI right after the header"
+                );
+                assert!(
+                    jpeg.ends_with(&[0xFF, 0xD9]),
+                    "message ends with the JPEG EOI"
+                );
                 got.push(WsFrame::from_binary(&b));
             }
             Some(WsIn::Json(v)) => {
-                assert_ne!(v["type"], "frame", "a text frame in binary mode: {}", short(&v));
+                assert_ne!(
+                    v["type"],
+                    "frame",
+                    "a text frame in binary mode: {}",
+                    short(&v)
+                );
             }
             Some(WsIn::Closed(c)) => panic!("closed: {c:?}"),
             None => panic!("no binary frame within 10 s (got {})", got.len()),
@@ -142,7 +170,9 @@ fn binary_mode_layout() {
 fn subscribe_with_width_scales_frames() {
     let (_sim, app) = connected();
     let mut ws = app.ws();
-    ws.send(&json!({"action": "subscribe", "cameraId": CAM, "fps": 10, "width": 480, "quality": 60}));
+    ws.send(
+        &json!({"action": "subscribe", "cameraId": CAM, "fps": 10, "width": 480, "quality": 60}),
+    );
     let frames = collect_frames(&mut ws, Duration::from_millis(500));
     check_frames(&frames, 480, 270);
 }
@@ -153,7 +183,10 @@ fn ping_pong() {
     let mut ws = app.ws();
     for _ in 0..3 {
         let before = ws.ping_pong(Duration::from_secs(5));
-        assert!(before.is_empty(), "unexpected messages before pong: {before:?}");
+        assert!(
+            before.is_empty(),
+            "unexpected messages before pong: {before:?}"
+        );
     }
 }
 
@@ -182,7 +215,10 @@ fn bad_messages_get_errors_and_the_socket_stays_open() {
     expect_error(&mut ws, "no action");
     ws.send(&json!({"action": "subscribe", "cameraId": "no-such-camera"}));
     let msg = expect_error(&mut ws, "unknown camera");
-    assert!(msg.contains("no-such-camera"), "error should name the camera: {msg:?}");
+    assert!(
+        msg.contains("no-such-camera"),
+        "error should name the camera: {msg:?}"
+    );
     ws.send(&json!({"action": "subscribe"}));
     expect_error(&mut ws, "subscribe without cameraId");
     for fps in [json!(0), json!(0.05), json!(61), json!(-1), json!("fast")] {
@@ -250,14 +286,18 @@ fn viewers_are_counted_and_released_on_close() {
         }
     });
     drop(b); // no close handshake: the server must notice the dead socket
-    wait_for(Duration::from_secs(5), "no viewer after the socket dropped", || {
-        let s = app.status(CAM);
-        if s["viewers"] == 0 {
-            Ok(())
-        } else {
-            Err(s.to_string())
-        }
-    });
+    wait_for(
+        Duration::from_secs(5),
+        "no viewer after the socket dropped",
+        || {
+            let s = app.status(CAM);
+            if s["viewers"] == 0 {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        },
+    );
 }
 
 /// A subscriber is told when its camera's state changes: the simulator going away makes
@@ -269,14 +309,16 @@ fn status_pushed_when_camera_drops() {
     ws.send(&json!({"action": "subscribe", "cameraId": CAM, "fps": 5}));
     collect_frames(&mut ws, Duration::ZERO);
     drop(sim);
-    let v = wait_for(Duration::from_secs(15), "a status push with connected=false", || {
-        match ws.recv(Duration::from_millis(200)) {
+    let v = wait_for(
+        Duration::from_secs(15),
+        "a status push with connected=false",
+        || match ws.recv(Duration::from_millis(200)) {
             Some(WsIn::Json(v)) if v["type"] == "status" && v["connected"] == false => Ok(v),
             Some(WsIn::Closed(c)) => panic!("socket closed: {c:?}"),
             Some(m) => Err(format!("{:?}", as_frame(&m).map(|f| f.seq))),
             None => Err("nothing".into()),
-        }
-    });
+        },
+    );
     assert_eq!(v["cameraId"], CAM, "{v}");
     for k in ["frameRate", "frameCount", "lastFrameTime", "state"] {
         assert!(v.get(k).is_some(), "status push without {k}: {v}");

@@ -375,6 +375,15 @@ fn frame(req: &Request, id: &str, ctx: &Ctx) -> Reply {
     }
 }
 
+/// A PTZ command from the WebSocket: the reply text (`ptz` result or error).
+pub fn ptz_ws(camera_id: &str, _command: &Value, ctx: &Ctx) -> String {
+    if ctx.registry.get(camera_id).is_none() {
+        return json!({"type": "error", "message": format!("Camera {camera_id} not found")})
+            .to_string();
+    }
+    json!({"type": "error", "message": "PTZ is not configured for this camera"}).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! routes (`http`), WebSocket viewers (`ws`) and MJPEG streams (`mjpeg`).
 
 pub mod http;
+pub mod messages;
 pub mod mjpeg;
 pub mod pace;
 pub mod request;

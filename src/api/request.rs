@@ -113,7 +113,7 @@ pub enum ReadOutcome {
 pub const MAX_HEAD: usize = 16 * 1024;
 
 pub fn read_request(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     buf: &mut Vec<u8>,
     peer: SocketAddr,
     max_body: usize,
@@ -222,7 +222,94 @@ pub fn write_response(
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::*;
+    use std::io::Cursor;
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:9".parse().unwrap()
+    }
+
+    fn read(bytes: &[u8]) -> ReadOutcome {
+        let mut buf = Vec::new();
+        read_request(&mut Cursor::new(bytes.to_vec()), &mut buf, peer(), 1024)
+    }
+
+    #[test]
+    fn parses_a_request_with_body_and_keeps_the_pipelined_rest() {
+        let raw = b"POST /api/cameras/connect?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}GET / HTTP/1.1\r\n\r\n";
+        let mut buf = Vec::new();
+        let mut c = Cursor::new(raw.to_vec());
+        let ReadOutcome::Request(r) = read_request(&mut c, &mut buf, peer(), 1024) else {
+            panic!("no request")
+        };
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("POST", "/api/cameras/connect")
+        );
+        assert_eq!(r.query_param("x").as_deref(), Some("1"));
+        assert_eq!(r.body, b"{}");
+        assert!(r.keep_alive());
+        let ReadOutcome::Request(r2) = read_request(&mut c, &mut buf, peer(), 1024) else {
+            panic!("no second request")
+        };
+        assert_eq!(r2.path, "/");
+    }
+
+    #[test]
+    fn bad_requests_get_statuses() {
+        assert!(matches!(
+            read(b"GARBAGE\x01\r\n\r\n"),
+            ReadOutcome::Bad(400, _)
+        ));
+        assert!(matches!(
+            read(b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"),
+            ReadOutcome::Bad(413, _)
+        ));
+        assert!(matches!(
+            read(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+            ReadOutcome::Bad(400, _)
+        ));
+        assert!(matches!(
+            read(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            ReadOutcome::Bad(411, _)
+        ));
+        let mut huge = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
+        assert!(matches!(read(&huge), ReadOutcome::Bad(431, _)));
+        assert!(matches!(read(b""), ReadOutcome::Closed));
+        assert!(matches!(read(b"GET / HTTP/1.1\r\n"), ReadOutcome::Closed));
+    }
+
+    /// Random and mutated request heads never panic and always end.
+    #[test]
+    fn fuzz_never_panics() {
+        let seed: &[u8] = b"POST /api/cameras/c%201/frame?width=640&quality=80 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nabc";
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let mut bytes = seed.to_vec();
+            for _ in 0..(next() % 8) {
+                let pos = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[pos] = next() as u8,
+                    1 => bytes.insert(pos, b"\r\n :%?&=0"[(next() % 9) as usize]),
+                    _ => {
+                        bytes.remove(pos);
+                    }
+                }
+            }
+            if let ReadOutcome::Request(r) = read(&bytes) {
+                let _ = r.query_param("width");
+                let _ = percent_decode(&r.path);
+                let _ = r.keep_alive();
+            }
+        }
+    }
 
     #[test]
     fn percent_decoding() {

@@ -22,14 +22,13 @@ use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use super::messages::{self, ClientMessage, SubscribeRequest};
 use super::pace::Pacer;
 use super::request::{error, Reply, Request};
 use super::sessions::Kind;
 use super::Ctx;
 use crate::camera::{CameraState, CameraStatus, JpegParams};
 
-/// Default rate of a subscription (the first version's default).
-const DEFAULT_FPS: f64 = 15.0;
 /// Sent when the socket has been quiet this long, to keep NATs and proxies open.
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// A client silent this long (no message, no pong) is gone.
@@ -283,69 +282,36 @@ fn error_msg(message: &str) -> String {
     json!({"type": "error", "message": message}).to_string()
 }
 
-/// Parses one client message; false when the socket should close.
+/// Acts on one client message; false when the socket should close.
 fn handle_text(text: &str, ctx: &Arc<Ctx>, out: &Sender<Out>) -> bool {
     let reply = |o: Out| out.send_timeout(o, Duration::from_secs(1)).is_ok();
-    let v: Value = match serde_json::from_str(text) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return reply(Out::Text(error_msg("message must be a JSON object"))),
-        Err(e) => return reply(Out::Text(error_msg(&format!("invalid JSON: {e}")))),
-    };
-    match v.get("action").and_then(Value::as_str) {
-        Some("ping") => reply(Out::Text(json!({"type": "pong"}).to_string())),
-        Some("unsubscribe") => reply(Out::Unsubscribe),
-        Some("subscribe") => match subscription(&v, ctx) {
+    match messages::parse(text) {
+        Err(e) => reply(Out::Text(error_msg(&e))),
+        Ok(ClientMessage::Ping) => reply(Out::Text(json!({"type": "pong"}).to_string())),
+        Ok(ClientMessage::Unsubscribe) => reply(Out::Unsubscribe),
+        Ok(ClientMessage::Subscribe(req)) => match subscription(req, ctx) {
             Ok(sub) => reply(Out::Subscribe(Box::new(sub))),
             Err(e) => reply(Out::Text(error_msg(&e))),
         },
-        Some(other) => reply(Out::Text(error_msg(&format!("unknown action {other:?}")))),
-        None => reply(Out::Text(error_msg("message needs an \"action\""))),
+        Ok(ClientMessage::Ptz { camera_id, command }) => {
+            reply(Out::Text(super::http::ptz_ws(&camera_id, &command, ctx)))
+        }
     }
 }
 
-fn subscription(v: &Value, ctx: &Ctx) -> Result<Subscription, String> {
-    let id = v
-        .get("cameraId")
-        .and_then(Value::as_str)
-        .ok_or("subscribe needs a cameraId string")?;
-    let fps = match v.get("fps") {
-        None | Some(Value::Null) => DEFAULT_FPS,
-        Some(f) => f
-            .as_f64()
-            .filter(|f| (0.1..=60.0).contains(f))
-            .ok_or("fps must be a number from 0.1 to 60")?,
-    };
-    let binary = match v.get("binary") {
-        None | Some(Value::Null) => false,
-        Some(b) => b.as_bool().ok_or("binary must be true or false")?,
-    };
-    let width = match v.get("width") {
-        None | Some(Value::Null) => None,
-        Some(w) => Some(
-            w.as_u64()
-                .filter(|w| (16..=7680).contains(w))
-                .ok_or("width must be an integer from 16 to 7680")? as u32,
-        ),
-    };
-    let quality = match v.get("quality") {
-        None | Some(Value::Null) => crate::camera::jpeg::DEFAULT_QUALITY,
-        Some(q) => q
-            .as_u64()
-            .filter(|q| (1..=100).contains(q))
-            .ok_or("quality must be an integer from 1 to 100")? as u8,
-    };
+fn subscription(req: SubscribeRequest, ctx: &Ctx) -> Result<Subscription, String> {
     let camera = ctx
         .registry
-        .get(id)
-        .ok_or_else(|| format!("Camera {id} not found"))?;
+        .get(&req.camera_id)
+        .ok_or_else(|| format!("Camera {} not found", req.camera_id))?;
     let viewer = camera.feed.watch();
     camera.wake();
     Ok(Subscription {
-        camera_id: id.to_owned(),
+        camera_id: req.camera_id,
         viewer,
-        pacer: Pacer::new(fps),
-        binary,
-        params: JpegParams { width, quality },
+        pacer: Pacer::new(req.fps),
+        binary: req.binary,
+        params: req.params,
     })
 }
 

@@ -948,3 +948,23 @@ pub fn closed_port() -> u16 {
     drop(l);
     port
 }
+
+/// A TCP server on 127.0.0.1 that accepts connections and never answers (a camera that
+/// hangs mid-handshake). Returns its port and a channel that gets one message per
+/// accepted connection. The accept thread lives until the test process ends.
+pub fn silent_server() -> (u16, mpsc::Receiver<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let port = l.local_addr().expect("local addr").port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("silent-server".into())
+        .spawn(move || {
+            let mut held = Vec::new();
+            for s in l.incoming().flatten() {
+                held.push(s);
+                let _ = tx.send(());
+            }
+        })
+        .expect("spawn silent server");
+    (port, rx)
+}

@@ -1,0 +1,196 @@
+//! The WebSocket messages the app sends, parsed into types with clear errors. Pure: no
+//! I/O, no state, so it is fuzzed in its tests.
+
+use serde_json::Value;
+
+use crate::camera::jpeg::DEFAULT_QUALITY;
+use crate::camera::JpegParams;
+
+/// Default rate of a subscription (the first version's default).
+pub const DEFAULT_FPS: f64 = 15.0;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscribeRequest {
+    pub camera_id: String,
+    pub fps: f64,
+    pub binary: bool,
+    pub params: JpegParams,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    Ping,
+    Unsubscribe,
+    Subscribe(SubscribeRequest),
+    /// A PTZ command for a camera; `command` is the REST body of `/ptz`.
+    Ptz {
+        camera_id: String,
+        command: Value,
+    },
+}
+
+/// Parses one text message. The error is the text of the `{"type":"error"}` reply.
+pub fn parse(text: &str) -> Result<ClientMessage, String> {
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return Err("message must be a JSON object".into()),
+        Err(e) => return Err(format!("invalid JSON: {e}")),
+    };
+    match v.get("action").and_then(Value::as_str) {
+        Some("ping") => Ok(ClientMessage::Ping),
+        Some("unsubscribe") => Ok(ClientMessage::Unsubscribe),
+        Some("subscribe") => subscribe(&v).map(ClientMessage::Subscribe),
+        Some("ptz") => {
+            let camera_id = camera_id(&v, "ptz")?;
+            match v.get("command") {
+                Some(c @ Value::Object(_)) => Ok(ClientMessage::Ptz {
+                    camera_id,
+                    command: c.clone(),
+                }),
+                _ => Err("ptz needs a \"command\" object".into()),
+            }
+        }
+        Some(other) => Err(format!("unknown action {other:?}")),
+        None => Err("message needs an \"action\" string".into()),
+    }
+}
+
+fn camera_id(v: &Value, action: &str) -> Result<String, String> {
+    v.get("cameraId")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{action} needs a cameraId string"))
+}
+
+fn subscribe(v: &Value) -> Result<SubscribeRequest, String> {
+    let camera_id = camera_id(v, "subscribe")?;
+    let fps = match v.get("fps") {
+        None | Some(Value::Null) => DEFAULT_FPS,
+        Some(f) => f
+            .as_f64()
+            .filter(|f| (0.1..=60.0).contains(f))
+            .ok_or("fps must be a number from 0.1 to 60")?,
+    };
+    let binary = match v.get("binary") {
+        None | Some(Value::Null) => false,
+        Some(b) => b.as_bool().ok_or("binary must be true or false")?,
+    };
+    let width = match v.get("width") {
+        None | Some(Value::Null) => None,
+        Some(w) => Some(
+            w.as_u64()
+                .filter(|w| (16..=7680).contains(w))
+                .ok_or("width must be an integer from 16 to 7680")? as u32,
+        ),
+    };
+    let quality = match v.get("quality") {
+        None | Some(Value::Null) => DEFAULT_QUALITY,
+        Some(q) => q
+            .as_u64()
+            .filter(|q| (1..=100).contains(q))
+            .ok_or("quality must be an integer from 1 to 100")? as u8,
+    };
+    Ok(SubscribeRequest {
+        camera_id,
+        fps,
+        binary,
+        params: JpegParams { width, quality },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_apps_messages() {
+        assert_eq!(parse(r#"{"action":"ping"}"#), Ok(ClientMessage::Ping));
+        assert_eq!(
+            parse(r#"{"action":"unsubscribe"}"#),
+            Ok(ClientMessage::Unsubscribe)
+        );
+        let s = parse(r#"{"action":"subscribe","cameraId":"c1"}"#).unwrap();
+        assert_eq!(
+            s,
+            ClientMessage::Subscribe(SubscribeRequest {
+                camera_id: "c1".into(),
+                fps: 15.0,
+                binary: false,
+                params: JpegParams::default(),
+            })
+        );
+        let s = parse(r#"{"action":"subscribe","cameraId":"c1","fps":30,"binary":true,"width":640,"quality":60}"#)
+            .unwrap();
+        let ClientMessage::Subscribe(s) = s else {
+            panic!("not a subscribe")
+        };
+        assert_eq!(
+            (s.fps, s.binary, s.params.width, s.params.quality),
+            (30.0, true, Some(640), 60)
+        );
+    }
+
+    #[test]
+    fn bad_messages_are_errors_with_reasons() {
+        for (msg, want) in [
+            ("nope", "invalid JSON"),
+            ("[1]", "JSON object"),
+            ("{}", "action"),
+            (r#"{"action":5}"#, "action"),
+            (r#"{"action":"dance"}"#, "unknown action"),
+            (r#"{"action":"subscribe"}"#, "cameraId"),
+            (r#"{"action":"subscribe","cameraId":"c","fps":0}"#, "fps"),
+            (r#"{"action":"subscribe","cameraId":"c","fps":61}"#, "fps"),
+            (r#"{"action":"subscribe","cameraId":"c","fps":"10"}"#, "fps"),
+            (
+                r#"{"action":"subscribe","cameraId":"c","binary":1}"#,
+                "binary",
+            ),
+            (
+                r#"{"action":"subscribe","cameraId":"c","width":8}"#,
+                "width",
+            ),
+            (
+                r#"{"action":"subscribe","cameraId":"c","quality":0}"#,
+                "quality",
+            ),
+            (r#"{"action":"ptz","cameraId":"c"}"#, "command"),
+        ] {
+            let err = parse(msg).expect_err(msg);
+            assert!(err.contains(want), "{msg}: {err}");
+        }
+    }
+
+    /// Random bytes and mutated valid messages never panic and always give an answer.
+    #[test]
+    fn fuzz_never_panics() {
+        let seeds = [
+            r#"{"action":"subscribe","cameraId":"c1","fps":30,"binary":true,"width":640}"#,
+            r#"{"action":"ptz","cameraId":"c1","command":{"action":"move","pan":0.5}}"#,
+            r#"{"action":"ping"}"#,
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..20_000 {
+            let mut bytes: Vec<u8> = seeds[i % seeds.len()].as_bytes().to_vec();
+            for _ in 0..(next() % 6) {
+                let pos = (next() as usize) % (bytes.len() + 1);
+                match next() % 3 {
+                    0 if pos < bytes.len() => bytes[pos] = next() as u8,
+                    1 => bytes.insert(pos, b"{}[]\",:0-e.9\\"[(next() % 13) as usize]),
+                    _ if pos < bytes.len() => {
+                        bytes.remove(pos);
+                    }
+                    _ => {}
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = parse(&text);
+        }
+    }
+}
