@@ -285,6 +285,13 @@ else
 fi
 check_host_tools
 
+# One sysroot writer at a time (two engineers or CI jobs sharing PTZ_SYSROOT_CACHE).
+mkdir -p "$SYSROOT_CACHE"
+exec 9>"$SYSROOT_CACHE/.lock"
+if ! flock -n 9; then
+    log "waiting for another build using $SYSROOT_CACHE"
+    flock -w 1800 9 || die "timed out waiting for the lock on $SYSROOT_CACHE/.lock"
+fi
 if [[ $REFRESH == 0 ]] && sysroot_is_current; then
     log "sysroot $SYSROOT is current (delete it or pass --refresh-sysroot to rebuild)"
     phase_begin 'arm64 sysroot'
@@ -297,6 +304,9 @@ else
     unpack_sysroot
     phase_end
 fi
+
+flock -u 9
+exec 9>&-
 
 if [[ $SYSROOT_ONLY == 1 ]]; then
     phase_summary

@@ -19,8 +19,9 @@
 #
 # Environment (optional): CARGO_TARGET_DIR, PTZ_SYSROOT_CACHE (as for the build script),
 #   HEALTH_TIMEOUT=90 SIM_TIMEOUT=60 CONNECT_TIMEOUT=60 FRAME_TIMEOUT=60 STOP_TIMEOUT=15
-#   (seconds), SIM_ARGS="..." (extra camera-sim arguments), SIM_STREAM_PATH (default:
-#   the path of the simulator's first URL, else /1), RUST_LOG (default info),
+#   (seconds), SIM_ARGS (camera-sim arguments; default "--port 0 --size 640x360 --fps 15"),
+#   SIM_STREAM_PATH (default: the path of the simulator's first URL, else /1),
+#   RUST_LOG (default info),
 #   PTZ_SMOKE_DIR (logs and the fetched frame; default $CARGO_TARGET_DIR/aarch64-smoke).
 # Exit status 0 only if every phase that ran passed.
 set -euo pipefail
@@ -219,7 +220,8 @@ if [[ -z $SIM_BIN ]]; then
     SIM_BIN=$TARGET_DIR/debug/camera-sim
 fi
 [[ -x $SIM_BIN ]] || die "camera-sim not found at $SIM_BIN"
-read -r -a sim_args <<<"${SIM_ARGS:-}"
+# Any free port; a small picture keeps qemu's software decode light on a shared machine.
+read -r -a sim_args <<<"${SIM_ARGS:---port 0 --size 640x360 --fps 15}"
 "$SIM_BIN" "${sim_args[@]}" >"$WORK/camera-sim.out" 2>"$WORK/camera-sim.log" </dev/null &
 SIM_PID=$!
 deadline=$((SECONDS + SIM_TIMEOUT))
