@@ -10,6 +10,7 @@ use ptz_edge::api::{Ctx, Server};
 use ptz_edge::camera::supervisor::CameraOptions;
 use ptz_edge::camera::Registry;
 use ptz_edge::config::Config;
+use ptz_edge::ptz::Controllers;
 use ptz_edge::state::Store;
 
 const USAGE: &str = "\
@@ -79,18 +80,11 @@ fn run() -> Result<(), String> {
         config.limits.max_cameras,
     ));
     let store = config.state_file.clone().map(Store::new);
+    let ptz = Controllers::new();
     if let Some(store) = &store {
-        restore(&registry, store);
+        restore(&registry, &ptz, store);
     }
-    if let Some(store) = store {
-        registry.set_on_change(Box::new(move |specs| {
-            if let Err(e) = store.save(&specs) {
-                log::error!("cannot save {}: {e}", store.path().display());
-            }
-        }));
-    }
-
-    let ctx = Ctx::new(Arc::clone(&registry), config);
+    let ctx = Ctx::new(Arc::clone(&registry), config, ptz, store);
     let server = Server::start(Arc::clone(&ctx)).map_err(|e| {
         format!(
             "cannot listen on {}:{}: {e}",
@@ -135,6 +129,7 @@ fn run() -> Result<(), String> {
         a.stop();
     }
     server.stop();
+    ctx.ptz.shutdown();
     registry.shutdown();
     #[cfg(feature = "sim")]
     if let Some(sim) = sim {
@@ -144,12 +139,16 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-fn restore(registry: &Registry, store: &Store) {
+fn restore(registry: &Registry, ptz: &Controllers, store: &Store) {
     match store.load() {
-        Ok(specs) => {
-            for spec in specs {
-                let id = spec.id.clone();
-                match registry.restore(spec) {
+        Ok(saved) => {
+            for s in saved {
+                let id = s.camera.id.clone();
+                if let Some(cfg) = s.ptz {
+                    let c = &s.camera;
+                    ptz.attach(&id, &c.host, cfg, &c.username, &c.password);
+                }
+                match registry.restore(s.camera) {
                     Ok(_) => log::info!("{id}: restored from {}", store.path().display()),
                     Err(e) => log::warn!("{id}: cannot restore: {e}"),
                 }

@@ -11,21 +11,38 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use parking_lot::Mutex;
+
 use crate::camera::CameraSpec;
+use crate::ptz::PtzConfig;
+
+/// One saved camera: how to reach its stream and, if it has one, its PTZ control.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedCamera {
+    #[serde(flatten)]
+    pub camera: CameraSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ptz: Option<PtzConfig>,
+}
 
 #[derive(Serialize, Deserialize)]
 struct StateFile {
     version: u32,
-    cameras: Vec<CameraSpec>,
+    cameras: Vec<SavedCamera>,
 }
 
 pub struct Store {
     path: PathBuf,
+    /// One writer at a time: concurrent saves share the temp file name.
+    writing: Mutex<()>,
 }
 
 impl Store {
     pub fn new(path: PathBuf) -> Store {
-        Store { path }
+        Store {
+            path,
+            writing: Mutex::new(()),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -33,7 +50,7 @@ impl Store {
     }
 
     /// The saved cameras; an absent file is an empty list.
-    pub fn load(&self) -> io::Result<Vec<CameraSpec>> {
+    pub fn load(&self) -> io::Result<Vec<SavedCamera>> {
         let data = match fs::read(&self.path) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -45,7 +62,8 @@ impl Store {
     }
 
     /// Replaces the saved list.
-    pub fn save(&self, cameras: &[CameraSpec]) -> io::Result<()> {
+    pub fn save(&self, cameras: &[SavedCamera]) -> io::Result<()> {
+        let _one_writer = self.writing.lock();
         let dir = self
             .path
             .parent()
@@ -93,7 +111,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ptz-edge-state-{}", std::process::id()));
         let store = Store::new(dir.join("sub/cameras.json"));
         assert!(store.load().unwrap().is_empty());
-        let spec = CameraSpec {
+        let camera = CameraSpec {
             id: "c1".into(),
             host: "10.1.2.3".into(),
             port: 554,
@@ -102,8 +120,21 @@ mod tests {
             password: Secret::new("p@ss:/#%"),
             transport: Transport::Tcp,
         };
-        store.save(std::slice::from_ref(&spec)).unwrap();
-        assert_eq!(store.load().unwrap(), vec![spec]);
+        let saved = vec![
+            SavedCamera {
+                camera: camera.clone(),
+                ptz: None,
+            },
+            SavedCamera {
+                camera: CameraSpec {
+                    id: "c2".into(),
+                    ..camera
+                },
+                ptz: Some(PtzConfig::new(crate::ptz::Protocol::ViscaTcp, None).unwrap()),
+            },
+        ];
+        store.save(&saved).unwrap();
+        assert_eq!(store.load().unwrap(), saved);
         let mode = fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         fs::remove_dir_all(dir).unwrap();

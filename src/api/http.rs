@@ -15,6 +15,7 @@ use crate::camera::jpeg::DEFAULT_QUALITY;
 use crate::camera::{
     self, Camera, CameraSpec, CameraStatus, ConnectError, Frame, JpegParams, Transport,
 };
+use crate::ptz::PtzConfig;
 use crate::secret::Secret;
 
 /// How long connect waits for the first picture (the first version's 5 s).
@@ -53,6 +54,7 @@ pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
             match (*rest, get) {
                 ("status", true) => status(&id, ctx),
                 ("frame", true) => frame(req, &id, ctx),
+                ("ptz", _) if get || post => ptz_rest(req, &id, ctx),
                 ("mjpeg", true) => match camera_or_404(&id, ctx) {
                     Ok(cam) => super::mjpeg::stream(req, cam, ctx),
                     Err(r) => r,
@@ -148,6 +150,7 @@ fn health(ctx: &Ctx) -> Reply {
 /// The parsed body of `POST /api/cameras/connect`.
 struct ConnectBody {
     spec: CameraSpec,
+    ptz: Option<PtzConfig>,
 }
 
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Reply> {
@@ -199,7 +202,10 @@ fn parse_connect(body: &[u8]) -> Result<ConnectBody, Reply> {
         Some(Value::String(s)) => s.parse().map_err(|e: String| error(422, e))?,
         Some(_) => return Err(error(422, "field 'transport' must be a string")),
     };
+    let ptz = PtzConfig::parse(m.get("ptz").unwrap_or(&Value::Null))
+        .map_err(|e| error(422, format!("ptz: {e}")))?;
     Ok(ConnectBody {
+        ptz,
         spec: CameraSpec {
             id,
             host,
@@ -219,12 +225,22 @@ fn connect(req: &Request, ctx: &Ctx) -> Reply {
     };
     let id = body.spec.id.clone();
     let started = Instant::now();
-    match ctx.registry.connect(body.spec, CONNECT_WAIT) {
+    match ctx.registry.connect(body.spec.clone(), CONNECT_WAIT) {
         Ok(_) => {
             log::info!(
                 "{id}: connected, first picture after {} ms",
                 started.elapsed().as_millis()
             );
+            match body.ptz {
+                Some(cfg) => {
+                    let s = &body.spec;
+                    ctx.ptz.attach(&id, &s.host, cfg, &s.username, &s.password);
+                }
+                None => {
+                    ctx.ptz.detach(&id);
+                }
+            }
+            ctx.persist();
             json_reply(
                 200,
                 &json!({"success": true, "cameraId": id, "message": "Camera connected successfully"}),
@@ -252,8 +268,10 @@ fn disconnect(req: &Request, ctx: &Ctx) -> Reply {
         Ok(id) => id,
         Err(r) => return r,
     };
-    if ctx.registry.disconnect(&id) {
+    let had_ptz = ctx.ptz.detach(&id);
+    if ctx.registry.disconnect(&id) || had_ptz {
         log::info!("{id}: disconnected");
+        ctx.persist();
     }
     json_reply(
         200,
@@ -375,13 +393,39 @@ fn frame(req: &Request, id: &str, ctx: &Ctx) -> Reply {
     }
 }
 
-/// A PTZ command from the WebSocket: the reply text (`ptz` result or error).
-pub fn ptz_ws(camera_id: &str, _command: &Value, ctx: &Ctx) -> String {
-    if ctx.registry.get(camera_id).is_none() {
-        return json!({"type": "error", "message": format!("Camera {camera_id} not found")})
-            .to_string();
+/// The PTZ controller of a connected camera, or the reply saying why there is none.
+fn ptz_controller(id: &str, ctx: &Ctx) -> Result<Arc<crate::ptz::Controller>, (u16, String)> {
+    if ctx.registry.get(id).is_none() {
+        return Err((404, format!("Camera {id} not found")));
     }
-    json!({"type": "error", "message": "PTZ is not configured for this camera"}).to_string()
+    ctx.ptz
+        .get(id)
+        .ok_or_else(|| super::ptz::not_configured(id))
+}
+
+/// `POST /api/cameras/{id}/ptz` (a command) and `GET` (the position).
+fn ptz_rest(req: &Request, id: &str, ctx: &Ctx) -> Reply {
+    let result = ptz_controller(id, ctx).and_then(|ctrl| {
+        if req.method == "POST" {
+            let body = serde_json::from_slice::<Value>(&req.body)
+                .map_err(|e| (400, format!("request body is not valid JSON: {e}")))?;
+            super::ptz::command(&ctrl, &body)
+        } else {
+            super::ptz::position(&ctrl)
+        }
+    });
+    match result {
+        Ok(v) => json_reply(200, &v),
+        Err((status, detail)) => error(status, detail),
+    }
+}
+
+/// A PTZ command from the WebSocket: the reply text.
+pub fn ptz_ws(camera_id: &str, command: &Value, ctx: &Ctx) -> String {
+    match ptz_controller(camera_id, ctx).and_then(|c| super::ptz::command(&c, command)) {
+        Ok(_) => json!({"type": "ptz", "cameraId": camera_id, "success": true}).to_string(),
+        Err((_, message)) => json!({"type": "error", "message": message}).to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod http;
 pub mod messages;
 pub mod mjpeg;
 pub mod pace;
+pub mod ptz;
 pub mod request;
 pub mod server;
 pub mod sessions;
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use crate::camera::Registry;
 use crate::config::Config;
+use crate::state::Store;
 
 pub use server::Server;
 
@@ -26,10 +28,19 @@ pub struct Ctx {
     pub started: Instant,
     pub shutdown: Arc<AtomicBool>,
     pub sessions: sessions::Sessions,
+    /// PTZ control of the cameras that have it.
+    pub ptz: crate::ptz::Controllers,
+    /// Where the camera list is saved; `None` when persistence is off.
+    pub store: Option<Store>,
 }
 
 impl Ctx {
-    pub fn new(registry: Arc<Registry>, config: Config) -> Arc<Ctx> {
+    pub fn new(
+        registry: Arc<Registry>,
+        config: Config,
+        ptz: crate::ptz::Controllers,
+        store: Option<Store>,
+    ) -> Arc<Ctx> {
         let sessions =
             sessions::Sessions::new(config.limits.max_websockets, config.limits.max_streams);
         Arc::new(Ctx {
@@ -38,6 +49,27 @@ impl Ctx {
             started: Instant::now(),
             shutdown: Arc::new(AtomicBool::new(false)),
             sessions,
+            ptz,
+            store,
         })
+    }
+
+    /// Saves the cameras (with their PTZ settings) after a change.
+    pub fn persist(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let saved: Vec<crate::state::SavedCamera> = self
+            .registry
+            .list()
+            .iter()
+            .map(|c| crate::state::SavedCamera {
+                camera: c.spec.clone(),
+                ptz: self.ptz.get(c.id()).map(|p| p.config()),
+            })
+            .collect();
+        if let Err(e) = store.save(&saved) {
+            log::error!("cannot save {}: {e}", store.path().display());
+        }
     }
 }

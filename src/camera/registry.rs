@@ -60,16 +60,11 @@ impl Events {
     }
 }
 
-/// Sees every spec after each change of the set of cameras.
-pub type OnChange = Box<dyn Fn(Vec<CameraSpec>) + Send>;
-
 pub struct Registry {
     cameras: Mutex<HashMap<String, Arc<Camera>>>,
     options: CameraOptions,
     max_cameras: usize,
     events: Arc<Events>,
-    /// Called with every spec whenever the set of cameras changes (persistence).
-    on_change: Mutex<Option<OnChange>>,
 }
 
 impl Registry {
@@ -79,17 +74,11 @@ impl Registry {
             options,
             max_cameras,
             events: Arc::new(Events::default()),
-            on_change: Mutex::new(None),
         }
     }
 
     pub fn events(&self) -> &Events {
         &self.events
-    }
-
-    /// Sets the callback that sees the full list of specs after each change.
-    pub fn set_on_change(&self, f: OnChange) {
-        *self.on_change.lock() = Some(f);
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Camera>> {
@@ -117,10 +106,7 @@ impl Registry {
     pub fn connect(&self, spec: CameraSpec, wait: Duration) -> Result<Arc<Camera>, ConnectError> {
         let cam = self.start(spec)?;
         match self.wait_first_picture(&cam, wait) {
-            Ok(()) => {
-                self.changed();
-                Ok(cam)
-            }
+            Ok(()) => Ok(cam),
             Err(e) => {
                 self.remove_if_same(&cam);
                 Err(e)
@@ -238,7 +224,6 @@ impl Registry {
             Some(cam) => {
                 cam.stop();
                 cam.feed.clear();
-                self.changed();
                 true
             }
             None => false,
@@ -250,13 +235,6 @@ impl Registry {
         let cams: Vec<_> = self.cameras.lock().drain().map(|(_, c)| c).collect();
         for c in cams {
             c.stop();
-        }
-    }
-
-    fn changed(&self) {
-        let specs: Vec<CameraSpec> = self.list().iter().map(|c| c.spec.clone()).collect();
-        if let Some(f) = &*self.on_change.lock() {
-            f(specs);
         }
     }
 

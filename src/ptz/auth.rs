@@ -10,8 +10,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 
-use super::md5;
-
 /// Digest hash algorithms we can answer. RFC 7616 also defines SHA-256, which PTZOptics
 /// firmware does not offer; a camera that only offers it is reported as unsupported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,17 +203,18 @@ pub(crate) struct DigestInput<'a> {
 impl DigestInput<'_> {
     /// The `response` value, 32 hex digits.
     pub(crate) fn response(&self) -> String {
-        let mut ha1 = md5::hex(format!("{}:{}:{}", self.username, self.realm, self.password).as_bytes());
+        let mut ha1 =
+            md5_hex(format!("{}:{}:{}", self.username, self.realm, self.password).as_bytes());
         if self.algorithm == Algorithm::Md5Sess {
             let cnonce = self.nc_cnonce.map_or("", |(_, c)| c);
-            ha1 = md5::hex(format!("{ha1}:{}:{cnonce}", self.nonce).as_bytes());
+            ha1 = md5_hex(format!("{ha1}:{}:{cnonce}", self.nonce).as_bytes());
         }
-        let ha2 = md5::hex(format!("{}:{}", self.method, self.uri).as_bytes());
+        let ha2 = md5_hex(format!("{}:{}", self.method, self.uri).as_bytes());
         match self.nc_cnonce {
             Some((nc, cnonce)) => {
-                md5::hex(format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", self.nonce).as_bytes())
+                md5_hex(format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", self.nonce).as_bytes())
             }
-            None => md5::hex(format!("{ha1}:{}:{ha2}", self.nonce).as_bytes()),
+            None => md5_hex(format!("{ha1}:{}:{ha2}", self.nonce).as_bytes()),
         }
     }
 }
@@ -351,7 +350,9 @@ mod tests {
         assert_eq!(best_challenge([r#"Basic realm="x""#]), Ok(Challenge::Basic));
         assert_eq!(
             best_challenge([r#"Digest realm="x", nonce="n", algorithm=SHA-256"#]),
-            Err(ChallengeError::Unsupported("Digest algorithm SHA-256".into()))
+            Err(ChallengeError::Unsupported(
+                "Digest algorithm SHA-256".into()
+            ))
         );
         assert_eq!(best_challenge([]), Err(ChallengeError::Missing));
     }
@@ -385,4 +386,13 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, cnonce());
     }
+}
+
+/// Lower-case hex MD5, as Digest auth (RFC 7616 §3.4) writes its hashes.
+fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest as _;
+    md5::Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -1,0 +1,772 @@
+//! The per-camera PTZ control thread (`ptz-{id}`): owns the camera's driver, runs its
+//! commands one at a time in arrival order (a slow camera only delays itself), stops a
+//! move that is not refreshed within [`DEADMAN`], retries a stop that failed, and keeps
+//! the connection checked while idle.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use parking_lot::Mutex;
+
+use super::Position;
+use super::{open_driver, PresetOp, Protocol, PtzCommand, PtzConfig, PtzDriver, PtzError, DEADMAN};
+use crate::secret::Secret;
+
+/// Requests waiting for the camera thread; beyond this a caller gets `Busy` rather than
+/// queueing behind a dead camera.
+const QUEUE: usize = 16;
+/// How long a caller waits for the camera thread's answer. Longer than the worst driver
+/// exchange (a CGI move with a digest round trip, or a VISCA reconnect plus a reply),
+/// so a caller normally hears the driver's own verdict.
+pub const REPLY_WAIT: Duration = Duration::from_secs(5);
+/// Idle time after which the driver's keep-alive runs (VISCA: a power inquiry).
+const KEEPALIVE_EVERY: Duration = Duration::from_millis(1500);
+/// Backoff between retries of a stop that failed.
+const STOP_RETRY_MIN: Duration = Duration::from_millis(250);
+const STOP_RETRY_MAX: Duration = Duration::from_secs(2);
+/// A failed stop is retried this often before giving up (a camera gone for ~15 s has
+/// lost its motion state anyway when it comes back).
+const STOP_RETRIES: u32 = 10;
+
+/// What the camera thread is asked to do.
+enum Job {
+    Command(PtzCommand),
+    Position,
+}
+
+enum Answer {
+    Done,
+    Position(Position),
+}
+
+/// Whether answering took a camera exchange.
+enum Via {
+    Camera,
+    Local,
+}
+
+struct Request {
+    job: Job,
+    reply: Sender<Result<Answer, PtzError>>,
+}
+
+/// What the last exchange with the camera's control interface showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Nothing exchanged yet (HTTP-CGI has no keep-alive, so until the first command).
+    Unknown,
+    /// The last exchange succeeded.
+    Up,
+    /// The last exchange failed; `PtzHealth::last_error` says how.
+    Down,
+}
+
+impl std::fmt::Display for LinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinkState::Unknown => "unknown",
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+        })
+    }
+}
+
+/// The camera's control channel, for status replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PtzHealth {
+    pub protocol: Protocol,
+    pub port: u16,
+    pub link: LinkState,
+    /// The last failure, until an exchange succeeds again.
+    pub last_error: Option<String>,
+}
+
+/// One camera's PTZ control: a handle to its `ptz-{id}` thread. Commands from any
+/// number of API threads are serialised on that thread. Dropping the handle (or
+/// [`Controller::stop_thread`]) stops the thread, sending a last stop if a move was
+/// active, and joins it.
+pub struct Controller {
+    camera_id: String,
+    cfg: PtzConfig,
+    /// `None` once stopped; dropping the sender is the thread's shutdown signal.
+    tx: Mutex<Option<Sender<Request>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    health: Arc<Mutex<PtzHealth>>,
+}
+
+impl Controller {
+    /// Starts the camera's control thread. Never blocks on the network: the thread
+    /// connects on its own and reports failures through commands and [`Controller::health`].
+    pub fn start(
+        camera_id: &str,
+        host: &str,
+        cfg: PtzConfig,
+        username: &str,
+        password: &Secret,
+    ) -> Controller {
+        let driver = open_driver(camera_id, host, cfg, username, password);
+        Controller::with_driver(camera_id, cfg, driver)
+    }
+
+    /// Starts the thread around a given driver (tests inject fakes here).
+    pub fn with_driver(camera_id: &str, cfg: PtzConfig, driver: Box<dyn PtzDriver>) -> Controller {
+        let (tx, rx) = bounded(QUEUE);
+        let health = Arc::new(Mutex::new(PtzHealth {
+            protocol: cfg.protocol,
+            port: cfg.port,
+            link: LinkState::Unknown,
+            last_error: None,
+        }));
+        let worker = Worker {
+            id: camera_id.to_owned(),
+            driver,
+            rx,
+            health: health.clone(),
+            active: None,
+            stop_retry: None,
+            next_keepalive: Instant::now(),
+        };
+        let thread = thread::Builder::new()
+            .name(format!("ptz-{camera_id}"))
+            .spawn(move || worker.run())
+            .map_err(|e| log::error!("{camera_id}: cannot start the PTZ thread: {e}"))
+            .ok();
+        Controller {
+            camera_id: camera_id.to_owned(),
+            cfg,
+            tx: Mutex::new(thread.as_ref().map(|_| tx)),
+            thread: Mutex::new(thread),
+            health,
+        }
+    }
+
+    pub fn camera_id(&self) -> &str {
+        &self.camera_id
+    }
+
+    pub fn config(&self) -> PtzConfig {
+        self.cfg
+    }
+
+    pub fn health(&self) -> PtzHealth {
+        self.health.lock().clone()
+    }
+
+    fn ask(&self, job: Job) -> Result<Answer, PtzError> {
+        let (reply, answer) = bounded(1);
+        // Clone the sender and let go of the lock before waiting: the lock is never held
+        // while the camera works, and stop_thread can always take the sender.
+        let tx = self.tx.lock().clone().ok_or(PtzError::Closed)?;
+        match tx.try_send(Request { job, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(PtzError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(PtzError::Closed),
+        }
+        drop(tx);
+        match answer.recv_timeout(REPLY_WAIT) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(PtzError::Timeout),
+            Err(RecvTimeoutError::Disconnected) => Err(PtzError::Closed),
+        }
+    }
+
+    /// Runs a command and waits (up to [`REPLY_WAIT`]) for the camera's answer.
+    /// A move equal to the running one only refreshes the dead-man timer; a different
+    /// move replaces it.
+    pub fn command(&self, cmd: PtzCommand) -> Result<(), PtzError> {
+        cmd.validate(self.cfg.protocol)?;
+        self.ask(Job::Command(cmd)).map(|_| ())
+    }
+
+    /// Asks the camera where it is (VISCA inquiries; CGI cannot).
+    pub fn position(&self) -> Result<Position, PtzError> {
+        match self.ask(Job::Position)? {
+            Answer::Position(p) => Ok(p),
+            Answer::Done => Err(PtzError::Camera("no position in the answer".into())),
+        }
+    }
+
+    /// Stops the thread (after a last stop if a move was active) and joins it. Later
+    /// calls answer [`PtzError::Closed`]. Idempotent.
+    pub fn close(&self) {
+        drop(self.tx.lock().take());
+        let handle = self.thread.lock().take();
+        if let Some(h) = handle {
+            if h.join().is_err() {
+                log::error!("{}: PTZ thread panicked", self.camera_id);
+            }
+        }
+    }
+
+    /// Consumes the handle, stopping and joining the thread.
+    pub fn stop_thread(self) {
+        self.close();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The running move and when it expires.
+struct Active {
+    velocity: (f64, f64, f64),
+    deadline: Instant,
+    /// The camera acknowledged it; if not, a refresh resends instead of just extending.
+    acknowledged: bool,
+}
+
+/// A stop that failed and is retried.
+struct StopRetry {
+    at: Instant,
+    delay: Duration,
+    attempts: u32,
+}
+
+struct Worker {
+    id: String,
+    driver: Box<dyn PtzDriver>,
+    rx: Receiver<Request>,
+    health: Arc<Mutex<PtzHealth>>,
+    active: Option<Active>,
+    stop_retry: Option<StopRetry>,
+    next_keepalive: Instant,
+}
+
+impl Worker {
+    fn run(mut self) {
+        log::debug!("{}: PTZ thread started", self.id);
+        let mut pending: VecDeque<Request> = VecDeque::new();
+        loop {
+            if pending.is_empty() {
+                match self.rx.recv_deadline(self.next_wake()) {
+                    Ok(r) => pending.push_back(r),
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.on_timers(Instant::now());
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            pending.extend(self.rx.try_iter());
+            let Some(req) = pending.pop_front() else {
+                continue;
+            };
+            // A move followed by another queued move is superseded before it reaches the
+            // camera: a joystick sends faster than a slow camera answers, and only the
+            // newest velocity matters.
+            let superseded = matches!(req.job, Job::Command(PtzCommand::Move { .. }))
+                && matches!(
+                    pending.front(),
+                    Some(Request {
+                        job: Job::Command(PtzCommand::Move { .. }),
+                        ..
+                    })
+                );
+            let result = if superseded {
+                Ok(Answer::Done)
+            } else {
+                self.handle(req.job)
+            };
+            // The caller may have given up waiting; that is fine.
+            let _ = req.reply.send(result);
+            self.on_timers(Instant::now());
+        }
+        if self.active.is_some() || self.stop_retry.is_some() {
+            log::info!(
+                "{}: PTZ control stopping; stopping the camera's move",
+                self.id
+            );
+            let r = self.driver.stop();
+            self.record(r.as_ref().err());
+        }
+        log::debug!("{}: PTZ thread stopped", self.id);
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.next_keepalive;
+        if let Some(a) = &self.active {
+            wake = wake.min(a.deadline);
+        }
+        if let Some(s) = &self.stop_retry {
+            wake = wake.min(s.at);
+        }
+        wake
+    }
+
+    /// Notes the outcome of a camera exchange (`None`: it succeeded).
+    fn record(&mut self, err: Option<&PtzError>) {
+        let mut h = self.health.lock();
+        match err {
+            None => {
+                h.link = LinkState::Up;
+                h.last_error = None;
+            }
+            // Invalid and unsupported requests say nothing about the camera.
+            Some(PtzError::Invalid(_) | PtzError::Unsupported(_)) => {}
+            Some(e) => {
+                h.link = LinkState::Down;
+                h.last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    fn handle(&mut self, job: Job) -> Result<Answer, PtzError> {
+        let r = match job {
+            Job::Position => self
+                .driver
+                .position()
+                .map(|p| (Answer::Position(p), Via::Camera)),
+            Job::Command(cmd) => self.command(cmd).map(|via| (Answer::Done, via)),
+        };
+        match r {
+            // Answered without the camera (a refresh): says nothing about the link, and
+            // must not hold off the keep-alive while a move is held for a long time.
+            Ok((answer, Via::Local)) => Ok(answer),
+            Ok((answer, Via::Camera)) => {
+                self.record(None);
+                self.next_keepalive = Instant::now() + KEEPALIVE_EVERY;
+                Ok(answer)
+            }
+            Err(e) => {
+                self.record(Some(&e));
+                self.next_keepalive = Instant::now() + KEEPALIVE_EVERY;
+                Err(e)
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: PtzCommand) -> Result<Via, PtzError> {
+        let camera = |r: Result<(), PtzError>| r.map(|()| Via::Camera);
+        match cmd {
+            // All zero ends the continuous move. With none running it is a no-op: a
+            // joystick at rest sends zeros, and they must not cut a preset recall short.
+            // An explicit Stop always goes out.
+            PtzCommand::Move { pan, tilt, zoom } if pan == 0.0 && tilt == 0.0 && zoom == 0.0 => {
+                if self.active.is_some() || self.stop_retry.is_some() {
+                    camera(self.stop("move with all velocities 0"))
+                } else {
+                    Ok(Via::Local)
+                }
+            }
+            PtzCommand::Move { pan, tilt, zoom } => {
+                let now = Instant::now();
+                if let Some(a) = &mut self.active {
+                    if a.velocity == (pan, tilt, zoom) && a.acknowledged {
+                        a.deadline = now + DEADMAN;
+                        return Ok(Via::Local);
+                    }
+                }
+                self.stop_retry = None;
+                let r = self.driver.move_continuous(pan, tilt, zoom);
+                // Armed even when the camera did not answer: it may have moved anyway,
+                // and the dead-man stop must then still go out.
+                self.active = Some(Active {
+                    velocity: (pan, tilt, zoom),
+                    deadline: Instant::now() + DEADMAN,
+                    acknowledged: r.is_ok(),
+                });
+                camera(r)
+            }
+            PtzCommand::Stop => camera(self.stop("stop requested")),
+            PtzCommand::Home => {
+                self.settle();
+                camera(self.driver.home())
+            }
+            PtzCommand::Preset {
+                op: PresetOp::Goto,
+                index,
+            } => {
+                self.settle();
+                camera(self.driver.preset_goto(index))
+            }
+            PtzCommand::Preset {
+                op: PresetOp::Save,
+                index,
+            } => camera(self.driver.preset_save(index)),
+        }
+    }
+
+    /// Before a home or preset recall: stop a running move (the recall moves pan and
+    /// tilt, but a running zoom would go on), and disarm the dead-man, whose stop would
+    /// otherwise cut the recall's travel short.
+    fn settle(&mut self) {
+        let moving = self.active.take().is_some();
+        let unstopped = self.stop_retry.take().is_some();
+        if moving || unstopped {
+            if let Err(e) = self.driver.stop() {
+                log::warn!("{}: PTZ stop before recall failed: {e}", self.id);
+            }
+        }
+    }
+
+    fn stop(&mut self, why: &str) -> Result<(), PtzError> {
+        self.active = None;
+        let r = self.driver.stop();
+        match &r {
+            Ok(()) => {
+                log::debug!("{}: PTZ stopped ({why})", self.id);
+                self.stop_retry = None;
+            }
+            Err(e) => {
+                log::warn!(
+                    "{}: PTZ stop ({why}) failed: {e}; retrying in {} ms",
+                    self.id,
+                    STOP_RETRY_MIN.as_millis()
+                );
+                self.stop_retry = Some(StopRetry {
+                    at: Instant::now() + STOP_RETRY_MIN,
+                    delay: STOP_RETRY_MIN,
+                    attempts: 1,
+                });
+            }
+        }
+        r
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        if self.active.as_ref().is_some_and(|a| now >= a.deadline) {
+            log::info!(
+                "{}: PTZ move not refreshed for {} ms; stopping it",
+                self.id,
+                DEADMAN.as_millis()
+            );
+            let r = self.stop("dead-man");
+            self.record(r.as_ref().err());
+            self.next_keepalive = Instant::now() + KEEPALIVE_EVERY;
+            return;
+        }
+        if let Some(s) = &self.stop_retry {
+            if now >= s.at {
+                let (delay, attempts) = (s.delay, s.attempts);
+                let r = self.driver.stop();
+                self.record(r.as_ref().err());
+                match r {
+                    Ok(()) => {
+                        log::info!("{}: PTZ stop succeeded on retry {attempts}", self.id);
+                        self.stop_retry = None;
+                    }
+                    Err(e) if attempts >= STOP_RETRIES => {
+                        log::warn!("{}: PTZ stop still failing ({e}); giving up", self.id);
+                        self.stop_retry = None;
+                    }
+                    Err(_) => {
+                        let delay = (delay * 2).min(STOP_RETRY_MAX);
+                        self.stop_retry = Some(StopRetry {
+                            at: Instant::now() + delay,
+                            delay,
+                            attempts: attempts + 1,
+                        });
+                    }
+                }
+                self.next_keepalive = Instant::now() + KEEPALIVE_EVERY;
+                return;
+            }
+        }
+        if now >= self.next_keepalive {
+            if let Some(r) = self.driver.keepalive() {
+                self.record(r.as_ref().err());
+            }
+            self.next_keepalive = Instant::now() + KEEPALIVE_EVERY;
+        }
+    }
+}
+
+/// Every camera's controller, by camera id. Replacing or removing one stops and joins
+/// its thread outside the map's lock.
+#[derive(Default)]
+pub struct Controllers {
+    map: Mutex<HashMap<String, Arc<Controller>>>,
+}
+
+impl Controllers {
+    pub fn new() -> Controllers {
+        Controllers::default()
+    }
+
+    /// Starts control of a camera, replacing (and stopping) any previous controller
+    /// for the same id.
+    pub fn attach(
+        &self,
+        id: &str,
+        host: &str,
+        cfg: PtzConfig,
+        username: &str,
+        password: &Secret,
+    ) -> Arc<Controller> {
+        let ctrl = Arc::new(Controller::start(id, host, cfg, username, password));
+        let old = self.map.lock().insert(id.to_owned(), ctrl.clone());
+        if let Some(old) = old {
+            old.close();
+        }
+        ctrl
+    }
+
+    /// Stops control of a camera; `false` if it had none.
+    pub fn detach(&self, id: &str) -> bool {
+        let old = self.map.lock().remove(id);
+        match old {
+            Some(c) => {
+                c.close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Controller>> {
+        self.map.lock().get(id).cloned()
+    }
+
+    /// Stops every controller (a last stop for moving cameras) and joins the threads.
+    pub fn shutdown(&self) {
+        let all: Vec<Arc<Controller>> = self.map.lock().drain().map(|(_, c)| c).collect();
+        for c in all {
+            c.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum Call {
+        Move(f64, f64, f64),
+        Stop,
+        Home,
+        Goto(u8),
+        Save(u8),
+        Position,
+        Keepalive,
+    }
+
+    type Calls = Arc<Mutex<Vec<(Instant, Call)>>>;
+
+    /// Records calls; `delay` makes every call slow, `fail_stops` fails that many stops.
+    struct Fake {
+        calls: Calls,
+        delay: Duration,
+        fail_stops: u32,
+    }
+
+    impl Fake {
+        fn call(&mut self, c: Call) {
+            self.calls.lock().push((Instant::now(), c));
+            thread::sleep(self.delay);
+        }
+    }
+
+    impl PtzDriver for Fake {
+        fn move_continuous(&mut self, p: f64, t: f64, z: f64) -> Result<(), PtzError> {
+            self.call(Call::Move(p, t, z));
+            Ok(())
+        }
+        fn stop(&mut self) -> Result<(), PtzError> {
+            self.call(Call::Stop);
+            if self.fail_stops > 0 {
+                self.fail_stops -= 1;
+                return Err(PtzError::Timeout);
+            }
+            Ok(())
+        }
+        fn home(&mut self) -> Result<(), PtzError> {
+            self.call(Call::Home);
+            Ok(())
+        }
+        fn preset_goto(&mut self, i: u8) -> Result<(), PtzError> {
+            self.call(Call::Goto(i));
+            Ok(())
+        }
+        fn preset_save(&mut self, i: u8) -> Result<(), PtzError> {
+            self.call(Call::Save(i));
+            Ok(())
+        }
+        fn position(&mut self) -> Result<Position, PtzError> {
+            self.call(Call::Position);
+            Ok(Position {
+                pan: 1,
+                tilt: 2,
+                zoom: 3,
+            })
+        }
+        fn keepalive(&mut self) -> Option<Result<(), PtzError>> {
+            self.call(Call::Keepalive);
+            Some(Ok(()))
+        }
+    }
+
+    fn fake(delay: Duration, fail_stops: u32) -> (Controller, Calls) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let cfg = PtzConfig::new(Protocol::ViscaTcp, None).unwrap();
+        let d = Fake {
+            calls: calls.clone(),
+            delay,
+            fail_stops,
+        };
+        (Controller::with_driver("fake", cfg, Box::new(d)), calls)
+    }
+
+    fn without_keepalive(calls: &Mutex<Vec<(Instant, Call)>>) -> Vec<Call> {
+        calls
+            .lock()
+            .iter()
+            .map(|(_, c)| c.clone())
+            .filter(|c| *c != Call::Keepalive)
+            .collect()
+    }
+
+    fn mv(pan: f64) -> PtzCommand {
+        PtzCommand::Move {
+            pan,
+            tilt: 0.0,
+            zoom: 0.0,
+        }
+    }
+
+    #[test]
+    fn refresh_costs_no_io_and_new_move_replaces() {
+        let (c, calls) = fake(Duration::ZERO, 0);
+        c.command(mv(0.5)).unwrap();
+        c.command(mv(0.5)).unwrap();
+        c.command(mv(0.5)).unwrap();
+        c.command(mv(-0.5)).unwrap();
+        c.command(PtzCommand::Stop).unwrap();
+        assert_eq!(
+            without_keepalive(&calls),
+            vec![
+                Call::Move(0.5, 0.0, 0.0),
+                Call::Move(-0.5, 0.0, 0.0),
+                Call::Stop
+            ]
+        );
+        assert_eq!(c.position().unwrap().zoom, 3);
+    }
+
+    #[test]
+    fn zero_move_ends_a_move_and_recall_stops_a_move_first() {
+        let (c, calls) = fake(Duration::ZERO, 0);
+        // Nothing running: a zero move is a no-op.
+        c.command(mv(0.0)).unwrap();
+        c.command(mv(0.3)).unwrap();
+        // Running: a zero move stops it.
+        c.command(mv(0.0)).unwrap();
+        c.command(mv(0.3)).unwrap();
+        c.command(PtzCommand::Preset {
+            op: PresetOp::Goto,
+            index: 4,
+        })
+        .unwrap();
+        // A joystick at rest during the recall does not interrupt it.
+        c.command(mv(0.0)).unwrap();
+        c.command(PtzCommand::Home).unwrap();
+        c.command(PtzCommand::Preset {
+            op: PresetOp::Save,
+            index: 5,
+        })
+        .unwrap();
+        // An explicit stop always goes out.
+        c.command(PtzCommand::Stop).unwrap();
+        assert_eq!(
+            without_keepalive(&calls),
+            vec![
+                Call::Move(0.3, 0.0, 0.0),
+                Call::Stop,
+                Call::Move(0.3, 0.0, 0.0),
+                Call::Stop,
+                Call::Goto(4),
+                Call::Home,
+                Call::Save(5),
+                Call::Stop,
+            ]
+        );
+        // No dead-man stop after a recall.
+        thread::sleep(DEADMAN + Duration::from_millis(200));
+        assert_eq!(without_keepalive(&calls).len(), 8);
+    }
+
+    #[test]
+    fn reserved_preset_is_refused_before_the_thread() {
+        let (c, calls) = fake(Duration::ZERO, 0);
+        let e = c
+            .command(PtzCommand::Preset {
+                op: PresetOp::Goto,
+                index: 95,
+            })
+            .unwrap_err();
+        assert!(matches!(e, PtzError::Invalid(_)));
+        assert!(without_keepalive(&calls).is_empty());
+    }
+
+    #[test]
+    fn queued_moves_are_coalesced() {
+        let (c, calls) = fake(Duration::from_millis(100), 0);
+        let c = Arc::new(c);
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let c = c.clone();
+                thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(10 * i));
+                    c.command(mv(0.1 * (i + 1) as f64))
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+        let moves = without_keepalive(&calls)
+            .into_iter()
+            .filter(|c| matches!(c, Call::Move(..)))
+            .count();
+        assert!(moves < 6, "{moves} moves reached the driver");
+        c.command(PtzCommand::Stop).unwrap();
+    }
+
+    #[test]
+    fn failed_stop_is_retried() {
+        let (c, calls) = fake(Duration::ZERO, 2);
+        c.command(mv(1.0)).unwrap();
+        assert_eq!(c.command(PtzCommand::Stop), Err(PtzError::Timeout));
+        assert_eq!(c.health().link, LinkState::Down);
+        thread::sleep(Duration::from_millis(1200));
+        let stops = without_keepalive(&calls)
+            .iter()
+            .filter(|c| **c == Call::Stop)
+            .count();
+        assert_eq!(stops, 3, "{:?}", without_keepalive(&calls));
+        assert_eq!(c.health().link, LinkState::Up);
+    }
+
+    #[test]
+    fn closing_stops_a_moving_camera_and_answers_closed() {
+        let (c, calls) = fake(Duration::ZERO, 0);
+        c.command(mv(1.0)).unwrap();
+        c.close();
+        assert_eq!(without_keepalive(&calls).last(), Some(&Call::Stop));
+        assert_eq!(c.command(PtzCommand::Stop), Err(PtzError::Closed));
+        c.close();
+    }
+
+    #[test]
+    fn controllers_map() {
+        let all = Controllers::new();
+        let cfg = PtzConfig::new(Protocol::ViscaUdp, Some(9)).unwrap();
+        let a = all.attach("a", "127.0.0.1", cfg, "", &Secret::default());
+        assert!(all.get("a").is_some());
+        let b = all.attach("a", "127.0.0.1", cfg, "", &Secret::default());
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(a.command(PtzCommand::Stop), Err(PtzError::Closed));
+        assert!(all.detach("a"));
+        assert!(!all.detach("a"));
+        assert!(all.get("a").is_none());
+        all.attach("c", "127.0.0.1", cfg, "", &Secret::default());
+        all.shutdown();
+        assert!(all.get("c").is_none());
+    }
+}

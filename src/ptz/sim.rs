@@ -1,0 +1,946 @@
+//! A simulated PTZOptics-style control interface for tests and laptop runs: raw VISCA on
+//! TCP and UDP, Sony-headered VISCA on UDP, and the HTTP-CGI endpoint (optionally behind
+//! Digest or Basic auth), all on free ports, driving one pan / tilt / zoom state that
+//! moves with the commanded velocity over time.
+//!
+//! ```no_run
+//! use ptz_edge::ptz::sim::PtzSim;
+//! let sim = PtzSim::start("127.0.0.1".parse().unwrap());
+//! println!("VISCA TCP on {}", sim.visca_tcp_port());
+//! let handle = sim.handle(); // cheap to clone; e.g. for drawing the state into video
+//! println!("pan {}", handle.state().pan);
+//! ```
+//!
+//! Threads: `ptzsim-tcp` (accepts), `ptzsim-tcp-{n}` (one per connection),
+//! `ptzsim-udp`, `ptzsim-sony`, `ptzsim-http`. All see a stop flag (readers poll it, the
+//! accepting threads are woken by a connection) and are joined on drop.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::auth::{self, Algorithm, DigestInput};
+use super::cgi::CGI_PATH;
+use super::visca::{
+    encode_nibbles16, sony_unwrap, sony_wrap, Framer, SONY_COMMAND, SONY_CONTROL,
+    SONY_CONTROL_REPLY, SONY_INQUIRY, SONY_REPLY,
+};
+use super::Protocol;
+
+/// Pan and tilt units per second per speed step (speed 0x18 pans 960 units/s).
+pub const UNITS_PER_SPEED: f64 = 40.0;
+/// Zoom units per second per zoom speed step (p 0–7 → 500–4000 units/s).
+pub const ZOOM_UNITS_PER_STEP: f64 = 500.0;
+/// Travel limits in VISCA units (about ±170° pan, -30°..+90° tilt on a PTZOptics G2).
+pub const PAN_LIMIT: f64 = 2448.0;
+pub const TILT_MIN: f64 = -432.0;
+pub const TILT_MAX: f64 = 1296.0;
+pub const ZOOM_MAX: f64 = 16384.0;
+/// Received messages kept for inspection.
+const LOG_CAP: usize = 4096;
+/// How often idle sim threads look at the stop flag.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Which interface a message came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimTransport {
+    ViscaTcp,
+    ViscaUdp,
+    /// The VISCA payload of a Sony-headered datagram (header stripped; see `header`).
+    ViscaSony,
+    /// An HTTP request target (path and query), as bytes.
+    Http,
+}
+
+/// One received message, for byte checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimReceived {
+    pub transport: SimTransport,
+    pub at: Instant,
+    pub bytes: Vec<u8>,
+    /// The Sony 8-byte header, for `ViscaSony`.
+    pub header: Option<[u8; 8]>,
+}
+
+/// HTTP authentication the CGI endpoint demands.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum SimAuth {
+    #[default]
+    None,
+    Basic {
+        user: String,
+        password: String,
+    },
+    Digest {
+        user: String,
+        password: String,
+    },
+}
+
+/// A snapshot of the simulated head.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimPtzState {
+    /// Position in VISCA units (what the inquiries answer).
+    pub pan: i32,
+    pub tilt: i32,
+    pub zoom: i32,
+    /// Any axis has a non-zero commanded velocity.
+    pub moving: bool,
+    /// Commanded velocities in units per second (positive: right, up, in).
+    pub pan_velocity: f64,
+    pub tilt_velocity: f64,
+    pub zoom_velocity: f64,
+    /// When the last command (not inquiry) was applied.
+    pub last_command_at: Option<Instant>,
+    /// Toggled by recalling preset 95, as on a PTZOptics camera.
+    pub osd_menu: bool,
+}
+
+struct Core {
+    pan: f64,
+    tilt: f64,
+    zoom: f64,
+    v_pan: f64,
+    v_tilt: f64,
+    v_zoom: f64,
+    updated: Instant,
+    presets: HashMap<u8, (f64, f64, f64)>,
+    last_command_at: Option<Instant>,
+    osd_menu: bool,
+    received: VecDeque<SimReceived>,
+    silent: bool,
+    auth: SimAuth,
+    nonce: String,
+    old_nonces: Vec<String>,
+    reply_address: u8,
+    next_slot: u8,
+    completions: bool,
+    error_reply: Option<u8>,
+    drop_datagrams: u32,
+}
+
+impl Core {
+    fn new() -> Core {
+        Core {
+            pan: 0.0,
+            tilt: 0.0,
+            zoom: 0.0,
+            v_pan: 0.0,
+            v_tilt: 0.0,
+            v_zoom: 0.0,
+            updated: Instant::now(),
+            presets: HashMap::new(),
+            last_command_at: None,
+            osd_menu: false,
+            received: VecDeque::new(),
+            silent: false,
+            auth: SimAuth::None,
+            nonce: auth::cnonce(),
+            old_nonces: Vec::new(),
+            reply_address: 0x90,
+            next_slot: 1,
+            completions: true,
+            error_reply: None,
+            drop_datagrams: 0,
+        }
+    }
+
+    /// Integrates the position up to `now`.
+    fn advance(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.updated = self.updated.max(now);
+        self.pan = (self.pan + self.v_pan * dt).clamp(-PAN_LIMIT, PAN_LIMIT);
+        self.tilt = (self.tilt + self.v_tilt * dt).clamp(TILT_MIN, TILT_MAX);
+        self.zoom = (self.zoom + self.v_zoom * dt).clamp(0.0, ZOOM_MAX);
+    }
+
+    fn state(&mut self) -> SimPtzState {
+        self.advance(Instant::now());
+        SimPtzState {
+            pan: self.pan.round() as i32,
+            tilt: self.tilt.round() as i32,
+            zoom: self.zoom.round() as i32,
+            moving: self.v_pan != 0.0 || self.v_tilt != 0.0 || self.v_zoom != 0.0,
+            pan_velocity: self.v_pan,
+            tilt_velocity: self.v_tilt,
+            zoom_velocity: self.v_zoom,
+            last_command_at: self.last_command_at,
+            osd_menu: self.osd_menu,
+        }
+    }
+
+    fn log(&mut self, transport: SimTransport, bytes: &[u8], header: Option<[u8; 8]>) {
+        if self.received.len() >= LOG_CAP {
+            self.received.pop_front();
+        }
+        self.received.push_back(SimReceived {
+            transport,
+            at: Instant::now(),
+            bytes: bytes.to_vec(),
+            header,
+        });
+    }
+
+    fn applied(&mut self, now: Instant) {
+        self.last_command_at = Some(now);
+    }
+
+    fn home(&mut self) {
+        self.v_pan = 0.0;
+        self.v_tilt = 0.0;
+        self.pan = 0.0;
+        self.tilt = 0.0;
+    }
+
+    fn preset_set(&mut self, n: u8) {
+        self.presets.insert(n, (self.pan, self.tilt, self.zoom));
+    }
+
+    fn preset_recall(&mut self, n: u8) {
+        if n == 95 {
+            self.osd_menu = !self.osd_menu;
+            return;
+        }
+        // The sim arrives at once; a real camera travels there at preset speed.
+        if let Some(&(p, t, z)) = self.presets.get(&n) {
+            self.v_pan = 0.0;
+            self.v_tilt = 0.0;
+            self.v_zoom = 0.0;
+            self.pan = p;
+            self.tilt = t;
+            self.zoom = z;
+        }
+    }
+
+    /// Answers one VISCA message (terminator included) the way a PTZOptics camera does.
+    fn visca(&mut self, msg: &[u8]) -> Vec<Vec<u8>> {
+        let now = Instant::now();
+        self.advance(now);
+        let a = self.reply_address;
+        let syntax_error = vec![vec![a, 0x60, 0x02, 0xFF]];
+        if msg.len() < 3 || msg[0] != 0x81 || msg[msg.len() - 1] != 0xFF {
+            // Other addresses and broadcasts: not for us.
+            return Vec::new();
+        }
+        let body = &msg[1..msg.len() - 1];
+        if let (Some(code), [0x01, ..]) = (self.error_reply, body) {
+            return vec![vec![a, 0x60, code, 0xFF]];
+        }
+        let ok = match *body {
+            [0x09, 0x06, 0x12] => {
+                let mut r = vec![a, 0x50];
+                r.extend(encode_nibbles16(self.pan.round() as i16 as u16));
+                r.extend(encode_nibbles16(self.tilt.round() as i16 as u16));
+                r.push(0xFF);
+                return vec![r];
+            }
+            [0x09, 0x04, 0x47] => {
+                let mut r = vec![a, 0x50];
+                r.extend(encode_nibbles16(self.zoom.round() as u16));
+                r.push(0xFF);
+                return vec![r];
+            }
+            [0x09, 0x04, 0x00] => return vec![vec![a, 0x50, 0x02, 0xFF]],
+            [0x01, 0x06, 0x01, vv, ww, xx, yy]
+                if (1..=0x18).contains(&vv)
+                    && (1..=0x14).contains(&ww)
+                    && (1..=3).contains(&xx)
+                    && (1..=3).contains(&yy) =>
+            {
+                self.v_pan = match xx {
+                    1 => -f64::from(vv) * UNITS_PER_SPEED,
+                    2 => f64::from(vv) * UNITS_PER_SPEED,
+                    _ => 0.0,
+                };
+                self.v_tilt = match yy {
+                    1 => f64::from(ww) * UNITS_PER_SPEED,
+                    2 => -f64::from(ww) * UNITS_PER_SPEED,
+                    _ => 0.0,
+                };
+                true
+            }
+            [0x01, 0x04, 0x07, b] => match b {
+                0x00 => {
+                    self.v_zoom = 0.0;
+                    true
+                }
+                0x20..=0x27 => {
+                    self.v_zoom = f64::from(b - 0x20 + 1) * ZOOM_UNITS_PER_STEP;
+                    true
+                }
+                0x30..=0x37 => {
+                    self.v_zoom = -f64::from(b - 0x30 + 1) * ZOOM_UNITS_PER_STEP;
+                    true
+                }
+                _ => false,
+            },
+            [0x01, 0x06, 0x04] => {
+                self.home();
+                true
+            }
+            [0x01, 0x04, 0x3F, op, pp] => match op {
+                0x00 => {
+                    self.presets.remove(&pp);
+                    true
+                }
+                0x01 => {
+                    self.preset_set(pp);
+                    true
+                }
+                0x02 => {
+                    self.preset_recall(pp);
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if !ok {
+            return syntax_error;
+        }
+        self.applied(now);
+        let slot = self.next_slot;
+        self.next_slot = if slot == 1 { 2 } else { 1 };
+        let mut replies = vec![vec![a, 0x40 | slot, 0xFF]];
+        if self.completions {
+            replies.push(vec![a, 0x50 | slot, 0xFF]);
+        }
+        replies
+    }
+
+    /// Applies one `ptzctrl.cgi` request target; returns the HTTP status.
+    fn cgi(&mut self, target: &str) -> u16 {
+        let now = Instant::now();
+        self.advance(now);
+        let Some((path, query)) = target.split_once('?') else {
+            return 404;
+        };
+        if path != CGI_PATH {
+            return 404;
+        }
+        let parts: Vec<&str> = query.split('&').collect();
+        let num = |i: usize, lo: u8, hi: u8| -> Option<u8> {
+            parts
+                .get(i)
+                .and_then(|s| s.parse::<u8>().ok())
+                .filter(|v| (lo..=hi).contains(v))
+        };
+        if parts.first() != Some(&"ptzcmd") || parts.len() < 2 {
+            return 400;
+        }
+        let ok = match parts[1] {
+            dir @ ("up" | "down" | "left" | "right" | "leftup" | "rightup" | "leftdown"
+            | "rightdown") => match (num(2, 1, 24), num(3, 1, 20)) {
+                (Some(ps), Some(ts)) => {
+                    let ps = f64::from(ps) * UNITS_PER_SPEED;
+                    let ts = f64::from(ts) * UNITS_PER_SPEED;
+                    self.v_pan = if dir.starts_with("left") {
+                        -ps
+                    } else if dir.starts_with("right") {
+                        ps
+                    } else {
+                        0.0
+                    };
+                    self.v_tilt = if dir.ends_with("up") {
+                        ts
+                    } else if dir.ends_with("down") {
+                        -ts
+                    } else {
+                        0.0
+                    };
+                    true
+                }
+                _ => false,
+            },
+            "ptzstop" => {
+                self.v_pan = 0.0;
+                self.v_tilt = 0.0;
+                true
+            }
+            "zoomin" | "zoomout" => match num(2, 0, 7) {
+                Some(s) => {
+                    let v = f64::from(s + 1) * ZOOM_UNITS_PER_STEP;
+                    self.v_zoom = if parts[1] == "zoomin" { v } else { -v };
+                    true
+                }
+                None => false,
+            },
+            "zoomstop" => {
+                self.v_zoom = 0.0;
+                true
+            }
+            "home" => {
+                self.home();
+                true
+            }
+            "posset" | "poscall" => match num(2, 0, 254) {
+                Some(n) if parts[1] == "posset" => {
+                    self.preset_set(n);
+                    true
+                }
+                Some(n) => {
+                    self.preset_recall(n);
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        };
+        if ok {
+            self.applied(now);
+            200
+        } else {
+            400
+        }
+    }
+
+    /// `None` if the request may proceed, else the `WWW-Authenticate` value for a 401.
+    fn check_auth(&self, target: &str, authorization: Option<&str>) -> Option<String> {
+        match &self.auth {
+            SimAuth::None => None,
+            SimAuth::Basic { user, password } => {
+                let want = auth::basic_authorization(user, password);
+                (authorization != Some(want.as_str())).then(|| r#"Basic realm="ptz-sim""#.into())
+            }
+            SimAuth::Digest { user, password } => {
+                let challenge = |stale: bool| {
+                    format!(
+                        r#"Digest realm="ptz-sim", qop="auth", nonce="{}", opaque="sim-opaque", algorithm=MD5{}"#,
+                        self.nonce,
+                        if stale { ", stale=true" } else { "" }
+                    )
+                };
+                let Some(h) = authorization.and_then(|h| h.strip_prefix("Digest ")) else {
+                    return Some(challenge(false));
+                };
+                let p = auth::parse_params(h);
+                let get = |k: &str| auth::param(&p, k).unwrap_or("");
+                let nonce = get("nonce");
+                let nc_cnonce = (get("qop") == "auth").then(|| (get("nc"), get("cnonce")));
+                let want = DigestInput {
+                    algorithm: Algorithm::Md5,
+                    username: user,
+                    realm: "ptz-sim",
+                    password,
+                    method: "GET",
+                    uri: target,
+                    nonce,
+                    nc_cnonce,
+                }
+                .response();
+                let valid = get("username") == user
+                    && get("uri") == target
+                    && get("realm") == "ptz-sim"
+                    && nc_cnonce.is_some()
+                    && get("response") == want;
+                if valid && nonce == self.nonce {
+                    None
+                } else if valid && self.old_nonces.iter().any(|n| n == nonce) {
+                    Some(challenge(true))
+                } else {
+                    Some(challenge(false))
+                }
+            }
+        }
+    }
+}
+
+/// A cheap, cloneable view of the simulated head (e.g. for the video simulator to draw).
+#[derive(Clone)]
+pub struct PtzSimHandle {
+    core: Arc<Mutex<Core>>,
+}
+
+impl PtzSimHandle {
+    pub fn state(&self) -> SimPtzState {
+        self.core.lock().state()
+    }
+}
+
+struct Shared {
+    stop: AtomicBool,
+    core: Arc<Mutex<Core>>,
+    conns: Mutex<Vec<JoinHandle<()>>>,
+    /// Bumped by `kick_connections`; connections from an older generation close.
+    kick: AtomicU64,
+    accepted: AtomicU64,
+}
+
+/// The simulator: sockets bound, threads running until dropped.
+pub struct PtzSim {
+    shared: Arc<Shared>,
+    bind: IpAddr,
+    tcp_port: u16,
+    udp_port: u16,
+    sony_port: u16,
+    http_port: u16,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new().name(name).spawn(f)
+}
+
+impl PtzSim {
+    /// Binds every interface on `bind` with free ports. Panics if that fails (a test
+    /// setup failure); see [`PtzSim::try_start`].
+    pub fn start(bind: IpAddr) -> PtzSim {
+        PtzSim::try_start(bind).expect("PTZ simulator could not bind its ports")
+    }
+
+    pub fn try_start(bind: IpAddr) -> io::Result<PtzSim> {
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            core: Arc::new(Mutex::new(Core::new())),
+            conns: Mutex::new(Vec::new()),
+            kick: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+        });
+        let any = SocketAddr::new(bind, 0);
+        // Listeners block in accept (no polling delay on a connection); drop wakes them
+        // with a connection of its own.
+        let tcp = TcpListener::bind(any)?;
+        let udp = UdpSocket::bind(any)?;
+        udp.set_read_timeout(Some(POLL))?;
+        let sony = UdpSocket::bind(any)?;
+        sony.set_read_timeout(Some(POLL))?;
+        let http = TcpListener::bind(any)?;
+        let (tcp_port, udp_port, sony_port, http_port) = (
+            tcp.local_addr()?.port(),
+            udp.local_addr()?.port(),
+            sony.local_addr()?.port(),
+            http.local_addr()?.port(),
+        );
+        let mut sim = PtzSim {
+            shared: shared.clone(),
+            bind,
+            tcp_port,
+            udp_port,
+            sony_port,
+            http_port,
+            threads: Vec::new(),
+        };
+        let s = shared.clone();
+        sim.threads
+            .push(spawn("ptzsim-tcp".into(), move || accept_loop(&s, tcp))?);
+        let s = shared.clone();
+        sim.threads.push(spawn("ptzsim-udp".into(), move || {
+            udp_loop(&s, udp, false)
+        })?);
+        let s = shared.clone();
+        sim.threads.push(spawn("ptzsim-sony".into(), move || {
+            udp_loop(&s, sony, true)
+        })?);
+        let s = shared;
+        sim.threads
+            .push(spawn("ptzsim-http".into(), move || http_loop(&s, http))?);
+        Ok(sim)
+    }
+
+    pub fn visca_tcp_port(&self) -> u16 {
+        self.tcp_port
+    }
+
+    pub fn visca_udp_port(&self) -> u16 {
+        self.udp_port
+    }
+
+    pub fn visca_sony_port(&self) -> u16 {
+        self.sony_port
+    }
+
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    /// The port serving `protocol`.
+    pub fn port(&self, protocol: Protocol) -> u16 {
+        match protocol {
+            Protocol::Cgi => self.http_port,
+            Protocol::ViscaTcp => self.tcp_port,
+            Protocol::ViscaUdp => self.udp_port,
+            Protocol::ViscaSony => self.sony_port,
+        }
+    }
+
+    pub fn state(&self) -> SimPtzState {
+        self.shared.core.lock().state()
+    }
+
+    pub fn handle(&self) -> PtzSimHandle {
+        PtzSimHandle {
+            core: self.shared.core.clone(),
+        }
+    }
+
+    /// Every message received so far (capped), oldest first.
+    pub fn received(&self) -> Vec<SimReceived> {
+        self.shared.core.lock().received.iter().cloned().collect()
+    }
+
+    pub fn clear_received(&self) {
+        self.shared.core.lock().received.clear();
+    }
+
+    /// Silent: messages are logged but neither applied nor answered (a hung camera).
+    pub fn set_silent(&self, silent: bool) {
+        self.shared.core.lock().silent = silent;
+    }
+
+    pub fn set_auth(&self, auth: SimAuth) {
+        self.shared.core.lock().auth = auth;
+    }
+
+    /// Issues a new Digest nonce; the old one then gets `401 stale=true`.
+    pub fn rotate_nonce(&self) {
+        let mut c = self.shared.core.lock();
+        let old = std::mem::replace(&mut c.nonce, auth::cnonce());
+        c.old_nonces.push(old);
+    }
+
+    /// The first byte of VISCA replies (`0x90`; PTZOptics G3 firmware has sent `0xA0`).
+    pub fn set_reply_address(&self, address: u8) {
+        self.shared.core.lock().reply_address = address;
+    }
+
+    /// `false`: VISCA commands get an ACK but never a completion (both slots then look
+    /// busy forever, as with firmware that skips completions).
+    pub fn set_send_completions(&self, on: bool) {
+        self.shared.core.lock().completions = on;
+    }
+
+    /// `Some(code)`: every VISCA command is answered `90 60 <code> FF` and not applied
+    /// (03 buffers full, 41 not executable, ...); inquiries are still answered.
+    pub fn set_error_reply(&self, code: Option<u8>) {
+        self.shared.core.lock().error_reply = code;
+    }
+
+    /// Loses the next `n` UDP datagrams (raw or Sony), unlogged and unanswered.
+    pub fn drop_datagrams(&self, n: u32) {
+        self.shared.core.lock().drop_datagrams = n;
+    }
+
+    /// Closes every VISCA TCP connection, as a camera reboot would.
+    pub fn kick_connections(&self) {
+        self.shared.kick.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// VISCA TCP connections accepted so far.
+    pub fn tcp_connections(&self) -> u64 {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for PtzSim {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for port in [self.tcp_port, self.http_port] {
+            let mut addr = SocketAddr::new(self.bind, port);
+            if addr.ip().is_unspecified() {
+                addr.set_ip(if self.bind.is_ipv4() {
+                    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+                } else {
+                    IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+                });
+            }
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(500));
+        }
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                log::error!("PTZ simulator thread panicked");
+            }
+        }
+        let conns: Vec<JoinHandle<()>> = self.shared.conns.lock().drain(..).collect();
+        for t in conns {
+            if t.join().is_err() {
+                log::error!("PTZ simulator connection thread panicked");
+            }
+        }
+    }
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+    loop {
+        let accepted = listener.accept();
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match accepted {
+            Ok((stream, _)) => {
+                let n = shared.accepted.fetch_add(1, Ordering::SeqCst) + 1;
+                let s = shared.clone();
+                match spawn(format!("ptzsim-tcp-{n}"), move || tcp_conn(&s, stream)) {
+                    Ok(h) => {
+                        let mut conns = shared.conns.lock();
+                        conns.retain(|h| !h.is_finished());
+                        conns.push(h);
+                    }
+                    Err(e) => log::error!("PTZ simulator cannot start a connection thread: {e}"),
+                }
+            }
+            Err(e) => {
+                log::warn!("PTZ simulator accept failed: {e}");
+                thread::sleep(POLL);
+            }
+        }
+    }
+}
+
+fn tcp_conn(shared: &Shared, mut stream: TcpStream) {
+    let generation = shared.kick.load(Ordering::SeqCst);
+    if stream.set_nonblocking(false).is_err()
+        || stream.set_read_timeout(Some(POLL)).is_err()
+        || stream.set_nodelay(true).is_err()
+    {
+        return;
+    }
+    let mut framer = Framer::default();
+    let mut buf = [0u8; 512];
+    while !shared.stop.load(Ordering::SeqCst) && shared.kick.load(Ordering::SeqCst) == generation {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => framer.push(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(_) => return,
+        }
+        let mut out = Vec::new();
+        while let Some(msg) = framer.next_message() {
+            let mut core = shared.core.lock();
+            core.log(SimTransport::ViscaTcp, &msg, None);
+            if !core.silent {
+                out.extend(core.visca(&msg).concat());
+            }
+        }
+        if !out.is_empty() && stream.write_all(&out).is_err() {
+            return;
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+fn udp_loop(shared: &Shared, sock: UdpSocket, sony: bool) {
+    let mut buf = [0u8; 1024];
+    while !shared.stop.load(Ordering::SeqCst) {
+        let (n, peer) = match sock.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(_) => continue,
+        };
+        let data = &buf[..n];
+        {
+            let mut core = shared.core.lock();
+            if core.drop_datagrams > 0 {
+                core.drop_datagrams -= 1;
+                continue;
+            }
+        }
+        let replies: Vec<Vec<u8>> = if sony {
+            let Some((ty, seq, payload)) = sony_unwrap(data) else {
+                continue;
+            };
+            let mut header = [0u8; 8];
+            header.copy_from_slice(&data[..8]);
+            let mut core = shared.core.lock();
+            core.log(SimTransport::ViscaSony, payload, Some(header));
+            if core.silent {
+                continue;
+            }
+            match ty {
+                SONY_COMMAND | SONY_INQUIRY => core
+                    .visca(payload)
+                    .into_iter()
+                    .map(|r| sony_wrap(SONY_REPLY, seq, &r))
+                    .collect(),
+                // RESET: acknowledged with the same payload.
+                SONY_CONTROL => vec![sony_wrap(SONY_CONTROL_REPLY, seq, payload)],
+                _ => Vec::new(),
+            }
+        } else {
+            let mut framer = Framer::default();
+            framer.push(data);
+            let mut core = shared.core.lock();
+            let mut replies = Vec::new();
+            while let Some(msg) = framer.next_message() {
+                core.log(SimTransport::ViscaUdp, &msg, None);
+                if !core.silent {
+                    replies.extend(core.visca(&msg));
+                }
+            }
+            replies
+        };
+        for r in replies {
+            let _ = sock.send_to(&r, peer);
+        }
+    }
+}
+
+fn http_loop(shared: &Shared, listener: TcpListener) {
+    loop {
+        let accepted = listener.accept();
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match accepted {
+            Ok((stream, _)) => http_conn(shared, stream),
+            Err(_) => thread::sleep(POLL),
+        }
+    }
+}
+
+/// Serves one request on one connection (clients send `Connection: close`).
+fn http_conn(shared: &Shared, mut stream: TcpStream) {
+    if stream.set_nonblocking(false).is_err() || stream.set_read_timeout(Some(POLL)).is_err() {
+        return;
+    }
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 2048];
+    let (target, authorization) = loop {
+        if shared.stop.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(3) {
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(_) => return,
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                let target = req.path.unwrap_or("").to_owned();
+                let authorization = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+                    .map(|h| String::from_utf8_lossy(h.value).into_owned());
+                break (target, authorization);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < 8192 => continue,
+            _ => {
+                let _ = stream.write_all(&response(400, "", ""));
+                return;
+            }
+        }
+    };
+    let (silent, reply) = {
+        let mut core = shared.core.lock();
+        core.log(SimTransport::Http, target.as_bytes(), None);
+        if core.silent {
+            (true, Vec::new())
+        } else if let Some(challenge) = core.check_auth(&target, authorization.as_deref()) {
+            (
+                false,
+                response(
+                    401,
+                    &format!("WWW-Authenticate: {challenge}\r\n"),
+                    "Unauthorized",
+                ),
+            )
+        } else {
+            let status = core.cgi(&target);
+            (
+                false,
+                response(status, "", if status == 200 { "OK" } else { "Error" }),
+            )
+        }
+    };
+    if silent {
+        // Hold the connection open, unanswered, until the client gives up.
+        while !shared.stop.load(Ordering::SeqCst) {
+            match stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+        return;
+    }
+    let _ = stream.write_all(&reply);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+fn response(status: u16, extra_headers: &str, body: &str) -> Vec<u8> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        _ => "Error",
+    };
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn visca_state_machine() {
+        let mut c = Core::new();
+        // Pan right at 0x10, tilt up at 0x08.
+        let r = c.visca(&[0x81, 0x01, 0x06, 0x01, 0x10, 0x08, 0x02, 0x01, 0xFF]);
+        assert_eq!(r, vec![vec![0x90, 0x41, 0xFF], vec![0x90, 0x51, 0xFF]]);
+        assert_eq!(c.v_pan, 16.0 * UNITS_PER_SPEED);
+        assert_eq!(c.v_tilt, 8.0 * UNITS_PER_SPEED);
+        // Out-of-range speed → syntax error, nothing changes.
+        let r = c.visca(&[0x81, 0x01, 0x06, 0x01, 0x19, 0x08, 0x02, 0x01, 0xFF]);
+        assert_eq!(r, vec![vec![0x90, 0x60, 0x02, 0xFF]]);
+        // Broadcasts are not answered.
+        assert!(c.visca(&[0x88, 0x30, 0x01, 0xFF]).is_empty());
+        c.pan = -2.0;
+        c.v_pan = 0.0;
+        c.v_tilt = 0.0;
+        c.tilt = 291.0;
+        let r = c.visca(&[0x81, 0x09, 0x06, 0x12, 0xFF]);
+        assert_eq!(
+            r,
+            vec![vec![
+                0x90, 0x50, 0xF, 0xF, 0xF, 0xE, 0x0, 0x1, 0x2, 0x3, 0xFF
+            ]]
+        );
+        c.visca(&[0x81, 0x01, 0x04, 0x3F, 0x02, 0x5F, 0xFF]);
+        assert!(c.osd_menu, "preset 95 toggles the OSD menu on PTZOptics");
+    }
+
+    #[test]
+    fn cgi_state_machine() {
+        let mut c = Core::new();
+        assert_eq!(c.cgi("/cgi-bin/ptzctrl.cgi?ptzcmd&leftdown&24&20"), 200);
+        assert!(c.v_pan < 0.0 && c.v_tilt < 0.0);
+        assert_eq!(c.cgi("/cgi-bin/ptzctrl.cgi?ptzcmd&left&25&1"), 400);
+        assert_eq!(c.cgi("/cgi-bin/ptzctrl.cgi?ptzcmd&ptzstop&0&0"), 200);
+        assert_eq!((c.v_pan, c.v_tilt), (0.0, 0.0));
+        assert_eq!(c.cgi("/cgi-bin/other.cgi?x"), 404);
+        assert_eq!(c.cgi("/index.html"), 404);
+    }
+}
