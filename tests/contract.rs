@@ -242,6 +242,12 @@ fn frame_is_a_fresh_jpeg_with_a_readable_code() {
     assert_eq!((w, h), (640, 360), "a 640x360 source is not rescaled");
     let age = code_age_ms(&code1);
     assert!(age < 3000, "frame drawn {age} ms ago is not the latest");
+    // X-Frame-Timestamp is when this picture was captured: after it was drawn.
+    let drawn_to_captured = ptz_edge::sim::barcode::latency_ms(&code1, (ts * 1000.0) as u64 as u32);
+    assert!(
+        drawn_to_captured < 2000,
+        "X-Frame-Timestamp {ts} is {drawn_to_captured} ms after the picture was drawn"
+    );
 
     // A later request gives a later picture.
     let code2 = wait_for(Duration::from_secs(5), "a newer frame", || {
@@ -548,5 +554,126 @@ fn password_with_special_characters_works_and_never_leaks() {
             !log.contains(n.as_str()),
             "the appliance's log shows the password ({n:?})"
         );
+    }
+}
+
+/// Ids are path segments: the app percent-encodes them (`encodeURIComponent`).
+#[test]
+fn camera_ids_with_spaces_and_unicode_work_in_paths() {
+    let sim = Sim::simple("640x360", 15);
+    let app = Appliance::start(&[]);
+    let id = "Kamera Süd";
+    app.connect_sim(id, &sim, "/1");
+    let encoded = "Kamera%20S%C3%BCd";
+    let r = app.get(&format!("/api/cameras/{encoded}/status"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["cameraId"], id);
+    let (w, _, _) = jpeg_code(&app.frame(encoded, "").body);
+    assert_eq!(w, 640);
+    assert_eq!(app.disconnect(id).status, 200);
+    app.get(&format!("/api/cameras/{encoded}/status"))
+        .assert_detail(404, "after disconnect");
+}
+
+/// The app's fetch keeps connections alive: several requests on one connection.
+#[test]
+fn keep_alive_connection_serves_several_requests() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let app = Appliance::start(&[]);
+    let stream = std::net::TcpStream::connect(app.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    for (i, path) in [
+        "/health",
+        "/api/cameras",
+        "/api/cameras/x/status",
+        "/health",
+    ]
+    .iter()
+    .enumerate()
+    {
+        write!(writer, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).expect("status line");
+        assert!(
+            status_line.starts_with("HTTP/1.1 "),
+            "request {i}: {status_line:?}"
+        );
+        let mut len = None;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("header line");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse::<usize>().ok();
+                }
+                assert!(
+                    !(k.eq_ignore_ascii_case("connection") && v.trim() == "close"),
+                    "request {i} ({path}) closed the keep-alive connection"
+                );
+            }
+        }
+        let len = len.unwrap_or_else(|| panic!("request {i}: no Content-Length"));
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).expect("body");
+        let v: Value = serde_json::from_slice(&body).expect("JSON body");
+        assert!(v.is_object(), "{v}");
+    }
+}
+
+/// A camera that has never delivered a picture (restored from the state file while its
+/// simulator is gone): status with `connected: false`, `lastFrameTime: null`, integer
+/// `frameCount` 0; `/frame` is 404.
+#[test]
+fn camera_without_frames_has_null_last_frame_and_frame_404() {
+    let state = temp_dir("state").join("cameras.json");
+    {
+        let sim = Sim::simple("640x360", 15);
+        let mut app = Appliance::start_with_state(&state, &[]);
+        app.connect_sim(CAM, &sim, "/1");
+        app.terminate_ok(Duration::from_secs(5));
+    }
+    let app = Appliance::start_with_state(&state, &[]);
+    let v = app.status(CAM);
+    assert_eq!(v["cameraId"], CAM, "{v}");
+    assert_eq!(v["connected"], false, "{v}");
+    assert!(
+        v["lastFrameTime"].is_null(),
+        "lastFrameTime must be null: {v}"
+    );
+    assert_eq!(v["frameCount"].as_u64(), Some(0), "{v}");
+    assert!(v["frameRate"].is_f64(), "frameRate must be a float: {v}");
+    let r = app.get(&format!("/api/cameras/{CAM}/frame"));
+    r.assert_detail(404, "frame of a camera without pictures");
+    r.assert_cors("frame 404");
+    let _ = std::fs::remove_dir_all(state.parent().expect("state dir"));
+}
+
+/// `transport` auto, tcp and udp all stream from the simulator.
+#[test]
+fn every_transport_streams() {
+    let sim = Sim::simple("640x360", 15);
+    let app = Appliance::start(&[]);
+    for transport in ["auto", "tcp", "udp", "UDP"] {
+        let id = format!("t-{transport}");
+        let mut body = connect_body(&id, &sim, "/1");
+        body["transport"] = json!(transport);
+        let started = Instant::now();
+        let r = app.connect(&body);
+        assert_eq!(r.status, 200, "transport {transport}: {}", r.text());
+        eprintln!(
+            "connect-to-first-frame (transport {transport}): {:?}",
+            started.elapsed()
+        );
+        let (w, _, _) = jpeg_code(&app.frame(&id, "").body);
+        assert_eq!(w, 640, "transport {transport}");
+        assert_eq!(app.disconnect(&id).status, 200);
     }
 }

@@ -157,3 +157,177 @@ fn always_decode_mode_keeps_decoding() {
     let (_, _, code) = jpeg_code(&app.frame("cam", "").body);
     assert!(code_age_ms(&code) < 1500);
 }
+
+/// libjpeg's luminance quantisation table (ITU T.81 K.1), natural order.
+const STD_LUMA: [u16; 64] = [
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113,
+    92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+];
+/// Natural index of each zigzag position (the order DQT stores).
+const ZIGZAG: [usize; 64] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
+    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
+    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+];
+
+/// The luminance table libjpeg's `jpeg_set_quality(q, force_baseline)` makes, zigzag.
+fn expected_luma_table(quality: u32) -> Vec<u16> {
+    let scale = if quality < 50 {
+        5000 / quality
+    } else {
+        200 - 2 * quality
+    };
+    ZIGZAG
+        .iter()
+        .map(|&i| ((u32::from(STD_LUMA[i]) * scale + 50) / 100).clamp(1, 255) as u16)
+        .collect()
+}
+
+/// The quantisation table with id 0 (luminance) of a baseline JPEG, as stored (zigzag).
+fn luma_table(jpeg: &[u8]) -> Vec<u16> {
+    let mut i = 2;
+    while i + 4 <= jpeg.len() {
+        assert_eq!(jpeg[i], 0xFF, "marker expected at {i}");
+        let marker = jpeg[i + 1];
+        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+        let seg = &jpeg[i + 4..i + 2 + len];
+        if marker == 0xDB {
+            let mut j = 0;
+            while j < seg.len() {
+                let (precision, id) = (seg[j] >> 4, seg[j] & 0x0F);
+                let n = if precision == 0 { 64 } else { 128 };
+                let table = &seg[j + 1..j + 1 + n];
+                if id == 0 {
+                    return if precision == 0 {
+                        table.iter().map(|&v| u16::from(v)).collect()
+                    } else {
+                        table
+                            .chunks(2)
+                            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                            .collect()
+                    };
+                }
+                j += 1 + n;
+            }
+        }
+        if marker == 0xDA {
+            break;
+        }
+        i += 2 + len;
+    }
+    panic!("no luminance quantisation table in the JPEG");
+}
+
+/// Contract: "JPEG quality 80" by default; `?quality=` changes it.
+#[test]
+fn default_jpeg_quality_is_80() {
+    let sim = Sim::simple("640x360", 15);
+    let app = Appliance::start(&[]);
+    app.connect_sim("cam", &sim, "/1");
+    let jpeg = app.frame("cam", "").body;
+    assert_eq!(
+        luma_table(&jpeg),
+        expected_luma_table(80),
+        "the default frame is not quality 80"
+    );
+    let jpeg = app.frame("cam", "?quality=50").body;
+    assert_eq!(luma_table(&jpeg), expected_luma_table(50), "?quality=50");
+}
+
+/// A 4:3 source larger than 1080p keeps its aspect when fitted.
+#[test]
+fn large_4_3_source_keeps_its_aspect() {
+    let sim = Sim::simple("2560x1920", 5);
+    let app = Appliance::start(&[]);
+    let took = app.connect_sim("cam", &sim, "/1");
+    eprintln!("connect-to-first-frame (2560x1920@5): {took:?}");
+    let (w, h, _) = jpeg_code(&app.frame("cam", "").body);
+    assert_eq!((w, h), (1440, 1080), "2560x1920 fitted into 1920x1080");
+}
+
+/// Several `/frame` requests at once all get a picture.
+#[test]
+fn concurrent_frame_requests() {
+    let sim = Sim::simple("1280x720", 15);
+    let app = Appliance::start(&[]);
+    app.connect_sim("cam", &sim, "/1");
+    let addr = app.addr;
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let q = if i % 2 == 0 { "" } else { "?width=640" };
+                (
+                    i,
+                    http(addr, "GET", &format!("/api/cameras/cam/frame{q}"), &[], b""),
+                )
+            })
+        })
+        .collect();
+    for h in handles {
+        let (i, r) = h.join().expect("client thread");
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        let (w, _, _) = jpeg_code(&r.body);
+        assert_eq!(w, if i % 2 == 0 { 1280 } else { 640 }, "request {i}");
+    }
+}
+
+/// Reads MJPEG parts from `path` for `window` after the first: (X-Frame-Seq, JPEG).
+fn read_mjpeg(app: &Appliance, path: &str, window: Duration) -> Vec<(u64, Vec<u8>)> {
+    let mut stream = Mjpeg::open(app.addr, path);
+    let cors = stream
+        .headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("access-control-allow-origin") && v == "*");
+    assert!(cors, "MJPEG response without CORS: {:?}", stream.headers);
+    let mut parts = Vec::new();
+    let mut end = None;
+    while end.is_none_or(|e| Instant::now() < e) {
+        let part = stream.next_part().expect("the stream ended");
+        assert_eq!(part.header("content-type"), Some("image/jpeg"));
+        let seq = part
+            .header("x-frame-seq")
+            .and_then(|v| v.parse().ok())
+            .expect("part X-Frame-Seq");
+        parts.push((seq, part.body));
+        end.get_or_insert_with(|| Instant::now() + window);
+    }
+    parts
+}
+
+#[test]
+fn mjpeg_stream_paces_and_numbers_its_parts() {
+    let sim = Sim::simple("640x360", 30);
+    let app = Appliance::start(&[]);
+    app.connect_sim("cam", &sim, "/1");
+    let window = Duration::from_secs(2);
+    let parts = read_mjpeg(&app, "/api/cameras/cam/mjpeg?fps=10&width=480", window);
+    let rate = parts.len() as f64 / window.as_secs_f64();
+    eprintln!("mjpeg fps=10: {} parts in {window:?}", parts.len());
+    assert!(
+        (6.0..=12.5).contains(&rate),
+        "asked 10 fps, got {rate:.1}/s"
+    );
+    let mut last: Option<(u64, u32)> = None;
+    for (i, (seq, jpeg)) in parts.iter().enumerate() {
+        let (w, h, code) = jpeg_code(jpeg);
+        assert_eq!((w, h), (480, 270), "part {i}");
+        if let Some((last_seq, counter)) = last {
+            assert!(*seq > last_seq, "part {i}: seq {seq} after {last_seq}");
+            assert!(code.counter > counter, "part {i}: picture repeated");
+        }
+        last = Some((*seq, code.counter));
+    }
+    wait_for(Duration::from_secs(5), "the MJPEG viewer to go", || {
+        let s = app.status("cam");
+        if s["viewers"] == 0 {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    app.get("/api/cameras/nope/mjpeg")
+        .assert_detail(404, "mjpeg of unknown camera");
+    app.get("/api/cameras/cam/mjpeg?fps=0")
+        .assert_detail(422, "mjpeg fps=0");
+}

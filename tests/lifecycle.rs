@@ -362,3 +362,273 @@ fn sigterm_exits_0_while_a_connect_is_pending() {
     // The pending request ends one way or another (reply or closed connection).
     let _ = pending.join().expect("client thread");
 }
+
+/// Two connects of the same id at once: one camera at the end, streaming, and no
+/// camera thread left over from the loser.
+#[test]
+fn concurrent_connects_of_one_id_leave_one_camera() {
+    let a = Sim::simple("640x360", 15);
+    let b = Sim::simple("1280x720", 15);
+    let app = Appliance::start(&[]);
+    let pid = app.pid();
+    let addr = app.addr;
+    let bodies = [connect_body(CAM, &a, "/1"), connect_body(CAM, &b, "/1")];
+    let handles: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            std::thread::spawn(move || {
+                http(
+                    addr,
+                    "POST",
+                    "/api/cameras/connect",
+                    &[("Content-Type", "application/json")],
+                    body.to_string().as_bytes(),
+                )
+            })
+        })
+        .collect();
+    let replies: Vec<Resp> = handles
+        .into_iter()
+        .map(|h| h.join().expect("client thread"))
+        .collect();
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    assert!(
+        ok >= 1,
+        "neither concurrent connect succeeded: {:?}",
+        replies.iter().map(Resp::text).collect::<Vec<_>>()
+    );
+    assert_eq!(camera_ids(&app), [CAM]);
+    let s = wait_for(Duration::from_secs(5), "the camera to stream", || {
+        let s = app.status(CAM);
+        if s["connected"] == true {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    });
+    let size = (s["width"].as_u64(), s["height"].as_u64());
+    let (w, h, _) = jpeg_code(&app.frame(CAM, "").body);
+    assert_eq!((Some(u64::from(w)), Some(u64::from(h))), size);
+    let names = thread_names(pid);
+    let cam_threads = names.iter().filter(|n| n.starts_with("cam-")).count();
+    assert_eq!(cam_threads, 1, "camera threads: {names:?}");
+}
+
+/// Disconnecting an id while its connect still waits: the connect fails and the camera
+/// does not come back.
+#[test]
+fn disconnect_during_a_pending_connect() {
+    let (port, accepted) = silent_server();
+    let app = Appliance::start(&[]);
+    let pid = app.pid();
+    let addr = app.addr;
+    let pending = std::thread::spawn(move || {
+        let body = json!({"cameraId": CAM, "ip": "127.0.0.1", "port": port});
+        http(
+            addr,
+            "POST",
+            "/api/cameras/connect",
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    });
+    accepted
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the appliance to reach the silent camera");
+    assert_eq!(app.disconnect(CAM).status, 200);
+    let r = pending.join().expect("client thread");
+    assert_ne!(
+        r.status,
+        200,
+        "connect succeeded after disconnect: {}",
+        r.text()
+    );
+    r.assert_detail(r.status, "connect cut short by disconnect");
+    assert!(camera_ids(&app).is_empty(), "the camera came back");
+    wait_until(Duration::from_secs(5), "no camera thread", || {
+        !thread_names(pid).iter().any(|n| n.starts_with("cam-"))
+    });
+}
+
+/// A password with URL-special characters survives the state file: the camera comes
+/// back after a restart.
+#[test]
+fn restored_camera_with_special_password_streams() {
+    const PASSWORD: &str = "p@ss:w/rd#%?&";
+    let sim = Sim::start(&[
+        "--path",
+        "/1",
+        "--size",
+        "640x360",
+        "--fps",
+        "15",
+        "--user",
+        "admin",
+        "--password",
+        PASSWORD,
+    ]);
+    let state = temp_dir("state").join("cameras.json");
+    let body = json!({
+        "cameraId": CAM,
+        "ip": "127.0.0.1",
+        "port": sim.rtsp_port,
+        "username": "admin",
+        "password": PASSWORD,
+    });
+    {
+        let mut app = Appliance::start_with_state(&state, &[]);
+        let r = app.connect(&body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        app.terminate_ok(Duration::from_secs(5));
+    }
+    let app = Appliance::start_with_state(&state, &[]);
+    wait_for(
+        Duration::from_secs(10),
+        "the restored camera to stream",
+        || {
+            let r = app.get(&format!("/api/cameras/{CAM}/status"));
+            let s = r.json();
+            if r.status == 200 && s["connected"] == true {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        },
+    );
+    jpeg_code(&app.frame(CAM, "").body);
+    let _ = std::fs::remove_dir_all(state.parent().expect("state dir"));
+}
+
+/// An MJPEG client that is still open when its camera is disconnected, and closes
+/// afterwards, must not leave its stream thread behind.
+#[test]
+fn mjpeg_viewer_of_a_disconnected_camera_is_freed() {
+    let sim = Sim::simple("640x360", 15);
+    let app = Appliance::start(&[]);
+    let pid = app.pid();
+    let cycle = |i: usize| {
+        let id = format!("mj{i}");
+        app.connect_sim(&id, &sim, "/1");
+        let mut stream = Mjpeg::open(app.addr, &format!("/api/cameras/{id}/mjpeg?fps=5"));
+        jpeg_code(&stream.next_part().expect("a first part").body);
+        assert_eq!(app.disconnect(&id).status, 200);
+        drop(stream);
+    };
+    cycle(0);
+    let baseline = settled_threads(pid);
+    for i in 1..=3 {
+        cycle(i);
+    }
+    wait_for(Duration::from_secs(10), "threads back to baseline", || {
+        let n = thread_count(pid);
+        if n <= baseline + 2 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{n} threads > {baseline} + 2: {:?}",
+                thread_names(pid)
+            ))
+        }
+    });
+}
+
+/// A camera that drops is reconnected by itself once it is back (the first version never
+/// did), and a subscribed viewer gets its frames again.
+#[test]
+fn dropped_camera_reconnects_when_it_returns() {
+    let sim = Sim::simple("640x360", 15);
+    let port = sim.rtsp_port.to_string();
+    let app = Appliance::start(&[]);
+    app.connect_sim(CAM, &sim, "/1");
+    let mut ws = app.ws();
+    ws.send(&json!({"action": "subscribe", "cameraId": CAM, "fps": 5}));
+    collect_frames(&mut ws, Duration::ZERO);
+
+    drop(sim);
+    let s = wait_for(
+        Duration::from_secs(15),
+        "the camera to notice the drop",
+        || {
+            let s = app.status(CAM);
+            if s["connected"] == false && s["state"] == "reconnecting" {
+                Ok(s)
+            } else {
+                Err(s.to_string())
+            }
+        },
+    );
+    assert!(s["lastError"].is_string(), "no lastError after a drop: {s}");
+    assert_eq!(camera_ids(&app), [CAM], "a dropped camera stays listed");
+
+    let _back = Sim::start(&[
+        "--port", &port, "--path", "/1", "--size", "640x360", "--fps", "15",
+    ]);
+    let s = wait_for(
+        Duration::from_secs(15),
+        "the camera to stream again",
+        || {
+            let s = app.status(CAM);
+            if s["connected"] == true {
+                Ok(s)
+            } else {
+                Err(s.to_string())
+            }
+        },
+    );
+    assert!(
+        s["reconnects"].as_u64().is_some_and(|n| n >= 1),
+        "reconnects not counted: {s}"
+    );
+    let (_, _, code) = jpeg_code(&app.frame(CAM, "").body);
+    assert!(
+        code_age_ms(&code) < 2000,
+        "an old picture after reconnecting"
+    );
+    // The viewer's stream resumed with pictures of the new source.
+    wait_for(
+        Duration::from_secs(5),
+        "a fresh frame on the socket",
+        || match ws.recv(Duration::from_millis(200)) {
+            Some(WsIn::Closed(c)) => panic!("socket closed: {c:?}"),
+            Some(m) => match as_frame(&m) {
+                Some(f) => {
+                    let (_, _, code) = jpeg_code(&f.jpeg);
+                    let age = code_age_ms(&code);
+                    if age < 2000 {
+                        Ok(())
+                    } else {
+                        Err(format!("a picture {age} ms old"))
+                    }
+                }
+                None => Err("a non-frame message".into()),
+            },
+            None => Err("nothing".into()),
+        },
+    );
+}
+
+/// SIGTERM with an MJPEG viewer and a WebSocket viewer that stopped reading (its socket
+/// buffers full, the server's writes to it blocked): still exit 0 within 5 s.
+#[test]
+fn sigterm_exits_0_with_stalled_and_mjpeg_viewers() {
+    let sim = Sim::simple("1280x720", 30);
+    let mut app = Appliance::start(&[]);
+    app.connect_sim(CAM, &sim, "/1");
+    let mut stalled = app.ws();
+    stalled.send(
+        &json!({"action": "subscribe", "cameraId": CAM, "fps": 30, "binary": true, "quality": 100}),
+    );
+    collect_frames(&mut stalled, Duration::ZERO);
+    let mut mjpeg = Mjpeg::open(app.addr, &format!("/api/cameras/{CAM}/mjpeg?fps=5"));
+    jpeg_code(&mjpeg.next_part().expect("an MJPEG part").body);
+    // Give the stalled viewer time to fill its buffers, watching the MJPEG stream.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        mjpeg.next_part().expect("the MJPEG stream ended early");
+    }
+    let took = app.terminate_ok(Duration::from_secs(5));
+    eprintln!("exit after SIGTERM with stalled and MJPEG viewers: {took:?}");
+    // The MJPEG stream ends with the process.
+    while mjpeg.next_part().is_some() {}
+    drop(stalled);
+}

@@ -220,23 +220,47 @@ pub fn self_ticks() -> Option<u64> {
     cpu_ticks(std::process::id())
 }
 
-/// VmRSS in KiB.
-pub fn rss_kb(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+/// Resident memory from `/proc/PID/status`, in KiB.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rss {
+    pub total: u64,
+    /// Heap, stacks, anonymous mappings (what the process allocated).
+    pub anon: u64,
+    /// Mapped files: mostly shared libraries' code and data (GStreamer plugins, codecs).
+    pub file: u64,
 }
 
+/// VmRSS and its RssAnon / RssFile split (RssShmem is the small rest).
+pub fn rss(pid: u32) -> Option<Rss> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    Some(Rss {
+        total: field("VmRSS:")?,
+        anon: field("RssAnon:").unwrap_or(0),
+        file: field("RssFile:").unwrap_or(0),
+    })
+}
+
+/// tid → (thread name, ticks).
+pub type Threads = BTreeMap<u32, (String, u64)>;
+
 /// tid → (thread name, ticks) for every live thread of `pid`.
-pub fn thread_ticks(pid: u32) -> BTreeMap<u32, (String, u64)> {
+pub fn thread_ticks(pid: u32) -> Threads {
     let mut out = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) {
@@ -249,7 +273,12 @@ pub fn thread_ticks(pid: u32) -> BTreeMap<u32, (String, u64)> {
 }
 
 /// Thread-name group: digit runs become `#`, so `wstx-3` and `wstx-12` add up.
+/// GStreamer's streaming threads (`element:pad`) keep their exact name: `appsrc0:src`
+/// and `appsrc1:src` are different pipelines.
 pub fn thread_group(name: &str) -> String {
+    if name.contains(':') {
+        return name.to_owned();
+    }
     let mut out = String::with_capacity(name.len());
     let mut in_digits = false;
     for c in name.chars() {
@@ -268,11 +297,7 @@ pub fn thread_group(name: &str) -> String {
 
 /// Per-group CPU (% of one core) between two thread snapshots over `secs`; threads born
 /// during the window count from zero. Returns (group, threads, cpu %), biggest first.
-pub fn thread_breakdown(
-    before: &BTreeMap<u32, (String, u64)>,
-    after: &BTreeMap<u32, (String, u64)>,
-    secs: f64,
-) -> Vec<(String, usize, f64)> {
+pub fn thread_breakdown(before: &Threads, after: &Threads, secs: f64) -> Vec<(String, usize, f64)> {
     let tck = clk_tck();
     let mut groups: BTreeMap<String, (usize, u64)> = BTreeMap::new();
     for (tid, (name, ticks)) in after {
@@ -292,7 +317,9 @@ pub fn thread_breakdown(
 /// The 1, 5 and 15 minute load averages.
 pub fn loadavg() -> (f64, f64, f64) {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let mut it = text.split_whitespace().map(|v| v.parse().unwrap_or(f64::NAN));
+    let mut it = text
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(f64::NAN));
     (
         it.next().unwrap_or(f64::NAN),
         it.next().unwrap_or(f64::NAN),
@@ -334,5 +361,6 @@ mod tests {
     fn groups() {
         assert_eq!(thread_group("wstx-12"), "wstx-#");
         assert_eq!(thread_group("cam-cam3"), "cam-cam#");
+        assert_eq!(thread_group("appsrc1:src"), "appsrc1:src");
     }
 }

@@ -296,6 +296,15 @@ pub(crate) fn cnonce() -> String {
     out
 }
 
+/// Lower-case hex MD5, as Digest auth (RFC 7616 §3.4) writes its hashes.
+fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest as _;
+    md5::Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,11 +397,3 @@ mod tests {
     }
 }
 
-/// Lower-case hex MD5, as Digest auth (RFC 7616 §3.4) writes its hashes.
-fn md5_hex(data: &[u8]) -> String {
-    use md5::Digest as _;
-    md5::Md5::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}

@@ -273,6 +273,8 @@ impl Appliance {
             .env("BIND", "127.0.0.1")
             .env("PTZ_EDGE_STATE", &state_file)
             .env("RUST_LOG", "info")
+            // No multicast announcements from the many appliances tests start.
+            .env("PTZ_EDGE_MDNS", "off")
             .env_remove("PTZ_EDGE_TOKEN")
             .env_remove("PTZ_EDGE_DECODE")
             .env_remove("PTZ_EDGE_DECODER");
@@ -324,6 +326,7 @@ impl Appliance {
     }
 
     /// Connects `id` to `sim`'s `path`; panics unless the reply is 200.
+    #[track_caller]
     pub fn connect_sim(&self, id: &str, sim: &Sim, path: &str) -> Duration {
         let started = Instant::now();
         let r = self.connect(&connect_body(id, sim, path));
@@ -343,6 +346,7 @@ impl Appliance {
     }
 
     /// `GET /api/cameras/{id}/status` as JSON; panics unless 200.
+    #[track_caller]
     pub fn status(&self, id: &str) -> Value {
         let r = self.get(&format!("/api/cameras/{id}/status"));
         assert_eq!(r.status, 200, "status of {id}: {}", r.text());
@@ -350,6 +354,7 @@ impl Appliance {
     }
 
     /// `GET /api/cameras/{id}/frame{query}`; panics unless a 200 JPEG.
+    #[track_caller]
     pub fn frame(&self, id: &str, query: &str) -> Resp {
         let r = self.get(&format!("/api/cameras/{id}/frame{query}"));
         assert_eq!(r.status, 200, "frame of {id}{query}: {}", r.text());
@@ -366,6 +371,7 @@ impl Appliance {
     }
 
     /// SIGTERM; asserts a clean exit (status 0) within `timeout`, returns how long it took.
+    #[track_caller]
     pub fn terminate_ok(&mut self, timeout: Duration) -> Duration {
         match self.proc.terminate(timeout) {
             Some((status, took)) => {
@@ -429,6 +435,7 @@ impl Resp {
     }
 
     /// Asserts `status`, a JSON content type and a `{"detail": string}` body.
+    #[track_caller]
     pub fn assert_detail(&self, status: u16, what: &str) -> String {
         assert_eq!(self.status, status, "{what}: {}", self.text());
         assert_eq!(
@@ -445,6 +452,7 @@ impl Resp {
     }
 
     /// Asserts the CORS header every response must carry.
+    #[track_caller]
     pub fn assert_cors(&self, what: &str) {
         assert_eq!(
             self.header("access-control-allow-origin"),
@@ -647,6 +655,7 @@ impl Ws {
 
     /// The next JSON message whose `"type"` is `ty`, skipping frames and status pushes
     /// (and binary frames); panics on timeout or close.
+    #[track_caller]
     pub fn expect_type(&mut self, ty: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
         let mut skipped = Vec::new();
@@ -665,6 +674,7 @@ impl Ws {
     }
 
     /// Sends a ping action and waits for the pong; returns what came before it.
+    #[track_caller]
     pub fn ping_pong(&mut self, timeout: Duration) -> Vec<WsIn> {
         self.send(&json!({"action": "ping"}));
         let deadline = Instant::now() + timeout;
@@ -708,13 +718,20 @@ pub struct WsFrame {
     pub jpeg: Vec<u8>,
     /// When the client read it.
     pub received: Instant,
+    /// The same, in unix seconds.
+    pub received_unix: f64,
 }
 
 impl WsFrame {
     /// From a text `{"type":"frame",...}` message; panics on a missing or mistyped field.
     pub fn from_json(v: &Value) -> WsFrame {
         use base64::Engine as _;
-        assert_eq!(v["type"], "frame", "not a frame: {v}");
+        assert_eq!(v["type"], "frame", "not a frame: {}", short(v));
+        assert!(
+            v["timestamp"].is_f64(),
+            "frame timestamp must be a float: {}",
+            short(v)
+        );
         let data = v["data"]
             .as_str()
             .unwrap_or_else(|| panic!("frame without string data: {}", short(v)));
@@ -729,6 +746,7 @@ impl WsFrame {
             height: field_u64(v, "height") as u32,
             jpeg,
             received: Instant::now(),
+            received_unix: unix_now(),
         }
     }
 
@@ -753,6 +771,7 @@ impl WsFrame {
             height: field_u64(&v, "height") as u32,
             jpeg: b[2 + n..].to_vec(),
             received: Instant::now(),
+            received_unix: unix_now(),
         }
     }
 }
@@ -785,6 +804,7 @@ pub fn field_f64(v: &Value, k: &str) -> f64 {
 
 /// Subscribes `ws` (text mode unless `extra` says otherwise) and collects the frames that
 /// arrive during `window`, counted from the first frame. Status pushes are skipped.
+#[track_caller]
 pub fn collect_frames(ws: &mut Ws, window: Duration) -> Vec<WsFrame> {
     let first_timeout = Duration::from_secs(10);
     let mut frames = Vec::new();
@@ -833,6 +853,7 @@ pub fn as_frame(m: &WsIn) -> Option<WsFrame> {
 // Pictures
 
 /// Decodes a JPEG to (width, height, luma plane with stride = width).
+#[track_caller]
 pub fn decode_jpeg(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
     assert!(
         bytes.starts_with(&[0xFF, 0xD8]),
@@ -845,7 +866,46 @@ pub fn decode_jpeg(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
         .unwrap_or_else(|e| panic!("JPEG of {} bytes does not decode: {e}", bytes.len()));
     let info = dec.info().expect("info after decode");
     let (w, h) = (u32::from(info.width), u32::from(info.height));
-    let luma = match info.pixel_format {
+    let luma = to_luma(pixels, info.pixel_format);
+    assert_eq!(luma.len(), (w * h) as usize, "luma plane size");
+    (w, h, luma)
+}
+
+/// Decodes a JPEG and reads the simulator's frame code; panics if there is none.
+/// Returns the JPEG's full size. The code is read from a picture decoded at 1/2, 1/4 or
+/// 1/8 scale (DCT scaling, aspect kept, at least 320 px wide): an unoptimised full
+/// decode costs over 100 ms at 640x360, too slow to check every frame of a stream.
+#[track_caller]
+pub fn jpeg_code(bytes: &[u8]) -> (u32, u32, FrameCode) {
+    assert!(
+        bytes.starts_with(&[0xFF, 0xD8]),
+        "not a JPEG: starts with {:02X?}",
+        &bytes[..bytes.len().min(4)]
+    );
+    let mut dec = jpeg_decoder::Decoder::new(std::io::Cursor::new(bytes));
+    dec.read_info()
+        .unwrap_or_else(|e| panic!("JPEG of {} bytes has no readable header: {e}", bytes.len()));
+    let info = dec.info().expect("info after read_info");
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    let min_w = info.width.min(320);
+    let min_h = (u32::from(min_w) * h / w) as u16;
+    let (sw, sh) = dec
+        .scale(min_w, min_h)
+        .unwrap_or_else(|e| panic!("cannot scale a {w}x{h} JPEG: {e}"));
+    let pixels = dec
+        .decode()
+        .unwrap_or_else(|e| panic!("JPEG of {} bytes does not decode: {e}", bytes.len()));
+    let format = dec.info().expect("info after decode").pixel_format;
+    let luma = to_luma(pixels, format);
+    let (sw, sh) = (u32::from(sw), u32::from(sh));
+    assert_eq!(luma.len(), (sw * sh) as usize, "scaled luma plane size");
+    let code = barcode::read(&luma, sw as usize, sw, sh)
+        .unwrap_or_else(|| panic!("no frame code readable in a {w}x{h} JPEG (read at {sw}x{sh})"));
+    (w, h, code)
+}
+
+fn to_luma(pixels: Vec<u8>, format: jpeg_decoder::PixelFormat) -> Vec<u8> {
+    match format {
         jpeg_decoder::PixelFormat::L8 => pixels,
         jpeg_decoder::PixelFormat::RGB24 => pixels
             .chunks_exact(3)
@@ -855,17 +915,7 @@ pub fn decode_jpeg(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
             })
             .collect(),
         other => panic!("unexpected JPEG pixel format {other:?}"),
-    };
-    assert_eq!(luma.len(), (w * h) as usize, "luma plane size");
-    (w, h, luma)
-}
-
-/// Decodes a JPEG and reads the simulator's frame code; panics if there is none.
-pub fn jpeg_code(bytes: &[u8]) -> (u32, u32, FrameCode) {
-    let (w, h, luma) = decode_jpeg(bytes);
-    let code = barcode::read(&luma, w as usize, w, h)
-        .unwrap_or_else(|| panic!("no frame code readable in a {w}x{h} JPEG"));
-    (w, h, code)
+    }
 }
 
 /// Milliseconds from when the simulator drew `code` until now.
@@ -913,6 +963,7 @@ pub fn thread_names(pid: u32) -> Vec<String> {
 }
 
 /// Polls `cond` every 50 ms until it holds; panics with `what` after `timeout`.
+#[track_caller]
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     loop {
@@ -928,6 +979,7 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
 
 /// Polls `f` every 50 ms until it gives `Ok`; after `timeout` panics with `what` and
 /// the last `Err` (what was seen instead).
+#[track_caller]
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
@@ -947,6 +999,105 @@ pub fn closed_port() -> u16 {
     let port = l.local_addr().expect("local addr").port();
     drop(l);
     port
+}
+
+/// An open `GET {path}` MJPEG stream (`multipart/x-mixed-replace`), head already read.
+pub struct Mjpeg {
+    /// The response's headers.
+    pub headers: Vec<(String, String)>,
+    reader: BufReader<TcpStream>,
+    boundary: String,
+}
+
+/// One part of an MJPEG stream.
+pub struct MjpegPart {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl MjpegPart {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Mjpeg {
+    /// Opens the stream; panics unless it answers 200 with a multipart content type.
+    pub fn open(addr: SocketAddr, path: &str) -> Mjpeg {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        let mut reader = BufReader::new(s);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("status line");
+        assert!(line.starts_with("HTTP/1.1 200"), "{path}: {line:?}");
+        let headers = read_headers(&mut reader);
+        let content_type = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default();
+        assert!(
+            content_type.starts_with("multipart/x-mixed-replace"),
+            "{path}: content type {content_type:?}"
+        );
+        let boundary = content_type
+            .split("boundary=")
+            .nth(1)
+            .map(|b| b.trim_matches('"').to_owned())
+            .unwrap_or_else(|| panic!("{path}: no boundary in {content_type:?}"));
+        Mjpeg {
+            headers,
+            reader,
+            boundary: format!("--{boundary}"),
+        }
+    }
+
+    /// The next part; `None` when the server ended the stream. Panics on a broken one.
+    pub fn next_part(&mut self) -> Option<MjpegPart> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line).expect("boundary line") == 0 {
+                return None;
+            }
+            if !line.trim_end().is_empty() {
+                break;
+            }
+        }
+        assert_eq!(line.trim_end(), self.boundary, "part boundary");
+        let headers = read_headers(&mut self.reader);
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .expect("part Content-Length");
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body).expect("part body");
+        Some(MjpegPart { headers, body })
+    }
+}
+
+/// Header lines up to the blank line.
+fn read_headers(reader: &mut BufReader<TcpStream>) -> Vec<(String, String)> {
+    let mut headers = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("header line");
+        let l = line.trim_end();
+        if l.is_empty() {
+            return headers;
+        }
+        let (k, v) = l
+            .split_once(':')
+            .unwrap_or_else(|| panic!("bad header line {l:?}"));
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
 }
 
 /// A TCP server on 127.0.0.1 that accepts connections and never answers (a camera that
