@@ -114,7 +114,7 @@ fn run() -> Result<(), String> {
 
     #[cfg(feature = "sim")]
     let sim = if demo {
-        Some(demo::start(&registry, addr)?)
+        Some(demo::start(&ctx, addr)?)
     } else {
         None
     };
@@ -132,8 +132,9 @@ fn run() -> Result<(), String> {
     ctx.ptz.shutdown();
     registry.shutdown();
     #[cfg(feature = "sim")]
-    if let Some(sim) = sim {
+    if let Some((sim, ptz_sim)) = sim {
         sim.stop();
+        drop(ptz_sim);
     }
     log::info!("stopped");
     Ok(())
@@ -166,13 +167,22 @@ mod demo {
     use std::net::SocketAddr;
     use std::time::Duration;
 
-    use ptz_edge::camera::{CameraSpec, Registry, Transport};
+    use ptz_edge::api::Ctx;
+    use ptz_edge::camera::{CameraSpec, Transport};
+    use ptz_edge::ptz::sim::PtzSim;
+    use ptz_edge::ptz::{Protocol, PtzConfig};
     use ptz_edge::secret::Secret;
     use ptz_edge::sim::{SimConfig, Simulator};
 
-    /// Starts the simulator on loopback and connects it as camera `demo`.
-    pub fn start(registry: &Registry, addr: SocketAddr) -> Result<Simulator, String> {
-        let sim = Simulator::start(SimConfig::default()).map_err(|e| e.to_string())?;
+    /// Starts the simulator (picture and PTZ head) on loopback and connects it as camera
+    /// `demo`, with VISCA over TCP for PTZ.
+    pub fn start(ctx: &Ctx, addr: SocketAddr) -> Result<(Simulator, PtzSim), String> {
+        let ptz_sim = PtzSim::try_start([127, 0, 0, 1].into()).map_err(|e| e.to_string())?;
+        let sim = Simulator::start(SimConfig {
+            ptz_view: Some(ptz_sim.handle()),
+            ..SimConfig::default()
+        })
+        .map_err(|e| e.to_string())?;
         let spec = CameraSpec {
             id: "demo".into(),
             host: "127.0.0.1".into(),
@@ -182,14 +192,17 @@ mod demo {
             password: Secret::default(),
             transport: Transport::Tcp,
         };
-        registry
-            .connect(spec, Duration::from_secs(10))
+        ctx.registry
+            .connect(spec.clone(), Duration::from_secs(10))
             .map_err(|e| format!("demo camera: {e}"))?;
+        let ptz = PtzConfig::new(Protocol::ViscaTcp, Some(ptz_sim.visca_tcp_port()))?;
+        ctx.ptz
+            .attach(&spec.id, &spec.host, ptz, &spec.username, &spec.password);
         let port = addr.port();
         log::info!("demo camera connected: try");
         log::info!("  curl http://127.0.0.1:{port}/api/cameras/demo/status");
         log::info!("  curl -o frame.jpg http://127.0.0.1:{port}/api/cameras/demo/frame");
-        log::info!("  open http://127.0.0.1:{port}/ in a browser");
-        Ok(sim)
+        log::info!("  open http://127.0.0.1:{port}/ in a browser (arrows drive the PTZ)");
+        Ok((sim, ptz_sim))
     }
 }

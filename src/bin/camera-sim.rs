@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ptz_edge::ptz::sim::{PtzSim, SimAuth};
 use ptz_edge::sim::{SimConfig, Simulator};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -24,6 +25,9 @@ OPTIONS:
     --size WxH           picture size                    [default: 1280x720]
     --fps N              frames per second               [default: 30]
     --codec h264|h265    video codec                     [default: h264]
+    --ptz                also simulate the PTZ head: VISCA over TCP and UDP, Sony
+                         VISCA over IP and PTZOptics HTTP-CGI on free ports (listed
+                         under \"ptz\" in the JSON line); the picture follows it
     --user U             RTSP basic auth user (needs --password)
     --password P         RTSP basic auth password (visible in `ps`; for tests only)
     -h, --help           print this help
@@ -36,7 +40,8 @@ Logs go to stderr (RUST_LOG=debug for more).";
 /// What the command line asked for.
 enum Command {
     Help,
-    Run(SimConfig),
+    /// The stream settings, and whether to simulate a PTZ head too.
+    Run(SimConfig, bool),
 }
 
 fn main() -> ExitCode {
@@ -48,7 +53,7 @@ fn main() -> ExitCode {
             let _ = writeln!(std::io::stdout(), "{USAGE}");
             ExitCode::SUCCESS
         }
-        Ok(Command::Run(cfg)) => match run(cfg) {
+        Ok(Command::Run(cfg, ptz)) => match run(cfg, ptz) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 log::error!("{err}");
@@ -62,7 +67,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cfg: SimConfig) -> Result<(), Box<dyn std::error::Error>> {
+fn run(mut cfg: SimConfig, with_ptz: bool) -> Result<(), Box<dyn std::error::Error>> {
     // Register before starting, so a signal during start-up is not lost. A second signal
     // after the flag is set exits at once (conditional shutdown runs first).
     let stop = Arc::new(AtomicBool::new(false));
@@ -71,8 +76,31 @@ fn run(cfg: SimConfig) -> Result<(), Box<dyn std::error::Error>> {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
 
+    // The PTZ head (VISCA TCP/UDP, Sony VISCA, HTTP-CGI) on the same address; the CGI
+    // asks for the RTSP credentials with Digest, as PTZOptics cameras do.
+    let ptz = if with_ptz {
+        let ptz = PtzSim::try_start(cfg.bind)?;
+        if let Some((user, password)) = &cfg.auth {
+            ptz.set_auth(SimAuth::Digest {
+                user: user.clone(),
+                password: password.clone(),
+            });
+        }
+        cfg.ptz_view = Some(ptz.handle());
+        Some(ptz)
+    } else {
+        None
+    };
     let sim = Simulator::start(cfg)?;
-    let ready = serde_json::json!({ "rtsp_port": sim.rtsp_port(), "urls": sim.urls() });
+    let mut ready = serde_json::json!({ "rtsp_port": sim.rtsp_port(), "urls": sim.urls() });
+    if let Some(p) = &ptz {
+        ready["ptz"] = serde_json::json!({
+            "visca_tcp": p.visca_tcp_port(),
+            "visca_udp": p.visca_udp_port(),
+            "visca_sony": p.visca_sony_port(),
+            "http": p.http_port(),
+        });
+    }
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{ready}")?;
     stdout.flush()?;
@@ -93,6 +121,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         ..SimConfig::default()
     };
     let (mut user, mut password) = (None, None);
+    let mut with_ptz = false;
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
         let flag = flag.as_str();
@@ -138,6 +167,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                     .map_err(|_| format!("--fps {v:?} is not a whole number"))?;
             }
             "--codec" => cfg.codec = value()?.parse()?,
+            "--ptz" => with_ptz = true,
             "--user" => user = Some(value()?.to_owned()),
             "--password" => password = Some(value()?.to_owned()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -152,7 +182,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         _ => return Err("--user and --password go together".to_owned()),
     };
     cfg.validate().map_err(|err| err.to_string())?;
-    Ok(Command::Run(cfg))
+    Ok(Command::Run(cfg, with_ptz))
 }
 
 /// `"1920x1080"` → `(1920, 1080)`.
@@ -171,7 +201,7 @@ mod tests {
 
     fn config(s: &str) -> SimConfig {
         match parse_args(&args(s)) {
-            Ok(Command::Run(cfg)) => cfg,
+            Ok(Command::Run(cfg, _)) => cfg,
             Ok(Command::Help) => panic!("help for {s:?}"),
             Err(err) => panic!("{s:?}: {err}"),
         }

@@ -396,4 +396,3 @@ mod tests {
         assert_ne!(a, cnonce());
     }
 }
-

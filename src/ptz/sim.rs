@@ -457,6 +457,21 @@ pub struct PtzSimHandle {
     core: Arc<Mutex<Core>>,
 }
 
+/// Two handles are equal when they view the same simulated head.
+impl PartialEq for PtzSimHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.core, &other.core)
+    }
+}
+
+impl Eq for PtzSimHandle {}
+
+impl std::fmt::Debug for PtzSimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PtzSimHandle")
+    }
+}
+
 impl PtzSimHandle {
     pub fn state(&self) -> SimPtzState {
         self.core.lock().state()

@@ -28,6 +28,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const BLOCKS_PER_ROW: u32 = 32;
 /// Rows of blocks: counter, sent time, check word.
 pub const ROWS: u32 = 3;
+/// Rows of the optional PTZ code below the frame code: pan/tilt, zoom, check word.
+pub const PTZ_ROWS: u32 = 3;
+const PTZ_CHECK_XOR: u32 = 0x5A5A_5A5A;
 /// The block side is `width / WIDTH_DIVISOR` pixels.
 pub const WIDTH_DIVISOR: u32 = 40;
 
@@ -52,6 +55,39 @@ impl FrameCode {
     }
 }
 
+/// The simulated head's position, drawn below the frame code when the simulator has PTZ
+/// (VISCA units: signed 16-bit pan and tilt, zoom 0..=0x4000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PtzCode {
+    pub pan: i16,
+    pub tilt: i16,
+    pub zoom: u16,
+}
+
+impl PtzCode {
+    fn words(&self) -> [u32; 3] {
+        let pt = (u32::from(self.pan as u16) << 16) | u32::from(self.tilt as u16);
+        let z = u32::from(self.zoom);
+        [pt, z, pt ^ z ^ PTZ_CHECK_XOR]
+    }
+}
+
+/// Draws `code` in rows 3..6, below the frame code (same block geometry).
+pub fn draw_ptz(luma: &mut [u8], stride: usize, width: u32, height: u32, code: PtzCode) {
+    draw_words(luma, stride, width, height, ROWS, &code.words());
+}
+
+/// Reads a [`PtzCode`] drawn by [`draw_ptz`]; `None` if absent or damaged.
+pub fn read_ptz(luma: &[u8], stride: usize, width: u32, height: u32) -> Option<PtzCode> {
+    let w = read_words(luma, stride, width, height, ROWS, PTZ_ROWS)?;
+    let code = PtzCode {
+        pan: (w[0] >> 16) as u16 as i16,
+        tilt: w[0] as u16 as i16,
+        zoom: u16::try_from(w[1]).ok()?,
+    };
+    (code.words()[2] == w[2]).then_some(code)
+}
+
 /// Offset in pixels of the `i`-th block edge for a picture `width` pixels wide.
 fn edge(i: u32, width: u32) -> usize {
     // u64: no overflow for any u32 width.
@@ -72,12 +108,30 @@ pub fn code_width(width: u32) -> u32 {
 /// `width` x `height` pixels). Lines that are missing from `luma` or beyond `height` are
 /// clipped, never written out of bounds.
 pub fn draw(luma: &mut [u8], stride: usize, width: u32, height: u32, code: FrameCode) {
+    draw_words(
+        luma,
+        stride,
+        width,
+        height,
+        0,
+        &[code.counter, code.sent_ms, code.check()],
+    );
+}
+
+/// Draws `words`, one row of blocks each, from block row `first_row` down.
+fn draw_words(
+    luma: &mut [u8],
+    stride: usize,
+    width: u32,
+    height: u32,
+    first_row: u32,
+    words: &[u32],
+) {
     if stride == 0 {
         return;
     }
     let lines = (height as usize).min(luma.len() / stride);
-    let words = [code.counter, code.sent_ms, code.check()];
-    for (r, word) in (0u32..).zip(words) {
+    for (r, &word) in (first_row..).zip(words) {
         let (y0, y1) = (edge(r, width), edge(r + 1, width).min(lines));
         for y in y0..y1 {
             let line = &mut luma[y * stride..(y + 1) * stride];
@@ -98,15 +152,33 @@ pub fn draw(luma: &mut [u8], stride: usize, width: u32, height: u32, code: Frame
 /// too small to hold a code (blocks under 2 px or fewer than [`code_height`] lines), when
 /// `luma` is shorter than the geometry says, or when the check row does not match.
 pub fn read(luma: &[u8], stride: usize, width: u32, height: u32) -> Option<FrameCode> {
+    let words = read_words(luma, stride, width, height, 0, ROWS)?;
+    let code = FrameCode {
+        counter: words[0],
+        sent_ms: words[1],
+    };
+    (code.check() == words[2]).then_some(code)
+}
+
+/// Reads `rows` rows of blocks from block row `first_row` down; `None` when the picture
+/// cannot hold them.
+fn read_words(
+    luma: &[u8],
+    stride: usize,
+    width: u32,
+    height: u32,
+    first_row: u32,
+    rows: u32,
+) -> Option<Vec<u32>> {
     if edge(1, width) < 2 || stride < edge(BLOCKS_PER_ROW, width) {
         return None;
     }
-    let lines = edge(ROWS, width);
+    let lines = edge(first_row + rows, width);
     if lines > height as usize || luma.len() < (lines - 1) * stride + edge(BLOCKS_PER_ROW, width) {
         return None;
     }
-    let mut words = [0u32; ROWS as usize];
-    for (r, word) in (0u32..).zip(words.iter_mut()) {
+    let mut words = vec![0u32; rows as usize];
+    for (r, word) in (first_row..).zip(words.iter_mut()) {
         let (y0, y1) = central_half(edge(r, width), edge(r + 1, width));
         for i in 0..BLOCKS_PER_ROW {
             let (x0, x1) = central_half(edge(i, width), edge(i + 1, width));
@@ -120,11 +192,7 @@ pub fn read(luma: &[u8], stride: usize, width: u32, height: u32) -> Option<Frame
             *word = (*word << 1) | bit;
         }
     }
-    let code = FrameCode {
-        counter: words[0],
-        sent_ms: words[1],
-    };
-    (code.check() == words[2]).then_some(code)
+    Some(words)
 }
 
 /// The middle half of `start..end` (at least one pixel when `end > start`).
@@ -155,6 +223,26 @@ pub fn latency_ms(code: &FrameCode, at_ms32: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ptz_code_round_trips_below_the_frame_code() {
+        let (w, h) = (640u32, 360u32);
+        let mut luma = vec![128u8; (w * h) as usize];
+        let frame = FrameCode {
+            counter: 7,
+            sent_ms: 123_456,
+        };
+        let ptz = PtzCode {
+            pan: -1200,
+            tilt: 300,
+            zoom: 0x4000,
+        };
+        draw(&mut luma, w as usize, w, h, frame);
+        assert_eq!(read_ptz(&luma, w as usize, w, h), None);
+        draw_ptz(&mut luma, w as usize, w, h, ptz);
+        assert_eq!(read(&luma, w as usize, w, h), Some(frame));
+        assert_eq!(read_ptz(&luma, w as usize, w, h), Some(ptz));
+    }
 
     /// A mid-grey picture with some texture, like a camera's.
     fn picture(width: u32, height: u32, stride: usize) -> Vec<u8> {

@@ -13,6 +13,7 @@ use gstreamer_video::prelude::*;
 
 use super::barcode::{self, FrameCode};
 use super::SimCodec;
+use crate::ptz::sim::{PtzSimHandle, SimPtzState};
 
 /// Elements the pipeline needs, checked before the server starts because the factory only
 /// parses its launch line when the first client arrives.
@@ -88,6 +89,7 @@ pub(crate) fn factory(
     path: &str,
     format: StreamFormat,
     role: Option<&str>,
+    ptz_view: Option<PtzSimHandle>,
 ) -> rtsp::RTSPMediaFactory {
     let factory = rtsp::RTSPMediaFactory::new();
     factory.set_launch(&format.launch_line());
@@ -102,13 +104,20 @@ pub(crate) fn factory(
         factory.add_role_from_structure(&permissions);
     }
     let path = path.to_owned();
-    factory.connect_media_configure(move |_, media| configure_media(&path, format, media));
+    factory.connect_media_configure(move |_, media| {
+        configure_media(&path, format, media, ptz_view.clone())
+    });
     factory
 }
 
 /// Runs for each new media (encoder pipeline): installs the frame-code probe and logs the
 /// encoder's start and stop.
-fn configure_media(path: &str, format: StreamFormat, media: &rtsp::RTSPMedia) {
+fn configure_media(
+    path: &str,
+    format: StreamFormat,
+    media: &rtsp::RTSPMedia,
+    ptz_view: Option<PtzSimHandle>,
+) {
     log::info!(
         "sim {path}: encoder starting, {}x{}@{}",
         format.width,
@@ -150,6 +159,7 @@ fn configure_media(path: &str, format: StreamFormat, media: &rtsp::RTSPMedia) {
         counter: AtomicU32::new(0),
         warned: AtomicBool::new(false),
         copy_logged: AtomicBool::new(false),
+        ptz_view,
     };
     let stamper = Arc::new(stamper);
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, probe| {
@@ -170,6 +180,8 @@ struct Stamper {
     warned: AtomicBool,
     /// Set after the first buffer that had to be copied to be drawn on.
     copy_logged: AtomicBool,
+    /// The simulated PTZ head, if any: drawn as a moving target and a code.
+    ptz_view: Option<PtzSimHandle>,
 }
 
 impl Stamper {
@@ -210,9 +222,48 @@ impl Stamper {
                 sent_ms: barcode::now_ms32(),
             };
             barcode::draw(luma, stride, width, height, code);
+            if let Some(view) = &self.ptz_view {
+                let s = view.state();
+                draw_ptz_view(luma, stride, width, height, &s);
+            }
         }
         neutralise_code_chroma(&mut frame);
     }
+}
+
+/// Shows the simulated head's position: a target square that moves against pan and tilt
+/// (the scene stays, the camera turns) and grows with zoom, plus the position as a code.
+fn draw_ptz_view(luma: &mut [u8], stride: usize, width: u32, height: u32, s: &SimPtzState) {
+    use crate::ptz::sim::{PAN_LIMIT, TILT_MAX, TILT_MIN, ZOOM_MAX};
+    let (w, h) = (f64::from(width), f64::from(height));
+    let zoom = (f64::from(s.zoom) / ZOOM_MAX).clamp(0.0, 1.0);
+    let side = (h / 8.0 * (1.0 + 3.0 * zoom)).round();
+    // Pan over the full travel moves the target one picture width; tilt one height.
+    let cx = w / 2.0 - f64::from(s.pan) / PAN_LIMIT * w / 2.0;
+    let tilt_mid = (TILT_MAX + TILT_MIN) / 2.0;
+    let cy = h / 2.0 + (f64::from(s.tilt) - tilt_mid) / (TILT_MAX - TILT_MIN) * h;
+    let top = f64::from(barcode::code_height(width) * 2);
+    let (x0, x1) = ((cx - side / 2.0).max(0.0), (cx + side / 2.0).min(w));
+    let (y0, y1) = ((cy - side / 2.0).max(top), (cy + side / 2.0).min(h));
+    if x0 < x1 && y0 < y1 {
+        for y in y0 as usize..y1 as usize {
+            if let Some(line) = luma.get_mut(y * stride + x0 as usize..y * stride + x1 as usize) {
+                line.fill(235);
+            }
+        }
+    }
+    let clamp16 = |v: i32| v.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+    barcode::draw_ptz(
+        luma,
+        stride,
+        width,
+        height,
+        barcode::PtzCode {
+            pan: clamp16(s.pan),
+            tilt: clamp16(s.tilt),
+            zoom: s.zoom.clamp(0, 0xFFFF) as u16,
+        },
+    );
 }
 
 /// Greys the chroma (128) under the code, so it shows black and white rather than tinted

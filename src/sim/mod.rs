@@ -61,6 +61,10 @@ pub struct SimConfig {
     pub auth: Option<(String, String)>,
     /// The video codec every path sends.
     pub codec: SimCodec,
+    /// A simulated PTZ head whose position the picture shows: the scene moves against
+    /// pan and tilt and grows with zoom, and the position is drawn as a code below the
+    /// frame code (see `barcode::read_ptz`).
+    pub ptz_view: Option<crate::ptz::sim::PtzSimHandle>,
 }
 
 /// What the simulator encodes.
@@ -93,6 +97,7 @@ impl Default for SimConfig {
             fps: 30,
             auth: None,
             codec: SimCodec::H264,
+            ptz_view: None,
         }
     }
 }
@@ -428,7 +433,10 @@ fn build_server(cfg: &SimConfig) -> rtsp::RTSPServer {
         .mount_points()
         .expect("a new RTSPServer always has mount points");
     for path in &cfg.paths {
-        mounts.add_factory(path, media::factory(path, cfg.format(), role));
+        mounts.add_factory(
+            path,
+            media::factory(path, cfg.format(), role, cfg.ptz_view.clone()),
+        );
     }
     server.connect_client_connected(|_, client| {
         client.connect_closed(|_| log::debug!("sim: client disconnected"));
