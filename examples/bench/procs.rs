@@ -19,10 +19,17 @@ static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 /// normal path).
 pub fn kill_all_children() {
     let pids = LIVE.lock().map(|v| v.clone()).unwrap_or_default();
-    for pid in pids {
+    for &pid in &pids {
         // SAFETY: plain kill(2) on a PID we spawned and have not reaped yet.
         unsafe {
             libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    for pid in pids {
+        // Reap them so no zombie outlives us (ECHILD if the main thread got there first).
+        // SAFETY: waitpid on our own child; a null status pointer is allowed.
+        unsafe {
+            libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
         }
     }
 }
