@@ -677,3 +677,77 @@ fn every_transport_streams() {
         assert_eq!(app.disconnect(&id).status, 200);
     }
 }
+
+/// PTZ control over HTTP-CGI with Digest auth uses the camera's credentials too; they
+/// still show in no reply and no log line.
+#[test]
+fn ptz_credentials_never_leak() {
+    const PASSWORD: &str = "pt2-s3cr3t@:/#%";
+    let sim = Sim::start(&[
+        "--path",
+        "/1",
+        "--size",
+        "640x360",
+        "--fps",
+        "10",
+        "--ptz",
+        "--user",
+        "admin",
+        "--password",
+        PASSWORD,
+    ]);
+    let cgi_port = sim.ready["ptz"]["http"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no ptz.http port in {}", sim.ready));
+    let mut app = Appliance::start(&[("RUST_LOG", "debug")]);
+    let mut replies: Vec<(String, String)> = Vec::new();
+    let r = app.connect(&json!({
+        "cameraId": CAM,
+        "ip": "127.0.0.1",
+        "port": sim.rtsp_port,
+        "username": "admin",
+        "password": PASSWORD,
+        "ptz": {"protocol": "cgi", "port": cgi_port},
+    }));
+    assert_eq!(r.status, 200, "connect with PTZ: {}", r.text());
+    replies.push(("connect".into(), r.text()));
+    let ptz = format!("/api/cameras/{CAM}/ptz");
+    for cmd in [
+        json!({"action": "move", "pan": 0.5, "tilt": -0.5, "zoom": 0}),
+        json!({"action": "stop"}),
+        json!({"action": "home"}),
+    ] {
+        let r = app.post_json(&ptz, &cmd);
+        assert_eq!(r.status, 200, "PTZ {cmd}: {}", r.text());
+        assert_eq!(r.json()["success"], true, "PTZ {cmd}: {}", r.text());
+        replies.push((format!("ptz {cmd}"), r.text()));
+    }
+    replies.push(("ptz position".into(), app.get(&ptz).text()));
+    replies.push((
+        "status".into(),
+        app.get(&format!("/api/cameras/{CAM}/status")).text(),
+    ));
+    replies.push(("list".into(), app.get("/api/cameras").text()));
+    let mut ws = app.ws();
+    ws.send(&json!({"action": "ptz", "cameraId": CAM, "command": {"action": "stop"}}));
+    let v = ws.expect_type("ptz", Duration::from_secs(5));
+    assert_eq!(v["success"], true, "{v}");
+    replies.push(("ws ptz".into(), v.to_string()));
+    ws.close();
+    for (what, text) in &replies {
+        assert!(
+            !text.contains("s3cr3t"),
+            "{what} reply shows the password: {text}"
+        );
+    }
+    app.terminate_ok(Duration::from_secs(5));
+    let log = app.proc.log_text();
+    assert!(
+        log.contains(CAM),
+        "the log does not mention the camera:\n{log}"
+    );
+    assert!(
+        !log.contains("s3cr3t"),
+        "the appliance's log shows the password"
+    );
+}

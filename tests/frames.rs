@@ -38,7 +38,7 @@ fn four_k_source_fits_1080p_and_width_scales() {
 
     // Asking wider than the 1080p cap does not go past it.
     let r = app.frame("uhd", "?width=7680");
-    let (w, h, _) = decode_jpeg(&r.body);
+    let (w, h, _) = jpeg_code(&r.body);
     assert_eq!((w, h), (1920, 1080), "?width=7680 still fits 1920x1080");
 }
 
@@ -75,7 +75,7 @@ fn width_and_quality_parameters() {
     // Quality changes the encoding: the same picture is far smaller at 10 than at 95.
     let low = app.frame("cam", "?quality=10");
     let high = app.frame("cam", "?quality=95");
-    decode_jpeg(&low.body);
+    jpeg_code(&low.body);
     assert!(
         low.body.len() * 2 < high.body.len(),
         "quality=10 gave {} bytes, quality=95 {} bytes",

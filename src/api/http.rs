@@ -20,8 +20,9 @@ use crate::secret::Secret;
 
 /// How long connect waits for the first picture (the first version's 5 s).
 pub const CONNECT_WAIT: Duration = Duration::from_secs(5);
-/// A picture older than this is refreshed before `/frame` answers.
-const FRESH: f64 = 0.5;
+/// A picture is fresh when it is at most this much older than the camera's newest packet
+/// (a frame interval or two of decoding).
+const FRESH: f64 = 0.1;
 /// How long `/frame` waits for a fresh picture when decoding had stopped.
 const FRAME_WAIT: Duration = Duration::from_millis(1500);
 
@@ -339,14 +340,19 @@ pub fn jpeg_params(req: &Request) -> Result<JpegParams, Reply> {
 }
 
 /// The newest picture, refreshed if decoding had stopped (on-demand cameras).
+///
+/// Fresh means: the picture of the camera's newest packet at the time of the request (a
+/// decoder that had paused first replays the kept keyframe and the frames after it; those
+/// older pictures are not served).
 pub fn fresh_frame(cam: &Camera) -> Option<Arc<Frame>> {
     let listener = cam.feed.listen();
     cam.request_picture();
+    let newest = cam.last_packet_time().unwrap_or_else(unix_now);
     let deadline = Instant::now() + FRAME_WAIT;
     loop {
         let latest = cam.feed.latest();
         if let Some(f) = &latest {
-            if unix_now() - f.captured <= FRESH {
+            if f.captured >= newest - FRESH {
                 return latest;
             }
         }

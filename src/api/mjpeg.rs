@@ -70,34 +70,36 @@ pub fn stream(req: &Request, cam: Arc<Camera>, ctx: &Arc<Ctx>) -> Reply {
 fn run(mut stream: TcpStream, cam: Arc<Camera>, params: JpegParams, fps: f64, ctx: Arc<Ctx>) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(ctx.config.limits.write_timeout));
-    let viewer = cam.feed.watch();
+    let id = cam.id().to_owned();
+    let mut viewer = cam.feed.watch();
     cam.wake();
+    drop(cam);
     let mut pacer = Pacer::new(fps);
-    log::debug!("{}: MJPEG viewer attached", cam.id());
+    log::debug!("{id}: MJPEG viewer attached");
     while !ctx.shutdown.load(Ordering::SeqCst) {
-        let now = Instant::now();
         let frame = viewer.feed().latest();
-        let wait = match &frame {
-            Some(f) if f.seq > pacer.last_seq() => pacer.wait(now),
-            _ => POLL,
+        let Some(frame) = frame.filter(|f| pacer.offer(f.seq, Instant::now())) else {
+            let _ = viewer.wakeups().recv_timeout(POLL);
+            // The camera was disconnected: end the stream (the client sees it end and
+            // its socket is freed); connected anew: follow it to its new feed.
+            match ctx.registry.get(&id) {
+                None => break,
+                Some(c) if !Arc::ptr_eq(&c.feed, viewer.feed()) => {
+                    viewer = c.feed.watch();
+                    pacer.reset();
+                    c.wake();
+                }
+                Some(_) => {}
+            }
+            continue;
         };
-        if !wait.is_zero() {
-            let _ = viewer.wakeups().recv_timeout(wait.min(POLL));
-            continue;
-        }
-        let Some(frame) = frame else { continue };
-        if !pacer.due(frame.seq, now) {
-            continue;
-        }
         let jpeg = match viewer.feed().jpeg.get(&frame, params) {
             Ok(j) => j,
             Err(e) => {
-                log::warn!("{}: JPEG encoding failed: {e}", cam.id());
-                pacer.skip(frame.seq);
+                log::warn!("{id}: JPEG encoding failed: {e}");
                 continue;
             }
         };
-        pacer.sent(frame.seq, now);
         let part = format!(
             "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\
              X-Frame-Seq: {}\r\nX-Frame-Timestamp: {:.6}\r\n\r\n",
@@ -113,5 +115,5 @@ fn run(mut stream: TcpStream, cam: Arc<Camera>, params: JpegParams, fps: f64, ct
         }
     }
     let _ = stream.shutdown(std::net::Shutdown::Both);
-    log::debug!("{}: MJPEG viewer gone", cam.id());
+    log::debug!("{id}: MJPEG viewer gone");
 }

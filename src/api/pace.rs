@@ -1,11 +1,24 @@
-//! `Pacer`: sends a viewer the newest picture at most at its asked rate, never the same
-//! picture twice and never faster than the camera.
+//! `Pacer`: decides, for each new picture a viewer sees, whether to send it, so the viewer
+//! gets at most its asked rate, never the same picture twice and never more than the
+//! camera gives — without ever holding a picture back (holding back is latency).
+//!
+//! It keeps a credit that grows with time at `fps` per second (capped) and costs one per
+//! picture sent; a picture is sent when the credit covers it (with a little slack for
+//! jitter), else skipped. At the camera's own rate every picture goes out the moment it
+//! is decoded; at half the rate every other one; at 20 of 30, two of three.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+/// How much credit short of a whole picture still sends: absorbs arrival jitter of a
+/// quarter interval, so 30 of a 30 fps camera is every picture.
+const SLACK: f64 = 0.25;
+/// The most credit kept: a viewer that waited long gets one picture, not a burst.
+const CAP: f64 = 1.0 + SLACK;
 
 pub struct Pacer {
-    interval: Duration,
-    next_due: Instant,
+    fps: f64,
+    credit: f64,
+    updated: Option<Instant>,
     last_seq: u64,
 }
 
@@ -13,43 +26,39 @@ impl Pacer {
     /// `fps` must be positive (callers validate 0.1..=60).
     pub fn new(fps: f64) -> Pacer {
         Pacer {
-            interval: Duration::from_secs_f64(1.0 / fps),
-            next_due: Instant::now(),
+            fps,
+            credit: CAP,
+            updated: None,
             last_seq: 0,
         }
     }
 
-    /// Whether picture `seq` should go out now.
-    ///
-    /// A quarter interval of slack: a picture that comes a little early for its slot is
-    /// still sent, so 30 fps of a 30 fps camera is every picture despite jitter.
-    pub fn due(&self, seq: u64, now: Instant) -> bool {
-        seq > self.last_seq && now + self.interval / 4 >= self.next_due
-    }
-
-    /// How long until a waiting newer picture is due (zero if it is due now).
-    pub fn wait(&self, now: Instant) -> Duration {
-        self.next_due
-            .saturating_duration_since(now + self.interval / 4)
-    }
-
-    /// Notes that `seq` went out (or was skipped for good) at `now`.
-    pub fn sent(&mut self, seq: u64, now: Instant) {
+    /// Picture `seq` is the newest at `now`: true if it should be sent now. Either way it
+    /// is not offered again.
+    pub fn offer(&mut self, seq: u64, now: Instant) -> bool {
+        if seq <= self.last_seq {
+            return false;
+        }
         self.last_seq = seq;
-        // Keep the phase, but do not bank sends after a stall.
-        self.next_due = (self.next_due + self.interval).max(now - self.interval / 2);
+        if let Some(t) = self.updated {
+            let dt = now.saturating_duration_since(t).as_secs_f64();
+            self.credit = (self.credit + dt * self.fps).min(CAP);
+        }
+        self.updated = Some(now);
+        if self.credit >= 1.0 - SLACK {
+            self.credit -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
-    /// Marks `seq` as seen without moving the schedule (e.g. its encode failed).
-    pub fn skip(&mut self, seq: u64) {
-        self.last_seq = seq;
-    }
-
+    /// The newest picture offered so far.
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
 
-    /// Forget what was sent (the feed changed and numbering may restart).
+    /// Forget what was offered (the viewer moved to another feed).
     pub fn reset(&mut self) {
         self.last_seq = 0;
     }
@@ -58,46 +67,39 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
-    /// Feeds a camera at `cam_fps` with ±`jitter_ms` through a pacer at `fps` for 10 s
-    /// of simulated time and returns the pictures sent per second.
+    /// Offers a camera at `cam_fps` with ±`jitter_ms` to a pacer at `fps` for 20 s of
+    /// simulated time; returns the pictures sent per second.
     fn simulate(cam_fps: f64, fps: f64, jitter_ms: i64) -> f64 {
         let t0 = Instant::now();
         let mut p = Pacer::new(fps);
-        p.next_due = t0;
+        let frames = (cam_fps * 20.0) as u64;
         let mut sent = 0;
-        let frames = (cam_fps * 10.0) as u64;
         for i in 1..=frames {
             let j = if i % 2 == 0 { jitter_ms } else { -jitter_ms };
-            let at_ms = (i as f64 * 1000.0 / cam_fps) as i64 + j;
-            let now = t0 + Duration::from_millis(at_ms.max(0) as u64);
-            if p.due(i, now) {
-                p.sent(i, now);
+            let at_ms = ((i as f64 * 1000.0 / cam_fps) as i64 + j).max(0) as u64;
+            if p.offer(i, t0 + Duration::from_millis(at_ms)) {
                 sent += 1;
-            } else if p.due(i, now + p.wait(now)) {
-                // The viewer waits for the slot; the picture is still the newest if the
-                // next one comes later.
-                let at = now + p.wait(now);
-                let next = t0 + Duration::from_millis(((i + 1) as f64 * 1000.0 / cam_fps) as u64);
-                if at < next {
-                    p.sent(i, at);
-                    sent += 1;
-                }
             }
         }
-        sent as f64 / 10.0
+        sent as f64 / 20.0
     }
 
     #[test]
-    fn full_rate_when_asked_rate_matches_camera() {
-        let r = simulate(30.0, 30.0, 6);
-        assert!(r > 29.0, "{r}");
+    fn every_picture_when_asked_rate_matches_camera() {
+        let r = simulate(30.0, 30.0, 7);
+        assert!(r >= 29.9, "{r}");
     }
 
     #[test]
-    fn half_rate() {
+    fn fractions_of_the_camera_rate() {
         let r = simulate(30.0, 15.0, 5);
-        assert!((14.0..=15.5).contains(&r), "{r}");
+        assert!((14.9..=15.1).contains(&r), "{r}");
+        let r = simulate(30.0, 20.0, 3);
+        assert!((19.5..=20.1).contains(&r), "{r}");
+        let r = simulate(30.0, 10.0, 3);
+        assert!((9.9..=10.1).contains(&r), "{r}");
     }
 
     #[test]
@@ -107,12 +109,13 @@ mod tests {
     }
 
     #[test]
-    fn never_twice_the_same_picture() {
+    fn never_twice_the_same_picture_and_no_burst_after_a_pause() {
         let now = Instant::now();
-        let mut p = Pacer::new(60.0);
-        assert!(p.due(1, now));
-        p.sent(1, now);
-        assert!(!p.due(1, now + Duration::from_secs(1)));
-        assert!(p.due(2, now + Duration::from_secs(1)));
+        let mut p = Pacer::new(30.0);
+        assert!(p.offer(1, now));
+        assert!(!p.offer(1, now + Duration::from_secs(1)));
+        assert!(p.offer(2, now + Duration::from_secs(5)));
+        // Right after: the long pause banked at most a little slack, not 150 pictures.
+        assert!(!p.offer(3, now + Duration::from_secs(5) + Duration::from_millis(5)));
     }
 }

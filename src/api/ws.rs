@@ -324,13 +324,6 @@ fn writer(out_rx: Receiver<Out>, wire: Arc<Wire>, ctx: Arc<Ctx>) {
             .as_ref()
             .map(|s| s.viewer.wakeups().clone())
             .unwrap_or_else(never);
-        // Sleep until a frame is due, if one is waiting; else until something happens.
-        let timeout = match &sub {
-            Some(s) if s.viewer.feed().latest_seq() > s.pacer.last_seq() => {
-                s.pacer.wait(Instant::now()).min(POLL)
-            }
-            _ => POLL,
-        };
         let result: io::Result<bool> = select! {
             recv(out_rx) -> m => match m {
                 Ok(Out::Text(t)) => wire.send_text(&t).map(|_| true),
@@ -353,7 +346,7 @@ fn writer(out_rx: Receiver<Out>, wire: Arc<Wire>, ctx: Arc<Ctx>) {
                 Ok(status) => on_status(&wire, &mut sub, &status, &ctx),
                 Err(_) => Ok(true),
             },
-            default(timeout) => Ok(true),
+            default(POLL) => Ok(true),
         };
         match result {
             Ok(true) => {}
@@ -431,22 +424,19 @@ fn on_status(
 
 /// Sends the newest picture if it is new to this viewer and the pace allows.
 fn send_frame_if_due(wire: &Wire, s: &mut Subscription) -> io::Result<bool> {
-    let now = Instant::now();
     let Some(frame) = s.viewer.feed().latest() else {
         return Ok(false);
     };
-    if !s.pacer.due(frame.seq, now) {
+    if !s.pacer.offer(frame.seq, Instant::now()) {
         return Ok(false);
     }
     let jpeg = match s.viewer.feed().jpeg.get(&frame, s.params) {
         Ok(j) => j,
         Err(e) => {
             log::warn!("{}: JPEG encoding failed: {e}", s.camera_id);
-            s.pacer.skip(frame.seq);
             return Ok(false);
         }
     };
-    s.pacer.sent(frame.seq, now);
     if s.binary {
         let header = json!({
             "cameraId": s.camera_id,

@@ -11,9 +11,13 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
+/// Picture numbers are process-wide, so they only ever increase for a viewer, even when
+/// its camera id is disconnected and connected anew (a new feed).
+static NEXT_SEQ: AtomicU64 = AtomicU64::new(0);
+
 /// One decoded picture. `buffer` holds raw video as described by `info`.
 pub struct Frame {
-    /// Increases by one per decoded picture of this feed, across reconnects.
+    /// Increases with every decoded picture (process-wide), across reconnects.
     pub seq: u64,
     /// Unix seconds at which the camera's packet for this picture arrived.
     pub captured: f64,
@@ -42,7 +46,6 @@ pub struct Feed {
     latest: Mutex<Option<Arc<Frame>>>,
     wakers: Mutex<Vec<Waker>>,
     next_waker: AtomicU64,
-    next_seq: AtomicU64,
     viewers: AtomicUsize,
     /// Last time a one-off request (`/frame`, connect) asked for a picture.
     last_request: Mutex<Option<Instant>>,
@@ -70,7 +73,7 @@ impl Feed {
         info: gstreamer_video::VideoInfo,
         buffer: gstreamer::Buffer,
     ) -> u64 {
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed) + 1;
         let frame = Arc::new(Frame {
             seq,
             captured,

@@ -98,7 +98,7 @@ struct Gop {
 const GOP_MAX_UNITS: usize = 600;
 const GOP_MAX_BYTES: usize = 24 * 1024 * 1024;
 /// Decoding goes on this long after the last request or viewer.
-const DEMAND_LINGER: Duration = Duration::from_secs(2);
+const DEMAND_LINGER: Duration = Duration::from_millis(1500);
 /// How often the camera thread looks at its watchdog and demand.
 const TICK: Duration = Duration::from_millis(50);
 /// The shortest "no data" time that counts as a dead stream.
@@ -289,6 +289,11 @@ impl Camera {
         }
     }
 
+    /// Unix time the newest packet from the camera arrived.
+    pub fn last_packet_time(&self) -> Option<f64> {
+        self.arrivals.lock().last
+    }
+
     fn last_packet(&self) -> Option<Instant> {
         self.arrivals.lock().last_instant
     }
@@ -303,15 +308,6 @@ impl Camera {
             _ => 0.0,
         };
         STALL_MIN.max(Duration::from_secs_f64(interval * 4.0))
-    }
-
-    fn wants_decoding(&self) -> bool {
-        self.options.decode == DecodeMode::Always
-            || self.feed.viewers() > 0
-            || self
-                .feed
-                .last_request()
-                .is_some_and(|t| t.elapsed() < DEMAND_LINGER)
     }
 
     /// The camera thread.
@@ -378,7 +374,9 @@ impl Camera {
         };
         let session_packets_from = self.arrivals.lock().count;
         let mut streaming = false;
-        let mut last_wanted = Instant::now();
+        // When a viewer (or always-on mode) last wanted pictures: decoding lingers a
+        // little after the last viewer leaves, so a viewer switching back is instant.
+        let mut last_viewer = Instant::now();
         loop {
             select! {
                 recv(cmd_rx) -> cmd => match cmd {
@@ -425,8 +423,14 @@ impl Camera {
                 }
             }
             // Decoder on demand.
-            if self.wants_decoding() {
-                last_wanted = Instant::now();
+            if self.options.decode == DecodeMode::Always || self.feed.viewers() > 0 {
+                last_viewer = Instant::now();
+            }
+            let requested = self
+                .feed
+                .last_request()
+                .is_some_and(|t| t.elapsed() < DEMAND_LINGER);
+            if requested || last_viewer.elapsed() < DEMAND_LINGER {
                 if self.gop.lock().decoder.is_none() {
                     if let Err(e) = self.start_decoder() {
                         return SessionEnd::Failed {
@@ -435,7 +439,7 @@ impl Camera {
                         };
                     }
                 }
-            } else if last_wanted.elapsed() >= DEMAND_LINGER && self.gop.lock().decoder.is_some() {
+            } else if self.gop.lock().decoder.is_some() {
                 log::debug!("{}: nobody watches; decoding paused", self.spec.id);
                 self.stop_decoder();
                 self.feed.jpeg.release();

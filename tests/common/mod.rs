@@ -57,14 +57,13 @@ pub struct Proc {
     child: Child,
     dir: PathBuf,
     log: PathBuf,
-    keep_dir: bool,
     exited: Option<ExitStatus>,
 }
 
 impl Proc {
     /// Spawns `cmd` with stdout piped and stderr to `<dir>/<name>.log`, and waits for its
     /// first stdout line, which must be a JSON object.
-    fn spawn(name: &str, mut cmd: Command, dir: PathBuf, keep_dir: bool) -> (Proc, Value) {
+    fn spawn(name: &str, mut cmd: Command, dir: PathBuf) -> (Proc, Value) {
         let log = dir.join(format!("{name}.log"));
         let stderr = fs::File::create(&log)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
@@ -91,13 +90,14 @@ impl Proc {
             child,
             dir,
             log,
-            keep_dir,
             exited: None,
         };
         let line = match rx.recv_timeout(READY_TIMEOUT) {
             Ok(Some(Ok(line))) => line,
             Ok(other) => {
                 let status = proc.child.wait().ok();
+                // Reaped: Drop must not signal the PID, which may be reused by now.
+                proc.exited = status;
                 panic!(
                     "{name} closed stdout without a ready line ({other:?}, exit {status:?})\n{}",
                     proc.log_text()
@@ -191,7 +191,7 @@ impl Drop for Proc {
                 tail(&self.log_text(), 200),
                 self.name
             );
-        } else if !self.keep_dir {
+        } else {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
@@ -209,6 +209,8 @@ pub struct Sim {
     pub proc: Proc,
     pub rtsp_port: u16,
     pub urls: Vec<String>,
+    /// The whole ready line (e.g. the `ptz` ports with `--ptz`).
+    pub ready: Value,
 }
 
 impl Sim {
@@ -219,7 +221,7 @@ impl Sim {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
-        let (proc, ready) = Proc::spawn("camera-sim", cmd, temp_dir("sim"), false);
+        let (proc, ready) = Proc::spawn("camera-sim", cmd, temp_dir("sim"));
         let rtsp_port = ready["rtsp_port"]
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
@@ -235,6 +237,7 @@ impl Sim {
             proc,
             rtsp_port,
             urls,
+            ready,
         }
     }
 
@@ -257,17 +260,16 @@ impl Appliance {
     pub fn start(env: &[(&str, &str)]) -> Appliance {
         let dir = temp_dir("app");
         let state_file = dir.join("cameras.json");
-        Appliance::start_in(dir, state_file, env, false)
+        Appliance::start_in(dir, state_file, env)
     }
 
-    /// Like [`Appliance::start`] but with a given state file, whose directory is kept
-    /// (for restarts that read it again).
+    /// Like [`Appliance::start`] but with a given state file (for restarts that read it
+    /// again); the caller owns that file and its directory.
     pub fn start_with_state(state_file: &Path, env: &[(&str, &str)]) -> Appliance {
-        let dir = temp_dir("app");
-        Appliance::start_in(dir, state_file.to_owned(), env, true)
+        Appliance::start_in(temp_dir("app"), state_file.to_owned(), env)
     }
 
-    fn start_in(dir: PathBuf, state_file: PathBuf, env: &[(&str, &str)], keep: bool) -> Appliance {
+    fn start_in(dir: PathBuf, state_file: PathBuf, env: &[(&str, &str)]) -> Appliance {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ptz-edge"));
         cmd.env("PORT", "0")
             .env("BIND", "127.0.0.1")
@@ -281,7 +283,7 @@ impl Appliance {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let (proc, ready) = Proc::spawn("ptz-edge", cmd, dir, keep);
+        let (proc, ready) = Proc::spawn("ptz-edge", cmd, dir);
         let addr: SocketAddr = ready["listening"]
             .as_str()
             .and_then(|a| a.parse().ok())
