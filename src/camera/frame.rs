@@ -85,6 +85,11 @@ impl Feed {
         seq
     }
 
+    /// Frees the picture without waking anyone (decoding paused; nobody watches).
+    pub fn drop_picture(&self) {
+        *self.latest.lock() = None;
+    }
+
     /// Forgets the picture (the camera was disconnected), keeping numbering.
     pub fn clear(&self) {
         *self.latest.lock() = None;

@@ -73,6 +73,8 @@ struct Health {
     codec: Option<Codec>,
     decoder: Option<String>,
     decoding: bool,
+    /// Size of the last decoded picture (kept when the picture itself is dropped).
+    size: Option<(u32, u32)>,
     /// Set once the camera streamed; a camera that never did is not retried forever.
     ever_streamed: bool,
 }
@@ -217,7 +219,11 @@ impl Camera {
             };
             (rate, a.last, a.count)
         };
-        let frame = self.feed.latest();
+        let size = self
+            .feed
+            .latest()
+            .map(|f| (f.width(), f.height()))
+            .or(h.size);
         CameraStatus {
             id: self.spec.id.clone(),
             state: h.state.unwrap_or(CameraState::Connecting),
@@ -227,8 +233,8 @@ impl Camera {
             last_error: h.last_error.clone(),
             reconnects: h.reconnects,
             codec: h.codec,
-            width: frame.as_ref().map(|f| f.width()),
-            height: frame.as_ref().map(|f| f.height()),
+            width: size.map(|s| s.0),
+            height: size.map(|s| s.1),
             decoder: h.decoder.clone(),
             decoding: h.decoding,
             decode_mode: self.options.decode,
@@ -443,6 +449,12 @@ impl Camera {
                 log::debug!("{}: nobody watches; decoding paused", self.spec.id);
                 self.stop_decoder();
                 self.feed.jpeg.release();
+                // The picture would be stale by the next request (which waits for a
+                // fresh one anyway); a 1080p I420 picture is 3 MB held for nothing.
+                if let Some(f) = self.feed.latest() {
+                    self.health.lock().size = Some((f.width(), f.height()));
+                }
+                self.feed.drop_picture();
             }
             let decoder_error = self
                 .gop
