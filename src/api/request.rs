@@ -112,8 +112,8 @@ pub enum ReadOutcome {
 
 pub const MAX_HEAD: usize = 16 * 1024;
 
-pub fn read_request(
-    stream: &mut impl Read,
+pub fn read_request<S: Read + Write>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     peer: SocketAddr,
     max_body: usize,
@@ -168,6 +168,10 @@ pub fn read_request(
                     );
                 }
                 buf.drain(..head_len);
+                // curl and others wait (a second, by default) for this before a body.
+                if buf.len() < len && r.header_has_token("Expect", "100-continue") {
+                    let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+                }
                 while buf.len() < len {
                     match stream.read(&mut chunk) {
                         Ok(0) => return ReadOutcome::Closed,
