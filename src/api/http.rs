@@ -22,7 +22,7 @@ use crate::secret::Secret;
 pub const CONNECT_WAIT: Duration = Duration::from_secs(5);
 /// A picture is fresh when it is at most this much older than the camera's newest packet
 /// (a frame interval or two of decoding).
-const FRESH: f64 = 0.1;
+const FRESH: f64 = 0.05;
 /// How long `/frame` waits for a fresh picture when decoding had stopped.
 const FRAME_WAIT: Duration = Duration::from_millis(1500);
 
