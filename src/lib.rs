@@ -8,6 +8,8 @@ pub mod api;
 pub mod camera;
 pub mod config;
 pub mod discovery;
+#[cfg(test)]
+mod fuzz;
 pub mod ptz;
 pub mod secret;
 #[cfg(feature = "sim")]

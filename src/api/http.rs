@@ -475,4 +475,19 @@ mod tests {
             matches!(parse_connect(b"{nope"), Err(Reply::Response(r)) if r.status_code().0 == 400)
         );
     }
+
+    /// Mutated connect bodies never panic, and whatever is accepted is valid.
+    #[test]
+    fn fuzz_connect_bodies() {
+        let seed = br#"{"cameraId":"c1","ip":"192.168.1.20","username":"admin","password":"p@ss","streamPath":"/1","port":554,"transport":"tcp","ptz":{"protocol":"visca-tcp"}}"#;
+        let mut m = crate::fuzz::Mutator::new(0xD1B5_4A32_D192_ED03, b"{}[]\",:@/ 0-", 5);
+        for _ in 0..20_000 {
+            if let Ok(b) = parse_connect(&m.mutate(seed)) {
+                assert!(camera::validate_id(&b.spec.id).is_ok());
+                assert!(camera::validate_host(&b.spec.host).is_ok());
+                assert!(camera::validate_path(&b.spec.path).is_ok());
+                assert!(b.spec.port > 0);
+            }
+        }
+    }
 }

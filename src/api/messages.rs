@@ -169,26 +169,9 @@ mod tests {
             r#"{"action":"ptz","cameraId":"c1","command":{"action":"move","pan":0.5}}"#,
             r#"{"action":"ping"}"#,
         ];
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut m = crate::fuzz::Mutator::new(0x9E37_79B9_7F4A_7C15, b"{}[]\",:0-e.9\\", 5);
         for i in 0..20_000 {
-            let mut bytes: Vec<u8> = seeds[i % seeds.len()].as_bytes().to_vec();
-            for _ in 0..(next() % 6) {
-                let pos = (next() as usize) % (bytes.len() + 1);
-                match next() % 3 {
-                    0 if pos < bytes.len() => bytes[pos] = next() as u8,
-                    1 => bytes.insert(pos, b"{}[]\",:0-e.9\\"[(next() % 13) as usize]),
-                    _ if pos < bytes.len() => {
-                        bytes.remove(pos);
-                    }
-                    _ => {}
-                }
-            }
+            let bytes = m.mutate(seeds[i % seeds.len()].as_bytes());
             let text = String::from_utf8_lossy(&bytes);
             let _ = parse(&text);
         }

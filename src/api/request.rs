@@ -288,25 +288,9 @@ mod tests {
     #[test]
     fn fuzz_never_panics() {
         let seed: &[u8] = b"POST /api/cameras/c%201/frame?width=640&quality=80 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nabc";
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut m = crate::fuzz::Mutator::new(0x2545_F491_4F6C_DD1D, b"\r\n :%?&=0", 7);
         for _ in 0..20_000 {
-            let mut bytes = seed.to_vec();
-            for _ in 0..(next() % 8) {
-                let pos = (next() as usize) % bytes.len();
-                match next() % 3 {
-                    0 => bytes[pos] = next() as u8,
-                    1 => bytes.insert(pos, b"\r\n :%?&=0"[(next() % 9) as usize]),
-                    _ => {
-                        bytes.remove(pos);
-                    }
-                }
-            }
+            let bytes = m.mutate(seed);
             if let ReadOutcome::Request(r) = read(&bytes) {
                 let _ = r.query_param("width");
                 let _ = percent_decode(&r.path);
