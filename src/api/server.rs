@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TrySendError};
+use parking_lot::Mutex;
 
 use super::http;
 use super::request::{self, header, read_request, ReadOutcome, Reply};
@@ -26,6 +27,9 @@ pub struct Server {
     addr: SocketAddr,
     ctx: Arc<Ctx>,
     threads: Vec<JoinHandle<()>>,
+    /// The connection each worker serves now, so shutdown can end an idle keep-alive
+    /// read at once instead of waiting for its timeout.
+    serving: Arc<Vec<Mutex<Option<TcpStream>>>>,
 }
 
 /// Connections waiting for a worker; beyond this the server answers 503 at once.
@@ -40,13 +44,19 @@ impl Server {
         let addr = listener.local_addr()?;
         let (tx, rx) = crossbeam_channel::bounded::<(TcpStream, SocketAddr)>(QUEUE);
         let mut threads = Vec::new();
+        let serving: Arc<Vec<Mutex<Option<TcpStream>>>> = Arc::new(
+            (0..ctx.config.limits.http_workers)
+                .map(|_| Mutex::new(None))
+                .collect(),
+        );
         for n in 0..ctx.config.limits.http_workers {
             let rx = rx.clone();
             let ctx = Arc::clone(&ctx);
+            let serving = Arc::clone(&serving);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("http-{n}"))
-                    .spawn(move || worker(rx, ctx))?,
+                    .spawn(move || worker(rx, ctx, &serving[n]))?,
             );
         }
         let actx = Arc::clone(&ctx);
@@ -57,7 +67,12 @@ impl Server {
                     accept_loop(listener, actx, tx);
                 })?,
         );
-        Ok(Server { addr, ctx, threads })
+        Ok(Server {
+            addr,
+            ctx,
+            threads,
+            serving,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -79,6 +94,13 @@ impl Server {
             a => a,
         };
         let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(500));
+        // Idle keep-alive connections: their next read ends now. A request in progress
+        // still gets its answer written (only the read side is shut).
+        for slot in self.serving.iter() {
+            if let Some(s) = &*slot.lock() {
+                let _ = s.shutdown(std::net::Shutdown::Read);
+            }
+        }
         self.ctx.sessions.shutdown(Duration::from_secs(2));
         for t in self.threads {
             let name = t.thread().name().unwrap_or("?").to_owned();
@@ -131,12 +153,22 @@ fn accept_loop(
     log::debug!("accept loop ended");
 }
 
-fn worker(rx: Receiver<(TcpStream, SocketAddr)>, ctx: Arc<Ctx>) {
+fn worker(
+    rx: Receiver<(TcpStream, SocketAddr)>,
+    ctx: Arc<Ctx>,
+    serving: &Mutex<Option<TcpStream>>,
+) {
     while let Ok((stream, peer)) = rx.recv() {
         if ctx.shutdown.load(Ordering::SeqCst) {
             break;
         }
+        *serving.lock() = stream.try_clone().ok();
+        // Shutdown may have begun between the check above and the registration.
+        if ctx.shutdown.load(Ordering::SeqCst) {
+            break;
+        }
         serve_connection(stream, peer, &ctx);
+        *serving.lock() = None;
     }
 }
 
