@@ -249,6 +249,12 @@ fn connect(req: &Request, ctx: &Ctx) -> Reply {
         }
         Err(e) => {
             log::warn!("{id}: connect failed: {e}");
+            // A failed re-connect removed the camera: its PTZ control and saved entry go
+            // too. (When the camera limit refused it, the old camera is still there.)
+            if ctx.registry.get(&id).is_none() {
+                ctx.ptz.detach(&id);
+                ctx.persist();
+            }
             let status = match e {
                 ConnectError::Timeout(_) => 504,
                 ConnectError::Failed(_) => 502,

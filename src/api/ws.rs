@@ -237,6 +237,10 @@ fn run(stream: TcpStream, leftover: Vec<u8>, ctx: Arc<Ctx>, peer: SocketAddr, n:
                 }
             }
             Err(tungstenite::Error::Io(e)) if super::request::is_timeout(&e) => {
+                // The writer gave up (a write timed out): nothing can be sent any more.
+                if writer.is_finished() {
+                    break;
+                }
                 if last_heard() > IDLE_LIMIT {
                     log::debug!("{peer}: WebSocket idle for too long");
                     let _ = out_tx

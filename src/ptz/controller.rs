@@ -37,6 +37,7 @@ enum Job {
     Position,
 }
 
+#[derive(Clone)]
 enum Answer {
     Done,
     Position(Position),
@@ -95,6 +96,23 @@ pub struct Controller {
     tx: Mutex<Option<Sender<Request>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     health: Arc<Mutex<PtzHealth>>,
+    /// Callers waiting for this camera now. Past [`MAX_WAITING`] a caller is answered
+    /// Busy at once, so a hung camera holds at most that many API threads.
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// How many callers may wait on one camera at once: enough for a joystick over REST at
+/// 10 Hz against a camera answering in 150 ms, few enough that a hung camera cannot tie
+/// up the HTTP workers (other cameras and `/health` must stay responsive).
+const MAX_WAITING: usize = 2;
+
+/// Lowers the waiting count when a caller stops waiting, however it ends.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Controller {
@@ -140,6 +158,7 @@ impl Controller {
             tx: Mutex::new(thread.as_ref().map(|_| tx)),
             thread: Mutex::new(thread),
             health,
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -156,6 +175,13 @@ impl Controller {
     }
 
     fn ask(&self, job: Job) -> Result<Answer, PtzError> {
+        let before = self
+            .waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        if before >= MAX_WAITING {
+            return Err(PtzError::Busy);
+        }
         let (reply, answer) = bounded(1);
         // Clone the sender and let go of the lock before waiting: the lock is never held
         // while the camera works, and stop_thread can always take the sender.
@@ -257,23 +283,29 @@ impl Worker {
             let Some(req) = pending.pop_front() else {
                 continue;
             };
-            // A move followed by another queued move is superseded before it reaches the
+            // A move followed by other queued moves is superseded before it reaches the
             // camera: a joystick sends faster than a slow camera answers, and only the
-            // newest velocity matters.
-            let superseded = matches!(req.job, Job::Command(PtzCommand::Move { .. }))
+            // newest velocity matters. Its caller gets the answer of the move that
+            // replaced it (what the camera actually did).
+            let mut req = req;
+            let mut superseded = Vec::new();
+            while matches!(req.job, Job::Command(PtzCommand::Move { .. }))
                 && matches!(
                     pending.front(),
                     Some(Request {
                         job: Job::Command(PtzCommand::Move { .. }),
                         ..
                     })
-                );
-            let result = if superseded {
-                Ok(Answer::Done)
-            } else {
-                self.handle(req.job)
-            };
-            // The caller may have given up waiting; that is fine.
+                )
+            {
+                let next = pending.pop_front().expect("front was just matched");
+                superseded.push(std::mem::replace(&mut req, next).reply);
+            }
+            let result = self.handle(req.job);
+            // Callers may have given up waiting; that is fine.
+            for reply in superseded {
+                let _ = reply.send(result.clone());
+            }
             let _ = req.reply.send(result);
             self.on_timers(Instant::now());
         }
