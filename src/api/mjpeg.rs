@@ -35,9 +35,9 @@ pub fn stream(req: &Request, cam: Arc<Camera>, ctx: &Arc<Ctx>) -> Reply {
             _ => return error(422, "fps must be a number from 0.1 to 60"),
         },
     };
-    if !ctx.sessions.has_room(Kind::Stream) {
+    let Some(place) = ctx.sessions.reserve(Kind::Stream) else {
         return error(503, "Too many MJPEG streams");
-    }
+    };
     let ctx = Arc::clone(ctx);
     let head_only = req.method == "HEAD";
     Reply::Takeover(Box::new(
@@ -55,11 +55,11 @@ pub fn stream(req: &Request, cam: Arc<Camera>, ctx: &Arc<Ctx>) -> Reply {
                 return;
             };
             let sctx = Arc::clone(&ctx);
-            let spawned =
-                ctx.sessions
-                    .spawn(Kind::Stream, format!("mjpeg-{n}"), &socket, move || {
-                        run(stream, cam, params, fps, sctx)
-                    });
+            let spawned = ctx
+                .sessions
+                .spawn(place, format!("mjpeg-{n}"), &socket, move || {
+                    run(stream, cam, params, fps, sctx)
+                });
             if let Err(e) = spawned {
                 log::warn!("cannot start an MJPEG stream: {e}");
             }

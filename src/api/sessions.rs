@@ -2,7 +2,8 @@
 //! threads (joined on shutdown) and their sockets (shut down if they do not end in time).
 
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,23 @@ pub struct Sessions {
     next_id: AtomicU64,
     max_ws: usize,
     max_streams: usize,
+    /// Admitted sessions whose thread is not registered yet (the upgrade answer is being
+    /// written): they count against the caps, so concurrent requests cannot overshoot.
+    reserved_ws: Arc<AtomicUsize>,
+    reserved_streams: Arc<AtomicUsize>,
+}
+
+/// A place under a session cap, held from admission until the session's thread is
+/// registered ([`Sessions::spawn`]) or the admission is abandoned (dropped).
+pub struct Reservation {
+    kind: Kind,
+    counter: Arc<AtomicUsize>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Sessions {
@@ -35,6 +53,8 @@ impl Sessions {
             next_id: AtomicU64::new(1),
             max_ws,
             max_streams,
+            reserved_ws: Arc::new(AtomicUsize::new(0)),
+            reserved_streams: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -48,31 +68,48 @@ impl Sessions {
             .count()
     }
 
-    /// Whether one more session of `kind` is allowed.
-    pub fn has_room(&self, kind: Kind) -> bool {
-        let max = match kind {
-            Kind::WebSocket => self.max_ws,
-            Kind::Stream => self.max_streams,
+    /// Admits one more session of `kind` if the cap allows, counting it from now on.
+    pub fn reserve(&self, kind: Kind) -> Option<Reservation> {
+        self.reap();
+        let (max, counter) = match kind {
+            Kind::WebSocket => (self.max_ws, &self.reserved_ws),
+            Kind::Stream => (self.max_streams, &self.reserved_streams),
         };
-        self.count(kind) < max
+        // Under the entries lock: registration moves a session from reserved to
+        // entries under the same lock, so it is never counted twice or not at all.
+        let entries = self.entries.lock();
+        let live = entries
+            .iter()
+            .filter(|e| e.kind == kind && !e.handle.is_finished())
+            .count();
+        if live + counter.load(Ordering::SeqCst) >= max {
+            return None;
+        }
+        counter.fetch_add(1, Ordering::SeqCst);
+        Some(Reservation {
+            kind,
+            counter: Arc::clone(counter),
+        })
     }
 
-    /// Runs `f` on a new named thread, tracked until it ends.
+    /// Runs `f` on a new named thread, tracked until it ends; takes the place reserved.
     pub fn spawn(
         &self,
-        kind: Kind,
+        reservation: Reservation,
         name: String,
         socket: &TcpStream,
         f: impl FnOnce() + Send + 'static,
     ) -> std::io::Result<()> {
         let handle = std::thread::Builder::new().name(name).spawn(f)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.entries.lock().push(Entry {
+        let mut entries = self.entries.lock();
+        entries.push(Entry {
             id,
-            kind,
+            kind: reservation.kind,
             socket: socket.try_clone().ok(),
             handle,
         });
+        drop(reservation);
         Ok(())
     }
 

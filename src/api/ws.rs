@@ -61,9 +61,9 @@ pub fn upgrade(req: &Request, ctx: &Arc<Ctx>) -> Reply {
     if !nonce_ok {
         return error(400, "Sec-WebSocket-Key must be 16 bytes in base64");
     }
-    if !ctx.sessions.has_room(Kind::WebSocket) {
+    let Some(place) = ctx.sessions.reserve(Kind::WebSocket) else {
         return error(503, "Too many WebSocket connections");
-    }
+    };
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let ctx = Arc::clone(ctx);
     let peer = req.peer;
@@ -83,7 +83,7 @@ pub fn upgrade(req: &Request, ctx: &Arc<Ctx>) -> Reply {
         };
         let spawned = ctx
             .sessions
-            .spawn(Kind::WebSocket, format!("ws-{n}"), &socket, move || {
+            .spawn(place, format!("ws-{n}"), &socket, move || {
                 run(stream, leftover, sctx, peer, n)
             });
         if let Err(e) = spawned {

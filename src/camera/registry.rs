@@ -142,6 +142,13 @@ impl Registry {
             None => Feed::new(),
         };
         let events = Arc::clone(&self.events);
+        // The cap is checked again and the camera inserted under one lock, so
+        // concurrent connects of new ids cannot overshoot it. (Spawning a thread under
+        // the lock is quick; the camera's thread never takes this lock.)
+        let mut cams = self.cameras.lock();
+        if !cams.contains_key(&id) && cams.len() >= self.max_cameras {
+            return Err(ConnectError::Full(self.max_cameras));
+        }
         let cam = Camera::spawn(
             spec,
             feed,
@@ -149,7 +156,8 @@ impl Registry {
             Box::new(move |cam| events.publish(cam.status())),
         )
         .map_err(|e| ConnectError::Internal(format!("cannot start the camera thread: {e}")))?;
-        let replaced = self.cameras.lock().insert(id, Arc::clone(&cam));
+        let replaced = cams.insert(id, Arc::clone(&cam));
+        drop(cams);
         if let Some(r) = replaced {
             if old.as_ref().is_none_or(|o| !Arc::ptr_eq(o, &r)) {
                 // A concurrent connect of the same id got in between: stop it too.

@@ -473,6 +473,17 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Resp {
+    try_http(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Like [`http`], but an I/O failure (e.g. the server was killed) is an `Err`.
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Resp, String> {
     let raw = {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
         for (k, v) in headers {
@@ -486,7 +497,7 @@ pub fn http(
         raw.extend_from_slice(body);
         raw
     };
-    http_raw(addr, &raw).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    http_raw(addr, &raw)
 }
 
 /// Sends `raw` bytes and parses the one response that comes back.
@@ -609,6 +620,47 @@ impl Ws {
         Ok(Ws { ws })
     }
 
+    /// Like [`Ws::connect`], over a socket whose receive buffer is set to `rcvbuf` bytes
+    /// before connecting (so the TCP window stays that small: a client that stops
+    /// reading fills it, and then the server's send buffer, quickly).
+    pub fn connect_with_rcvbuf(addr: SocketAddr, path_and_query: &str, rcvbuf: usize) -> Ws {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+        socket.set_recv_buffer_size(rcvbuf).expect("set SO_RCVBUF");
+        socket
+            .connect_timeout(&addr.into(), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("set read timeout");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(5)))
+            .expect("set write timeout");
+        let url = format!("ws://{addr}{path_and_query}");
+        let (ws, _resp) = tungstenite::client(url.as_str(), MaybeTlsStream::Plain(stream))
+            .unwrap_or_else(|e| panic!("WebSocket {path_and_query} (SO_RCVBUF {rcvbuf}): {e}"));
+        Ws { ws }
+    }
+
+    /// The client's end of the connection (for `/proc/net/tcp` look-ups).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.tcp().local_addr().expect("local addr")
+    }
+
+    /// A second handle on the socket, to write raw bytes (hand-made frames) that
+    /// tungstenite would refuse to send. Do not interleave with [`Ws::send`].
+    pub fn raw_stream(&self) -> TcpStream {
+        self.tcp().try_clone().expect("clone the socket")
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(s) => s,
+            _ => unreachable!("the tests use plain ws:// only"),
+        }
+    }
+
     pub fn send(&mut self, v: &Value) {
         self.send_text(&v.to_string());
     }
@@ -617,6 +669,12 @@ impl Ws {
         self.ws
             .send(Message::text(text))
             .unwrap_or_else(|e| panic!("WebSocket send {text:?}: {e}"));
+    }
+
+    pub fn send_binary(&mut self, data: &[u8]) {
+        self.ws
+            .send(Message::binary(data.to_vec()))
+            .unwrap_or_else(|e| panic!("WebSocket send of {} binary bytes: {e}", data.len()));
     }
 
     /// The next data message or close, waiting at most `timeout`; `None` on timeout.
@@ -1120,4 +1178,136 @@ pub fn silent_server() -> (u16, mpsc::Receiver<()>) {
         })
         .expect("spawn silent server");
     (port, rx)
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw bytes on the wire, resources over time
+
+/// Sends `raw` on a fresh connection and returns what came back: `Ok(None)` when the
+/// server closed without a byte, `Ok(Some(reply))` for one parsed response. Unlike
+/// [`http_raw`], a failed write (the server may close on a bad request before reading
+/// all of it) is not an error: the reply it sent is still read. With `half_close`, the
+/// write side is shut down after `raw` (the client has nothing more to say).
+pub fn http_raw_reply(
+    addr: SocketAddr,
+    raw: &[u8],
+    half_close: bool,
+    read_timeout: Duration,
+) -> Result<Option<Resp>, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    s.set_read_timeout(Some(read_timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let _ = s.write_all(raw);
+    if half_close {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => data.extend_from_slice(&chunk[..n]),
+            // A reset after the reply (unread request bytes at the server's close).
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => return Err(format!("read ({} bytes so far): {e}", data.len())),
+        }
+    }
+    if data.is_empty() {
+        Ok(None)
+    } else {
+        parse_response(&data).map(Some)
+    }
+}
+
+/// One client-to-server WebSocket frame (RFC 6455 §5.2) with `opcode` and `payload`,
+/// masked with `mask` when given (clients must mask; leave it out to break the rule).
+pub fn ws_frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut f = vec![(u8::from(fin) << 7) | (opcode & 0x0F)];
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => f.push(mask_bit | n as u8),
+        n if n <= 0xFFFF => {
+            f.push(mask_bit | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(mask_bit | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(m) => {
+            f.extend_from_slice(&m);
+            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
+        }
+        None => f.extend_from_slice(payload),
+    }
+    f
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// The value of `f` once it has not changed for `quiet` (e.g. a thread count while
+/// threads of finished work wind down); panics with `what` after `timeout`.
+#[track_caller]
+pub fn settled<T: PartialEq + Copy + std::fmt::Debug>(
+    timeout: Duration,
+    quiet: Duration,
+    what: &str,
+    mut f: impl FnMut() -> T,
+) -> T {
+    let mut last = f();
+    let mut since = Instant::now();
+    wait_for(timeout, what, || {
+        let v = f();
+        if v != last {
+            last = v;
+            since = Instant::now();
+        }
+        if since.elapsed() >= quiet {
+            Ok(v)
+        } else {
+            Err(format!("{v:?}, still changing"))
+        }
+    })
+}
+
+/// Send and receive queue (bytes) of the IPv4 TCP socket from `local` to `peer`, from
+/// `/proc/net/tcp`; `None` when there is no such socket (any more).
+pub fn tcp_queues(local: SocketAddr, peer: SocketAddr) -> Option<(u64, u64)> {
+    fn hex(a: SocketAddr) -> Option<String> {
+        match a {
+            SocketAddr::V4(a) => Some(format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(a.ip().octets()),
+                a.port()
+            )),
+            SocketAddr::V6(_) => None,
+        }
+    }
+    let (l, p) = (hex(local)?, hex(peer)?);
+    let table = fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 5 || cols[1] != l || cols[2] != p {
+            return None;
+        }
+        let (tx, rx) = cols[4].split_once(':')?;
+        Some((
+            u64::from_str_radix(tx, 16).ok()?,
+            u64::from_str_radix(rx, 16).ok()?,
+        ))
+    })
 }
