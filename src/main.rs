@@ -141,6 +141,7 @@ fn run() -> Result<(), String> {
 }
 
 fn restore(registry: &Registry, ptz: &Controllers, store: &Store) {
+    store.remove_stale_temp_files();
     match store.load() {
         Ok(saved) => {
             for s in saved {

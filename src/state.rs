@@ -49,6 +49,27 @@ impl Store {
         &self.path
     }
 
+    /// Removes temp files a killed process left behind (they hold credentials too).
+    pub fn remove_stale_temp_files(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let prefix = format!(".{}.tmp-", name.to_string_lossy());
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
     /// The saved cameras; an absent file is an empty list.
     pub fn load(&self) -> io::Result<Vec<SavedCamera>> {
         let data = match fs::read(&self.path) {

@@ -848,10 +848,11 @@ fn kill_9_while_saving_keeps_the_state_file_whole() {
                 .filter(|c| c["state"] != "streaming")
                 .map(|c| c.to_string())
                 .collect();
+            // Done when every restored camera streams.
             if not.is_empty() {
                 Ok(())
             } else {
-                Err(format!("{not:?}"))
+                Err(format!("not streaming yet: {not:?}"))
             }
         },
     );
@@ -862,6 +863,11 @@ fn kill_9_while_saving_keeps_the_state_file_whole() {
         .filter(|n| n != "cameras.json")
         .collect();
     eprintln!("files beside the state file after {ROUNDS} kills: {leftovers:?}");
+    // Temp files of killed writers hold credentials: the restarted appliance removes them.
+    assert!(
+        leftovers.iter().all(|n| !n.contains(".tmp-")),
+        "temp files left beside the state file: {leftovers:?}"
+    );
     for n in &leftovers {
         assert_eq!(file_mode(&dir.join(n)), 0o600, "{n} holds credentials");
     }

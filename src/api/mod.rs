@@ -32,6 +32,7 @@ pub struct Ctx {
     pub ptz: crate::ptz::Controllers,
     /// Where the camera list is saved; `None` when persistence is off.
     pub store: Option<Store>,
+    persisting: parking_lot::Mutex<()>,
 }
 
 impl Ctx {
@@ -51,6 +52,7 @@ impl Ctx {
             sessions,
             ptz,
             store,
+            persisting: parking_lot::Mutex::new(()),
         })
     }
 
@@ -59,6 +61,9 @@ impl Ctx {
         let Some(store) = &self.store else {
             return;
         };
+        // Snapshot and write under one lock: two changes at once must not save the
+        // older list last.
+        let _one_at_a_time = self.persisting.lock();
         let saved: Vec<crate::state::SavedCamera> = self
             .registry
             .list()

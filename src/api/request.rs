@@ -123,6 +123,9 @@ pub fn read_request<S: Read + Write>(
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(buf) {
+            Ok(httparse::Status::Complete(head_len)) if head_len > MAX_HEAD => {
+                return ReadOutcome::Bad(431, "request head too large".into());
+            }
             Ok(httparse::Status::Complete(head_len)) => {
                 let method = req.method.unwrap_or("").to_owned();
                 let target = req.path.unwrap_or("/");
@@ -155,6 +158,16 @@ pub fn read_request<S: Read + Write>(
                         411,
                         "chunked request bodies are not supported; send Content-Length".into(),
                     );
+                }
+                let lengths: Vec<&str> = r
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                // RFC 9112 §6.3: differing lengths make the message invalid.
+                if lengths.windows(2).any(|w| w[0] != w[1]) {
+                    return ReadOutcome::Bad(400, "conflicting Content-Length headers".into());
                 }
                 let len = match r.header("Content-Length").map(|v| v.parse::<usize>()) {
                     None => 0,

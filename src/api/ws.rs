@@ -99,6 +99,26 @@ struct Wire {
     heard: Mutex<Instant>,
     /// Set once a Close frame was received or sent: no data frame may follow.
     closing: AtomicBool,
+    /// The longest one frame may take to go out.
+    write_timeout: Duration,
+}
+
+/// `write_all` that fails with `TimedOut` once `deadline` has passed.
+fn write_all_by(s: &mut TcpStream, mut buf: &[u8], deadline: Instant) -> io::Result<()> {
+    while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "viewer too slow"));
+        }
+        s.set_write_timeout(Some(left))?;
+        match s.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl Wire {
@@ -116,9 +136,12 @@ impl Wire {
         if self.closing.load(Ordering::SeqCst) {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "closing"));
         }
-        s.write_all(&head)?;
+        // One deadline for the whole frame: the socket's write timeout alone restarts
+        // with every partial write, so a viewer draining a trickle could hold us forever.
+        let deadline = Instant::now() + self.write_timeout;
+        write_all_by(&mut s, &head, deadline)?;
         for p in payload {
-            s.write_all(p)?;
+            write_all_by(&mut s, p, deadline)?;
         }
         Ok(())
     }
@@ -179,6 +202,7 @@ fn run(stream: TcpStream, leftover: Vec<u8>, ctx: Arc<Ctx>, peer: SocketAddr, n:
         stream: Mutex::new(write_half),
         heard: Mutex::new(Instant::now()),
         closing: AtomicBool::new(false),
+        write_timeout: limits.write_timeout,
     });
     let config = WebSocketConfig::default()
         .max_message_size(Some(limits.max_ws_message_bytes))
@@ -380,6 +404,10 @@ fn writer(out_rx: Receiver<Out>, wire: Arc<Wire>, ctx: Arc<Ctx>) {
             last_ping = Instant::now();
         }
     }
+    // However the writer ended (client gone, write timeout of a stalled viewer, close
+    // sent), the reader must not wait for more: end its blocked read now.
+    wire.closing.store(true, Ordering::SeqCst);
+    let _ = wire.stream.lock().shutdown(std::net::Shutdown::Both);
 }
 
 fn close(wire: &Wire, code: CloseCode, reason: &str) {

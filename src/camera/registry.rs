@@ -31,7 +31,10 @@ impl std::fmt::Display for ConnectError {
             ConnectError::Timeout(s) | ConnectError::Failed(s) | ConnectError::Internal(s) => {
                 f.write_str(s)
             }
-            ConnectError::Full(n) => write!(f, "at most {n} cameras can be connected"),
+            ConnectError::Full(n) => write!(
+                f,
+                "the camera limit is reached ({n}); disconnect a camera first"
+            ),
         }
     }
 }
