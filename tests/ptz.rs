@@ -598,6 +598,11 @@ fn every_action(protocol: Protocol) {
     check_actions(&mut Via::Rest(&rig.app), cam, 7);
     check_actions(&mut Via::Ws(Box::new(rig.app.ws())), cam, 130);
     check_position_query(&rig.app, cam);
+    // Status reports the control link after the exchanges above.
+    let st = rig.app.status(&cam.id);
+    assert_eq!(st["ptz"]["protocol"], protocol.as_str(), "{st}");
+    assert_eq!(st["ptz"]["link"], "up", "{st}");
+    assert!(st["ptz"]["port"].is_u64(), "{st}");
     eprintln!(
         "{protocol}: every action over REST and WebSocket in {:?}",
         started.elapsed()
@@ -1379,6 +1384,10 @@ fn no_ptz_unknown_camera_and_disconnect() {
     ));
     assert_eq!(r.status, 200, "connect with protocol none: {}", r.text());
     for id in ["plain", "none"] {
+        assert!(
+            app.status(id)["ptz"].is_null(),
+            "{id}: status ptz should be null"
+        );
         let path = ptz_path(id);
         let d = app
             .post_json(&path, &stop_cmd())

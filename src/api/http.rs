@@ -286,6 +286,29 @@ fn disconnect(req: &Request, ctx: &Ctx) -> Reply {
     )
 }
 
+/// The status object with the camera's PTZ control, if it has one: `{"protocol",
+/// "port","link":"unknown"|"up"|"down","lastError"}` (`null` without PTZ).
+pub fn status_with_ptz(s: &CameraStatus, ctx: &Ctx) -> Value {
+    let mut v = status_json(s);
+    let ptz = ctx.ptz.get(&s.id).map(|c| {
+        let h = c.health();
+        json!({
+            "protocol": h.protocol.as_str(),
+            "port": h.port,
+            "link": match h.link {
+                crate::ptz::LinkState::Unknown => "unknown",
+                crate::ptz::LinkState::Up => "up",
+                crate::ptz::LinkState::Down => "down",
+            },
+            "lastError": h.last_error,
+        })
+    });
+    if let Value::Object(m) = &mut v {
+        m.insert("ptz".into(), ptz.unwrap_or(Value::Null));
+    }
+    v
+}
+
 /// The status object: the contract's fields first, then ours.
 pub fn status_json(s: &CameraStatus) -> Value {
     json!({
@@ -309,7 +332,12 @@ pub fn status_json(s: &CameraStatus) -> Value {
 }
 
 fn list(ctx: &Ctx) -> Reply {
-    let cams: Vec<Value> = ctx.registry.statuses().iter().map(status_json).collect();
+    let cams: Vec<Value> = ctx
+        .registry
+        .statuses()
+        .iter()
+        .map(|s| status_with_ptz(s, ctx))
+        .collect();
     json_reply(200, &json!({ "cameras": cams }))
 }
 
@@ -321,7 +349,7 @@ fn camera_or_404(id: &str, ctx: &Ctx) -> Result<Arc<Camera>, Reply> {
 
 fn status(id: &str, ctx: &Ctx) -> Reply {
     match camera_or_404(id, ctx) {
-        Ok(c) => json_reply(200, &status_json(&c.status())),
+        Ok(c) => json_reply(200, &status_with_ptz(&c.status(), ctx)),
         Err(r) => r,
     }
 }

@@ -447,7 +447,7 @@ fn on_status(
             }
         }
     }
-    let mut v = super::http::status_json(status);
+    let mut v = super::http::status_with_ptz(status, ctx);
     if let Value::Object(m) = &mut v {
         m.insert("type".into(), json!("status"));
     }
