@@ -68,7 +68,7 @@ pub fn stream(req: &Request, cam: Arc<Camera>, ctx: &Arc<Ctx>) -> Reply {
 }
 
 fn run(mut stream: TcpStream, cam: Arc<Camera>, params: JpegParams, fps: f64, ctx: Arc<Ctx>) {
-    let _ = stream.set_nodelay(true);
+    super::sessions::tune_viewer_socket(&stream);
     let _ = stream.set_write_timeout(Some(ctx.config.limits.write_timeout));
     let id = cam.id().to_owned();
     let mut viewer = cam.feed.watch();

@@ -33,6 +33,18 @@ pub struct Sessions {
     reserved_streams: Arc<AtomicUsize>,
 }
 
+/// Bounds what the kernel queues for one viewer. Autotuning would let it grow to
+/// megabytes: for a viewer that falls behind that is seconds of stale pictures queued
+/// (latency) and a long wait before its write deadline notices it. 512 KiB still holds
+/// several 1080p JPEGs, plenty for a LAN or Wi-Fi link.
+pub const VIEWER_SNDBUF: usize = 512 * 1024;
+
+/// Sets the viewer socket options: no Nagle delay, bounded kernel send queue.
+pub fn tune_viewer_socket(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(stream).set_send_buffer_size(VIEWER_SNDBUF);
+}
+
 /// A place under a session cap, held from admission until the session's thread is
 /// registered ([`Sessions::spawn`]) or the admission is abandoned (dropped).
 pub struct Reservation {

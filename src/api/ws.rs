@@ -192,7 +192,7 @@ struct Subscription {
 
 fn run(stream: TcpStream, leftover: Vec<u8>, ctx: Arc<Ctx>, peer: SocketAddr, n: u64) {
     let limits = &ctx.config.limits;
-    let _ = stream.set_nodelay(true);
+    super::sessions::tune_viewer_socket(&stream);
     let _ = stream.set_read_timeout(Some(POLL));
     let _ = stream.set_write_timeout(Some(limits.write_timeout));
     let Ok(write_half) = stream.try_clone() else {
