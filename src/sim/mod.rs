@@ -403,7 +403,14 @@ fn serve(
         let closed = server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
         log::debug!("sim: closed {} client(s)", closed.len());
         // Run what the teardown queued (client and media clean-up) before the context goes.
-        while context.iteration(false) {}
+        // Bounded: a removed client's watch can stay ready on its closed connection
+        // (gst-rtsp-server 1.22 then logs a GLib-GIO-CRITICAL per dispatch), and an
+        // unbounded drain spun on it for seconds.
+        for _ in 0..64 {
+            if !context.iteration(false) {
+                break;
+            }
+        }
     });
     if let Err(err) = ran {
         let _ = ready.send(Err(SimError::Thread(format!(
