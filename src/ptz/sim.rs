@@ -707,6 +707,31 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
     }
 }
 
+/// What one read of a connection with a read timeout gave.
+enum Step {
+    Data(usize),
+    /// The timeout passed with nothing to read: look at the stop flags, read again.
+    Idle,
+    /// The peer closed, or the connection broke.
+    Closed,
+}
+
+fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> Step {
+    match stream.read(buf) {
+        Ok(0) => Step::Closed,
+        Ok(n) => Step::Data(n),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Step::Idle
+        }
+        Err(_) => Step::Closed,
+    }
+}
+
 fn tcp_conn(shared: &Shared, mut stream: TcpStream) {
     let generation = shared.kick.load(Ordering::SeqCst);
     if stream.set_nonblocking(false).is_err()
@@ -718,18 +743,10 @@ fn tcp_conn(shared: &Shared, mut stream: TcpStream) {
     let mut framer = Framer::default();
     let mut buf = [0u8; 512];
     while !shared.stop.load(Ordering::SeqCst) && shared.kick.load(Ordering::SeqCst) == generation {
-        match stream.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => framer.push(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(_) => return,
+        match read_some(&mut stream, &mut buf) {
+            Step::Data(n) => framer.push(&buf[..n]),
+            Step::Idle => continue,
+            Step::Closed => return,
         }
         let mut out = Vec::new();
         while let Some(msg) = framer.next_message() {
@@ -826,18 +843,10 @@ fn http_conn(shared: &Shared, mut stream: TcpStream) {
         if shared.stop.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(3) {
             return;
         }
-        match stream.read(&mut chunk) {
-            Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(_) => return,
+        match read_some(&mut stream, &mut chunk) {
+            Step::Data(n) => buf.extend_from_slice(&chunk[..n]),
+            Step::Idle => continue,
+            Step::Closed => return,
         }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
@@ -883,15 +892,8 @@ fn http_conn(shared: &Shared, mut stream: TcpStream) {
     if silent {
         // Hold the connection open, unanswered, until the client gives up.
         while !shared.stop.load(Ordering::SeqCst) {
-            match stream.read(&mut chunk) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => return,
+            if let Step::Closed = read_some(&mut stream, &mut chunk) {
+                return;
             }
         }
         return;
