@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod camera;
+pub mod clock;
 pub mod config;
 pub mod discovery;
 #[cfg(test)]
