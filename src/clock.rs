@@ -136,6 +136,15 @@ impl Clock {
     }
 }
 
+/// Unix time in seconds, as a float: the wall clock, for capture times shown to clients
+/// (never for timing decisions, which use [`Clock::now`]).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {

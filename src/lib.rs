@@ -9,6 +9,7 @@ pub mod camera;
 pub mod clock;
 pub mod config;
 pub mod discovery;
+pub mod fleet;
 #[cfg(test)]
 mod fuzz;
 pub mod ptz;

@@ -7,10 +7,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use ptz_edge::api::{Ctx, Server};
-use ptz_edge::camera::supervisor::CameraOptions;
-use ptz_edge::camera::Registry;
+use ptz_edge::camera::CameraOptions;
+use ptz_edge::clock::Clock;
 use ptz_edge::config::Config;
-use ptz_edge::ptz::Controllers;
+use ptz_edge::fleet::Fleet;
 use ptz_edge::state::Store;
 
 const USAGE: &str = "\
@@ -71,20 +71,18 @@ fn run() -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new(signal_hook::consts::TERM_SIGNALS)
         .map_err(|e| e.to_string())?;
 
-    let registry = Arc::new(Registry::new(
+    let fleet = Arc::new(Fleet::new(
         CameraOptions {
             decode: config.decode,
             decoder: config.decoder.clone(),
             decoder_threads: config.decoder_threads,
         },
         config.limits.max_cameras,
+        config.state_file.clone().map(Store::new),
+        Clock::system(),
     ));
-    let store = config.state_file.clone().map(Store::new);
-    let ptz = Controllers::new();
-    if let Some(store) = &store {
-        restore(&registry, &ptz, store);
-    }
-    let ctx = Ctx::new(Arc::clone(&registry), config, ptz, store);
+    fleet.restore();
+    let ctx = Ctx::new(Arc::clone(&fleet), config);
     let server = Server::start(Arc::clone(&ctx)).map_err(|e| {
         format!(
             "cannot listen on {}:{}: {e}",
@@ -113,8 +111,8 @@ fn run() -> Result<(), String> {
     let _ = std::io::stdout().flush();
 
     #[cfg(feature = "sim")]
-    let sim = if demo {
-        Some(demo::start(&ctx, addr)?)
+    let demo_camera = if demo {
+        Some(ptz_edge::sim::demo::start(&fleet, addr)?)
     } else {
         None
     };
@@ -129,81 +127,11 @@ fn run() -> Result<(), String> {
         a.stop();
     }
     server.stop();
-    ctx.ptz.shutdown();
-    registry.shutdown();
+    // Cameras and PTZ controls stop (a moving head gets a last stop) and their threads
+    // are joined; then the demo's simulator, which they were connected to.
+    fleet.shutdown();
     #[cfg(feature = "sim")]
-    if let Some((sim, ptz_sim)) = sim {
-        sim.stop();
-        drop(ptz_sim);
-    }
+    drop(demo_camera);
     log::info!("stopped");
     Ok(())
-}
-
-fn restore(registry: &Registry, ptz: &Controllers, store: &Store) {
-    store.remove_stale_temp_files();
-    match store.load() {
-        Ok(saved) => {
-            for s in saved {
-                let id = s.camera.id.clone();
-                if let Some(cfg) = s.ptz {
-                    let c = &s.camera;
-                    ptz.attach(&id, &c.host, cfg, &c.username, &c.password);
-                }
-                match registry.restore(s.camera) {
-                    Ok(_) => log::info!("{id}: restored from {}", store.path().display()),
-                    Err(e) => log::warn!("{id}: cannot restore: {e}"),
-                }
-            }
-        }
-        Err(e) => log::error!(
-            "cannot read {} ({e}); starting with no cameras",
-            store.path().display()
-        ),
-    }
-}
-
-#[cfg(feature = "sim")]
-mod demo {
-    use std::net::SocketAddr;
-    use std::time::Duration;
-
-    use ptz_edge::api::Ctx;
-    use ptz_edge::camera::{CameraSpec, Transport};
-    use ptz_edge::ptz::sim::PtzSim;
-    use ptz_edge::ptz::{Protocol, PtzConfig};
-    use ptz_edge::secret::Secret;
-    use ptz_edge::sim::{SimConfig, Simulator};
-
-    /// Starts the simulator (picture and PTZ head) on loopback and connects it as camera
-    /// `demo`, with VISCA over TCP for PTZ.
-    pub fn start(ctx: &Ctx, addr: SocketAddr) -> Result<(Simulator, PtzSim), String> {
-        let ptz_sim = PtzSim::try_start([127, 0, 0, 1].into()).map_err(|e| e.to_string())?;
-        let sim = Simulator::start(SimConfig {
-            ptz_view: Some(ptz_sim.handle()),
-            ..SimConfig::default()
-        })
-        .map_err(|e| e.to_string())?;
-        let spec = CameraSpec {
-            id: "demo".into(),
-            host: "127.0.0.1".into(),
-            port: sim.rtsp_port(),
-            path: "/1".into(),
-            username: String::new(),
-            password: Secret::default(),
-            transport: Transport::Tcp,
-        };
-        ctx.registry
-            .connect(spec.clone(), Duration::from_secs(10))
-            .map_err(|e| format!("demo camera: {e}"))?;
-        let ptz = PtzConfig::new(Protocol::ViscaTcp, Some(ptz_sim.visca_tcp_port()))?;
-        ctx.ptz
-            .attach(&spec.id, &spec.host, ptz, &spec.username, &spec.password);
-        let port = addr.port();
-        log::info!("demo camera connected: try");
-        log::info!("  curl http://127.0.0.1:{port}/api/cameras/demo/status");
-        log::info!("  curl -o frame.jpg http://127.0.0.1:{port}/api/cameras/demo/frame");
-        log::info!("  open http://127.0.0.1:{port}/ in a browser (arrows drive the PTZ)");
-        Ok((sim, ptz_sim))
-    }
 }

@@ -3,11 +3,9 @@
 
 use serde_json::Value;
 
+use super::params::{check_fps, check_quality, check_width, DEFAULT_FPS};
 use crate::camera::jpeg::DEFAULT_QUALITY;
 use crate::camera::JpegParams;
-
-/// Default rate of a subscription (the first version's default).
-pub const DEFAULT_FPS: f64 = 15.0;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscribeRequest {
@@ -66,10 +64,7 @@ fn subscribe(v: &Value) -> Result<SubscribeRequest, String> {
     let camera_id = camera_id(v, "subscribe")?;
     let fps = match v.get("fps") {
         None | Some(Value::Null) => DEFAULT_FPS,
-        Some(f) => f
-            .as_f64()
-            .filter(|f| (0.1..=60.0).contains(f))
-            .ok_or("fps must be a number from 0.1 to 60")?,
+        Some(f) => check_fps(f.as_f64())?,
     };
     let binary = match v.get("binary") {
         None | Some(Value::Null) => false,
@@ -77,18 +72,11 @@ fn subscribe(v: &Value) -> Result<SubscribeRequest, String> {
     };
     let width = match v.get("width") {
         None | Some(Value::Null) => None,
-        Some(w) => Some(
-            w.as_u64()
-                .filter(|w| (16..=7680).contains(w))
-                .ok_or("width must be an integer from 16 to 7680")? as u32,
-        ),
+        Some(w) => Some(check_width(w.as_u64())?),
     };
     let quality = match v.get("quality") {
         None | Some(Value::Null) => DEFAULT_QUALITY,
-        Some(q) => q
-            .as_u64()
-            .filter(|q| (1..=100).contains(q))
-            .ok_or("quality must be an integer from 1 to 100")? as u8,
+        Some(q) => check_quality(q.as_u64())?,
     };
     Ok(SubscribeRequest {
         camera_id,

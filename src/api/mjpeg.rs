@@ -8,32 +8,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::http::jpeg_params;
 use super::pace::Pacer;
+use super::params;
 use super::request::{error, Reply, Request};
 use super::sessions::Kind;
 use super::Ctx;
 use crate::camera::{Camera, JpegParams};
+use crate::clock::unix_now;
 
 const BOUNDARY: &str = "ptzedgeframe";
-/// Default rate when `fps` is not given.
-const DEFAULT_FPS: f64 = 15.0;
 /// How often a stream with no new picture looks at the shutdown flag.
 const POLL: Duration = Duration::from_millis(250);
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 pub fn stream(req: &Request, cam: Arc<Camera>, ctx: &Arc<Ctx>) -> Reply {
-    let params = match jpeg_params(req) {
+    let (params, fps) = match params::jpeg(req).and_then(|p| Ok((p, params::fps(req)?))) {
         Ok(p) => p,
-        Err(r) => return r,
-    };
-    let fps = match req.query_param("fps") {
-        None => DEFAULT_FPS,
-        Some(f) => match f.parse::<f64>() {
-            Ok(f) if (0.1..=60.0).contains(&f) => f,
-            _ => return error(422, "fps must be a number from 0.1 to 60"),
-        },
+        Err(e) => return error(e.status(), e.to_string()),
     };
     let Some(place) = ctx.sessions.reserve(Kind::Stream) else {
         return error(503, "Too many MJPEG streams");
@@ -71,8 +63,7 @@ fn run(mut stream: TcpStream, cam: Arc<Camera>, params: JpegParams, fps: f64, ct
     super::sessions::tune_viewer_socket(&stream);
     let _ = stream.set_write_timeout(Some(ctx.config.limits.write_timeout));
     let id = cam.id().to_owned();
-    let mut viewer = cam.feed.watch();
-    cam.wake();
+    let mut viewer = cam.watch();
     drop(cam);
     let mut pacer = Pacer::new(fps);
     log::debug!("{id}: MJPEG viewer attached");
@@ -82,12 +73,11 @@ fn run(mut stream: TcpStream, cam: Arc<Camera>, params: JpegParams, fps: f64, ct
             let _ = viewer.wakeups().recv_timeout(POLL);
             // The camera was disconnected: end the stream (the client sees it end and
             // its socket is freed); connected anew: follow it to its new feed.
-            match ctx.registry.get(&id) {
+            match ctx.fleet.camera(&id) {
                 None => break,
-                Some(c) if !Arc::ptr_eq(&c.feed, viewer.feed()) => {
-                    viewer = c.feed.watch();
+                Some(c) if !viewer.watches(&c.feed) => {
+                    viewer = c.watch();
                     pacer.reset();
-                    c.wake();
                 }
                 Some(_) => {}
             }
@@ -102,10 +92,11 @@ fn run(mut stream: TcpStream, cam: Arc<Camera>, params: JpegParams, fps: f64, ct
         };
         let part = format!(
             "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\
-             X-Frame-Seq: {}\r\nX-Frame-Timestamp: {:.6}\r\n\r\n",
+             X-Frame-Seq: {}\r\nX-Frame-Timestamp: {:.6}\r\nX-Frame-Age: {:.3}\r\n\r\n",
             jpeg.data.len(),
             jpeg.seq,
-            jpeg.captured
+            jpeg.captured,
+            (unix_now() - jpeg.captured).max(0.0)
         );
         let ok = stream.write_all(part.as_bytes()).is_ok()
             && stream.write_all(&jpeg.data).is_ok()

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, TrySendError};
 use parking_lot::Mutex;
 
-use super::http;
 use super::request::{self, header, read_request, ReadOutcome, Reply};
+use super::router;
 use super::Ctx;
 
 pub struct Server {
@@ -197,7 +197,7 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, ctx: &Arc<Ctx>) {
         let head_only = req.method == "HEAD";
         let started = Instant::now();
         let reply =
-            catch_unwind(AssertUnwindSafe(|| http::route(&req, ctx))).unwrap_or_else(|_| {
+            catch_unwind(AssertUnwindSafe(|| router::route(&req, ctx))).unwrap_or_else(|_| {
                 log::error!("handler panicked on {} {}", req.method, req.path);
                 request::error(500, "Internal server error")
             });

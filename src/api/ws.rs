@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use crossbeam_channel::{never, select, Receiver, Sender};
 use parking_lot::Mutex;
-use serde_json::{json, Value};
+use serde_json::json;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -27,7 +27,8 @@ use super::pace::Pacer;
 use super::request::{error, Reply, Request};
 use super::sessions::Kind;
 use super::Ctx;
-use crate::camera::{CameraState, CameraStatus, JpegParams};
+use crate::camera::{CameraState, CameraStatus, JpegParams, Viewer};
+use crate::clock::unix_now;
 
 /// Sent when the socket has been quiet this long, to keep NATs and proxies open.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -184,7 +185,7 @@ enum Out {
 
 struct Subscription {
     camera_id: String,
-    viewer: crate::camera::frame::Viewer,
+    viewer: Viewer,
     pacer: Pacer,
     binary: bool,
     params: JpegParams,
@@ -321,19 +322,18 @@ fn handle_text(text: &str, ctx: &Arc<Ctx>, out: &Sender<Out>) -> bool {
             Ok(sub) => reply(Out::Subscribe(Box::new(sub))),
             Err(e) => reply(Out::Text(error_msg(&e))),
         },
-        Ok(ClientMessage::Ptz { camera_id, command }) => {
-            reply(Out::Text(super::http::ptz_ws(&camera_id, &command, ctx)))
-        }
+        Ok(ClientMessage::Ptz { camera_id, command }) => reply(Out::Text(
+            super::ptz::ws_command(&ctx.fleet, &camera_id, &command).to_string(),
+        )),
     }
 }
 
 fn subscription(req: SubscribeRequest, ctx: &Ctx) -> Result<Subscription, String> {
     let camera = ctx
-        .registry
-        .get(&req.camera_id)
+        .fleet
+        .camera(&req.camera_id)
         .ok_or_else(|| format!("Camera {} not found", req.camera_id))?;
-    let viewer = camera.feed.watch();
-    camera.wake();
+    let viewer = camera.watch();
     Ok(Subscription {
         camera_id: req.camera_id,
         viewer,
@@ -344,7 +344,7 @@ fn subscription(req: SubscribeRequest, ctx: &Ctx) -> Result<Subscription, String
 }
 
 fn writer(out_rx: Receiver<Out>, wire: Arc<Wire>, ctx: Arc<Ctx>) {
-    let events = ctx.registry.events().subscribe();
+    let events = ctx.fleet.events().subscribe();
     let mut sub: Option<Subscription> = None;
     let mut last_ping = Instant::now();
     loop {
@@ -439,18 +439,14 @@ fn on_status(
         return Ok(true);
     }
     if status.state != CameraState::Stopped {
-        if let Some(cam) = ctx.registry.get(&s.camera_id) {
-            if !Arc::ptr_eq(&cam.feed, s.viewer.feed()) {
-                s.viewer = cam.feed.watch();
+        if let Some(cam) = ctx.fleet.camera(&s.camera_id) {
+            if !s.viewer.watches(&cam.feed) {
+                s.viewer = cam.watch();
                 s.pacer.reset();
-                cam.wake();
             }
         }
     }
-    let mut v = super::http::status_with_ptz(status, ctx);
-    if let Value::Object(m) = &mut v {
-        m.insert("type".into(), json!("status"));
-    }
+    let v = super::status::push(&ctx.fleet.view_of(status.clone()));
     wire.send_text(&v.to_string()).map(|_| true)
 }
 
@@ -469,6 +465,8 @@ fn send_frame_if_due(wire: &Wire, s: &mut Subscription) -> io::Result<bool> {
             return Ok(false);
         }
     };
+    // How old the picture is (seconds since its packet arrived) as it goes out.
+    let age = ((unix_now() - jpeg.captured).max(0.0) * 1000.0).round() / 1000.0;
     if s.binary {
         let header = json!({
             "cameraId": s.camera_id,
@@ -476,6 +474,7 @@ fn send_frame_if_due(wire: &Wire, s: &mut Subscription) -> io::Result<bool> {
             "seq": jpeg.seq,
             "width": jpeg.width,
             "height": jpeg.height,
+            "age": age,
         })
         .to_string();
         let len = (header.len() as u16).to_be_bytes();
@@ -486,12 +485,13 @@ fn send_frame_if_due(wire: &Wire, s: &mut Subscription) -> io::Result<bool> {
     } else {
         let id = serde_json::to_string(&s.camera_id).expect("strings serialise");
         let text = format!(
-            r#"{{"type":"frame","cameraId":{id},"data":"{}","timestamp":{},"seq":{},"width":{},"height":{}}}"#,
+            r#"{{"type":"frame","cameraId":{id},"data":"{}","timestamp":{},"seq":{},"width":{},"height":{},"age":{}}}"#,
             jpeg.base64(),
             json!(jpeg.captured),
             jpeg.seq,
             jpeg.width,
-            jpeg.height
+            jpeg.height,
+            json!(age)
         );
         wire.send_text(&text)?;
     }

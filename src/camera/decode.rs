@@ -13,9 +13,10 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use parking_lot::Mutex;
 
-use super::frame::{unix_now, Feed};
+use super::feed::Feed;
 use super::pipeline::{make, AccessUnit, PipelineError};
 use super::Codec;
+use crate::clock::unix_now;
 
 /// Decoder elements that can take `codec`, best first: the override (if any), then by
 /// rank. Elements of rank NONE are only used when named by the override.
@@ -136,7 +137,7 @@ impl Decoder {
                         return Err(gst::FlowError::NotNegotiated);
                     };
                     let captured = take_arrival(&arrivals_cb, buffer.pts());
-                    feed.publish(captured, info, buffer);
+                    feed.slot.publish(captured, info, buffer);
                     Ok(gst::FlowSuccess::Ok)
                 })
                 .build(),

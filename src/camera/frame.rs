@@ -1,18 +1,17 @@
-//! `Feed`: the newest decoded picture of one camera id plus its viewers, and the
-//! wake-ups that tell viewers a newer picture is there.
+//! `FrameSlot`: the newest decoded picture of one camera id, its number (`seq`), and the
+//! wake-ups that tell waiting viewers a newer picture (or a state change) is there.
 //!
-//! A feed outlives the connection that fills it: reconnecting or replacing a camera
-//! keeps its viewers subscribed.
+//! The slot holds one picture and never queues: the camera's decoder overwrites it, and
+//! a viewer that looks late simply gets the newest one.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
 /// Picture numbers are process-wide, so they only ever increase for a viewer, even when
-/// its camera id is disconnected and connected anew (a new feed).
+/// its camera id is disconnected and connected anew (a new slot).
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// One decoded picture. `buffer` holds raw video as described by `info`.
@@ -34,30 +33,22 @@ impl Frame {
     }
 }
 
-/// Wakes a viewer when a newer frame (or a state change) is there. A viewer that has not
-/// looked yet is woken once, not once per frame: its channel holds at most one wake-up.
-struct Waker {
+/// A registered wake-up. A waiter that has not looked yet is woken once, not once per
+/// picture: its channel holds at most one wake-up.
+struct Registered {
     id: u64,
     tx: Sender<()>,
 }
 
+/// The newest picture and whoever waits for the next one.
 #[derive(Default)]
-pub struct Feed {
+pub struct FrameSlot {
     latest: Mutex<Option<Arc<Frame>>>,
-    wakers: Mutex<Vec<Waker>>,
-    next_waker: AtomicU64,
-    viewers: AtomicUsize,
-    /// Last time a one-off request (`/frame`, connect) asked for a picture.
-    last_request: Mutex<Option<Instant>>,
-    /// JPEGs of the newest pictures, shared by all viewers.
-    pub jpeg: super::jpeg::JpegStore,
+    waiters: Mutex<Vec<Registered>>,
+    next_waiter: AtomicU64,
 }
 
-impl Feed {
-    pub fn new() -> Arc<Feed> {
-        Arc::new(Feed::default())
-    }
-
+impl FrameSlot {
     pub fn latest(&self) -> Option<Arc<Frame>> {
         self.latest.lock().clone()
     }
@@ -66,7 +57,8 @@ impl Feed {
         self.latest.lock().as_ref().map_or(0, |f| f.seq)
     }
 
-    /// Stores a decoded picture as the newest (numbering it) and wakes every viewer.
+    /// Stores a decoded picture as the newest (numbering it) and wakes every waiter.
+    /// Only the camera's decoder calls this.
     pub fn publish(
         &self,
         captured: f64,
@@ -90,109 +82,53 @@ impl Feed {
         *self.latest.lock() = None;
     }
 
-    /// Forgets the picture (the camera was disconnected), keeping numbering.
+    /// Forgets the picture and wakes the waiters (the camera was disconnected).
     pub fn clear(&self) {
         *self.latest.lock() = None;
         self.wake_all();
     }
 
+    /// Wakes every waiter: a new picture, or a state change they should look at.
     pub fn wake_all(&self) {
-        self.wakers.lock().retain(|w| match w.tx.try_send(()) {
+        self.waiters.lock().retain(|w| match w.tx.try_send(()) {
             Ok(()) | Err(TrySendError::Full(())) => true,
             Err(TrySendError::Disconnected(())) => false,
         });
     }
 
-    /// A viewer's subscription: counts as a viewer (so the camera decodes) until dropped.
-    pub fn watch(self: &Arc<Self>) -> Viewer {
+    /// A subscription to wake-ups; unregistered when dropped.
+    pub fn waiter(self: &Arc<Self>) -> Waiter {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let id = self.next_waker.fetch_add(1, Ordering::Relaxed);
-        self.wakers.lock().push(Waker { id, tx });
-        self.viewers.fetch_add(1, Ordering::Relaxed);
-        Viewer {
-            feed: Arc::clone(self),
+        let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+        self.waiters.lock().push(Registered { id, tx });
+        Waiter {
+            slot: Arc::clone(self),
             id,
             rx,
         }
     }
-
-    /// Wake-ups without counting as a viewer (e.g. a connect waiting for the first frame).
-    pub fn listen(self: &Arc<Self>) -> Listener {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let id = self.next_waker.fetch_add(1, Ordering::Relaxed);
-        self.wakers.lock().push(Waker { id, tx });
-        Listener {
-            feed: Arc::clone(self),
-            id,
-            rx,
-        }
-    }
-
-    pub fn viewers(&self) -> usize {
-        self.viewers.load(Ordering::Relaxed)
-    }
-
-    /// Notes a one-off request for a picture, so an on-demand camera decodes for a while.
-    pub fn touch(&self) {
-        *self.last_request.lock() = Some(Instant::now());
-    }
-
-    pub fn last_request(&self) -> Option<Instant> {
-        *self.last_request.lock()
-    }
-
-    fn remove_waker(&self, id: u64) {
-        self.wakers.lock().retain(|w| w.id != id);
-    }
 }
 
-/// See [`Feed::watch`].
-pub struct Viewer {
-    feed: Arc<Feed>,
+/// See [`FrameSlot::waiter`].
+pub struct Waiter {
+    slot: Arc<FrameSlot>,
     id: u64,
     rx: Receiver<()>,
 }
 
-impl Viewer {
-    /// Becomes ready when a newer frame may be there.
+impl Waiter {
+    /// Becomes ready when a newer picture may be there.
     pub fn wakeups(&self) -> &Receiver<()> {
         &self.rx
     }
-    pub fn feed(&self) -> &Arc<Feed> {
-        &self.feed
+
+    pub fn slot(&self) -> &Arc<FrameSlot> {
+        &self.slot
     }
 }
 
-impl Drop for Viewer {
+impl Drop for Waiter {
     fn drop(&mut self) {
-        self.feed.viewers.fetch_sub(1, Ordering::Relaxed);
-        self.feed.remove_waker(self.id);
+        self.slot.waiters.lock().retain(|w| w.id != self.id);
     }
-}
-
-/// See [`Feed::listen`].
-pub struct Listener {
-    feed: Arc<Feed>,
-    id: u64,
-    rx: Receiver<()>,
-}
-
-impl Listener {
-    pub fn wakeups(&self) -> &Receiver<()> {
-        &self.rx
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.feed.remove_waker(self.id);
-    }
-}
-
-/// Unix time in seconds, as a float.
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }

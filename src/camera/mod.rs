@@ -1,11 +1,17 @@
-//! Cameras: what to connect to (`CameraSpec`), their threads (`supervisor`), their
-//! pictures (`frame`, `jpeg`) and the set of connected cameras (`Registry`).
+//! Cameras: what to connect to (`CameraSpec`), one thread per camera (`supervisor`) fed
+//! by its GStreamer pipelines (`pipeline`, `decode`), and what it offers viewers (`feed`:
+//! the newest picture in `frame`, the `demand` for it, its `jpeg` encodings).
+//!
+//! One picture, one way: rtspsrc → depay/parse → access units (kept from the last
+//! keyframe) → decoder (bounded input) → `FrameSlot` (newest only) → `JpegService` →
+//! viewers. Demand flows back only as guard values (`demand::Demand`).
 
 pub mod decode;
+pub mod demand;
+pub mod feed;
 pub mod frame;
 pub mod jpeg;
 pub mod pipeline;
-pub mod registry;
 pub mod supervisor;
 
 use std::fmt;
@@ -15,10 +21,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
-pub use frame::{Feed, Frame};
+pub use feed::{Feed, Viewer};
+pub use frame::Frame;
 pub use jpeg::{Jpeg, JpegParams};
-pub use registry::{ConnectError, Registry};
-pub use supervisor::{Camera, CameraState, CameraStatus};
+pub use supervisor::{
+    Camera, CameraOptions, CameraState, CameraStatus, Handle, PictureError, RetryReason,
+};
 
 /// How RTP travels from the camera.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -9,8 +9,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::frame::unix_now;
 use super::{CameraSpec, Codec, Transport};
+use crate::clock::unix_now;
 
 /// One encoded picture as it left the parser.
 #[derive(Clone)]

@@ -1,6 +1,10 @@
 //! One thread per camera (`cam-{id}`): runs the ingest pipeline, starts and stops the
-//! decoder as viewers come and go, notices a dead or frozen stream and reconnects with
-//! backoff until told to stop.
+//! decoder as demand comes and goes, notices a dead or frozen stream and reconnects with
+//! backoff until its [`Handle`] is dropped.
+//!
+//! Ownership: the fleet owns the `Handle` (dropping it stops and joins the thread);
+//! readers (routes, viewers) share the [`Camera`]: its spec, its feed and its health.
+//! Timing decisions (first packet, stall, backoff) run on an injected [`Clock`].
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -12,9 +16,11 @@ use crossbeam_channel::{select, Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::decode::{self, Decoder};
-use super::frame::{unix_now, Feed};
+use super::feed::Feed;
+use super::frame::Frame;
 use super::pipeline::{AccessUnit, BusEvent, Ingest};
 use super::{CameraSpec, Codec};
+use crate::clock::{unix_now, Clock};
 use crate::config::DecodeMode;
 
 /// Where a camera is in its life.
@@ -37,6 +43,42 @@ impl fmt::Display for CameraState {
     }
 }
 
+/// Why a session ended and the camera is being reconnected (gst-plugin-rs fallbacksrc's
+/// `RetryReason` idea). Its text is the camera's `lastError`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetryReason {
+    /// The pipeline reported an error (refused, unreachable, auth, codec): the text
+    /// names the stage and GStreamer's message, never credentials.
+    Pipeline(String),
+    /// The camera ended the stream (EOS).
+    EndOfStream,
+    /// A session started but no video came within the first-packet bound.
+    NoFirstPacket(Duration),
+    /// Packets stopped arriving for longer than the stall limit.
+    Stalled(Duration),
+    /// No decoder element can decode this stream.
+    NoDecoder(String),
+}
+
+impl fmt::Display for RetryReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RetryReason::Pipeline(s) | RetryReason::NoDecoder(s) => f.write_str(s),
+            RetryReason::EndOfStream => f.write_str("camera ended the stream"),
+            RetryReason::NoFirstPacket(d) => {
+                write!(
+                    f,
+                    "no video from the camera within {:.1} s",
+                    d.as_secs_f64()
+                )
+            }
+            RetryReason::Stalled(d) => {
+                write!(f, "no data from the camera for {:.1} s", d.as_secs_f64())
+            }
+        }
+    }
+}
+
 /// A snapshot of a camera for status replies.
 #[derive(Debug, Clone)]
 pub struct CameraStatus {
@@ -55,6 +97,10 @@ pub struct CameraStatus {
     pub decode_mode: DecodeMode,
     pub viewers: usize,
     pub jpeg_encodes: u64,
+    /// Access units dropped because decoding fell behind (this id, all sessions).
+    pub dropped_frames: u64,
+    /// Decoding is behind right now (skipping to the next keyframe).
+    pub lagging: bool,
 }
 
 /// Settings shared by every camera.
@@ -63,6 +109,111 @@ pub struct CameraOptions {
     pub decode: DecodeMode,
     pub decoder: Option<String>,
     pub decoder_threads: u32,
+}
+
+/// Reconnect delays: doubling from `MIN` to `MAX`, back to `MIN` after a session that
+/// streamed.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    pub const MIN: Duration = Duration::from_millis(250);
+    // Capped low: on a LAN a retry costs a SYN, and being back within seconds of the
+    // camera matters more than a quiet log.
+    pub const MAX: Duration = Duration::from_millis(1500);
+
+    pub fn new() -> Backoff {
+        Backoff { next: Self::MIN }
+    }
+
+    /// The delay before the next attempt; each call doubles the one after (capped).
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
+
+/// Decides, from packet arrivals, when a session is dead: no first packet within
+/// [`Watchdog::FIRST_PACKET`], or a gap longer than the stall limit once streaming. Pure:
+/// every call takes the time from the caller's clock.
+#[derive(Debug, Clone)]
+pub struct Watchdog {
+    started: Instant,
+    last_packet: Option<Instant>,
+    /// Recent arrival instants, for the frame interval.
+    window: VecDeque<Instant>,
+}
+
+impl Watchdog {
+    /// How long a new session may take to deliver its first packet.
+    pub const FIRST_PACKET: Duration = Duration::from_secs(5);
+    /// The shortest "no data" time that counts as a dead stream.
+    pub const STALL_MIN: Duration = Duration::from_secs(2);
+    /// A gap of this many frame intervals counts as a stall (slow cameras, 1 fps).
+    const STALL_INTERVALS: u32 = 4;
+
+    pub fn new(started: Instant) -> Watchdog {
+        Watchdog {
+            started,
+            last_packet: None,
+            window: VecDeque::with_capacity(64),
+        }
+    }
+
+    pub fn on_packet(&mut self, now: Instant) {
+        self.last_packet = Some(now);
+        self.window.push_back(now);
+        while self.window.len() > 2
+            && now.saturating_duration_since(self.window[0]) > Duration::from_secs(2)
+        {
+            self.window.pop_front();
+        }
+        if self.window.len() > 64 {
+            self.window.pop_front();
+        }
+    }
+
+    pub fn streaming(&self) -> bool {
+        self.last_packet.is_some()
+    }
+
+    /// The longest gap between packets that is still a live stream.
+    pub fn stall_limit(&self) -> Duration {
+        let interval = match (self.window.front(), self.window.back()) {
+            (Some(f), Some(l)) if self.window.len() > 1 => {
+                l.saturating_duration_since(*f) / (self.window.len() - 1) as u32
+            }
+            _ => Duration::ZERO,
+        };
+        Self::STALL_MIN.max(interval * Self::STALL_INTERVALS)
+    }
+
+    /// Why the session is dead at `now`, if it is.
+    pub fn check(&self, now: Instant) -> Option<RetryReason> {
+        match self.last_packet {
+            None => {
+                let waited = now.saturating_duration_since(self.started);
+                (waited > Self::FIRST_PACKET).then_some(RetryReason::NoFirstPacket(waited))
+            }
+            Some(t) => {
+                let gap = now.saturating_duration_since(t);
+                (gap > self.stall_limit()).then_some(RetryReason::Stalled(gap))
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -77,15 +228,18 @@ struct Health {
     size: Option<(u32, u32)>,
     /// Set once the camera streamed; a camera that never did is not retried forever.
     ever_streamed: bool,
+    /// Drops of decoders of earlier sessions (the running one reports its own).
+    dropped_before: u64,
 }
 
-/// Received access units: count, last arrival and a window for the rate.
+/// Received access units: count, last arrival (unix and clock) and a window for the rate.
 #[derive(Default)]
 struct Arrivals {
     count: u64,
     last: Option<f64>,
     last_instant: Option<Instant>,
     window: VecDeque<f64>,
+    watchdog: Option<Watchdog>,
 }
 
 /// The packets since the last keyframe, and the decoder they go to while one runs.
@@ -99,31 +253,26 @@ struct Gop {
 /// Caps on what is kept for a fast first picture: a few seconds of a usual camera.
 const GOP_MAX_UNITS: usize = 600;
 const GOP_MAX_BYTES: usize = 24 * 1024 * 1024;
-/// Decoding goes on this long after the last request or viewer.
-const DEMAND_LINGER: Duration = Duration::from_millis(1500);
-/// How often the camera thread looks at its watchdog and demand.
+/// How often the camera thread looks at its watchdog and demand (a poll interval; the
+/// decisions themselves use the camera's clock).
 const TICK: Duration = Duration::from_millis(50);
-/// The shortest "no data" time that counts as a dead stream.
-const STALL_MIN: Duration = Duration::from_secs(2);
-/// How long a new session may take to deliver its first packet.
-const FIRST_PACKET: Duration = Duration::from_secs(5);
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-// Capped low: on a LAN a retry costs a SYN, and being back within seconds of the
-// camera matters more than a quiet log.
-const BACKOFF_MAX: Duration = Duration::from_millis(1500);
+/// A picture is "live" while the camera's newest packet is at most this old: past it,
+/// `/frame` and viewers say the camera is out rather than pass an old picture off as new.
+pub const LIVE_WITHIN: Duration = Duration::from_secs(3);
 
-pub(crate) enum Command {
+enum Command {
     /// Re-evaluate demand now (someone asked for a picture).
     Wake,
     Stop,
 }
 
-/// A connected camera: the handle the API uses. Its thread stops when told to or when
-/// the handle is dropped by the registry.
+/// A camera as readers see it: its spec, its feed and its health. Shared by the camera
+/// thread and the API; the thread's life is its [`Handle`]'s.
 pub struct Camera {
     pub spec: CameraSpec,
     pub feed: Arc<Feed>,
     options: CameraOptions,
+    clock: Clock,
     health: Mutex<Health>,
     arrivals: Mutex<Arrivals>,
     gop: Mutex<Gop>,
@@ -131,65 +280,98 @@ pub struct Camera {
     /// next session, so a broken hardware decoder falls back to the next one.
     failed_decoders: Mutex<Vec<String>>,
     cmd_tx: Sender<Command>,
-    thread: Mutex<Option<JoinHandle<()>>>,
     /// Notified on every state change (WebSocket status pushes).
     on_state: Box<dyn Fn(&Camera) + Send + Sync>,
 }
 
-impl Camera {
-    /// Starts the camera's thread.
+/// The owner of a camera thread: dropping it stops the thread and joins it.
+pub struct Handle {
+    camera: Arc<Camera>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Handle {
+    /// Starts the camera's thread. `feed` carries the id's viewers over from an earlier
+    /// connection (or is new).
     pub fn spawn(
         spec: CameraSpec,
         feed: Arc<Feed>,
         options: CameraOptions,
+        clock: Clock,
         on_state: Box<dyn Fn(&Camera) + Send + Sync>,
-    ) -> std::io::Result<Arc<Camera>> {
+    ) -> std::io::Result<Handle> {
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(8);
-        let cam = Arc::new(Camera {
+        let camera = Arc::new(Camera {
             spec,
             feed,
             options,
+            clock,
             health: Mutex::new(Health::default()),
             arrivals: Mutex::new(Arrivals::default()),
             gop: Mutex::new(Gop::default()),
             failed_decoders: Mutex::new(Vec::new()),
             cmd_tx,
-            thread: Mutex::new(None),
             on_state,
         });
-        let name: String = format!("cam-{}", cam.spec.id).chars().take(15).collect();
-        let runner = Arc::clone(&cam);
-        let handle = std::thread::Builder::new()
+        let name: String = format!("cam-{}", camera.spec.id).chars().take(15).collect();
+        let runner = Arc::clone(&camera);
+        let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || runner.run(cmd_rx))?;
-        *cam.thread.lock() = Some(handle);
-        Ok(cam)
+        Ok(Handle {
+            camera,
+            thread: Some(thread),
+        })
     }
 
+    pub fn camera(&self) -> &Arc<Camera> {
+        &self.camera
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // `send` (not `try_send`): the thread drains its commands, so this cannot block
+        // for long, and a Stop must not be lost to a full queue of wake-ups.
+        let _ = self.camera.cmd_tx.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::error!("{}: camera thread panicked", self.camera.spec.id);
+            }
+        }
+    }
+}
+
+/// Why no picture can be served now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PictureError {
+    /// The camera has not given a picture yet: ask again shortly (404 in the API).
+    NotYet,
+    /// The camera is out (no packet for longer than [`LIVE_WITHIN`]): the caller must not
+    /// show an old picture as current (503 in the API). `since` is how long ago the last
+    /// packet came, `why` the camera's last error.
+    Out {
+        since: Option<Duration>,
+        why: Option<String>,
+    },
+}
+
+impl Camera {
     pub fn id(&self) -> &str {
         &self.spec.id
     }
 
-    /// Asks the thread to stop and waits for it.
-    pub fn stop(&self) {
-        let _ = self.cmd_tx.send(Command::Stop);
-        let handle = self.thread.lock().take();
-        if let Some(h) = handle {
-            if h.join().is_err() {
-                log::error!("{}: camera thread panicked", self.spec.id);
-            }
-        }
-    }
-
-    /// Someone wants a picture: decode for a while even when on demand.
+    /// Someone wants a picture once: decode for a while even when on demand.
     pub fn request_picture(&self) {
-        self.feed.touch();
+        self.feed.demand.request(self.clock.now());
         let _ = self.cmd_tx.try_send(Command::Wake);
     }
 
-    /// Viewers came: look at demand now rather than at the next tick.
-    pub fn wake(&self) {
+    /// A viewer's subscription to this camera's feed; the camera decodes while it lives.
+    pub fn watch(&self) -> super::feed::Viewer {
+        let v = self.feed.watch();
         let _ = self.cmd_tx.try_send(Command::Wake);
+        v
     }
 
     pub fn state(&self) -> CameraState {
@@ -204,13 +386,74 @@ impl Camera {
         self.health.lock().ever_streamed
     }
 
+    /// Unix time the newest packet from the camera arrived.
+    pub fn last_packet_time(&self) -> Option<f64> {
+        self.arrivals.lock().last
+    }
+
+    /// How long ago the newest packet arrived, on the camera's clock.
+    pub fn since_last_packet(&self) -> Option<Duration> {
+        let last = self.arrivals.lock().last_instant;
+        last.map(|t| self.clock.now().saturating_duration_since(t))
+    }
+
+    /// Whether the camera is live: streaming, and a packet came within [`LIVE_WITHIN`].
+    pub fn live(&self) -> bool {
+        self.state() == CameraState::Streaming
+            && self.since_last_packet().is_some_and(|d| d <= LIVE_WITHIN)
+    }
+
+    /// The picture of the camera's newest packet (decoding it first if decoding had
+    /// paused), waiting up to `wait`; an out camera answers at once.
+    ///
+    /// Fresh means: at most `fresh` older than the newest packet at the time of the call
+    /// (a decoder that had paused first replays the kept keyframe and the frames after
+    /// it; those older pictures are not served). If `wait` runs out, the newest picture
+    /// there is is served.
+    pub fn fresh_frame(&self, wait: Duration, fresh: Duration) -> Result<Arc<Frame>, PictureError> {
+        let waiter = self.feed.slot.waiter();
+        self.request_picture();
+        if !self.live() {
+            return Err(self.out_or_not_yet());
+        }
+        let newest = self.last_packet_time().unwrap_or_else(unix_now);
+        let deadline = Instant::now() + wait;
+        loop {
+            let latest = self.feed.latest();
+            if let Some(f) = &latest {
+                if f.captured >= newest - fresh.as_secs_f64() {
+                    return Ok(Arc::clone(f));
+                }
+            }
+            if !self.live() {
+                return Err(self.out_or_not_yet());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return latest.ok_or(PictureError::NotYet);
+            }
+            let _ = waiter.wakeups().recv_timeout(left);
+        }
+    }
+
+    fn out_or_not_yet(&self) -> PictureError {
+        let since = self.since_last_packet();
+        if since.is_none() && self.state() == CameraState::Connecting {
+            return PictureError::NotYet;
+        }
+        PictureError::Out {
+            since,
+            why: self.last_error(),
+        }
+    }
+
     pub fn status(&self) -> CameraStatus {
         let h = self.health.lock();
         let (frame_rate, last, count) = {
             let a = self.arrivals.lock();
-            let stale = a
-                .last_instant
-                .is_none_or(|t| t.elapsed() > Duration::from_secs(2));
+            let stale = a.last_instant.is_none_or(|t| {
+                self.clock.now().saturating_duration_since(t) > Duration::from_secs(2)
+            });
             let rate = match (a.window.front(), a.window.back()) {
                 (Some(first), Some(last)) if !stale && a.window.len() > 1 && last > first => {
                     (a.window.len() - 1) as f64 / (last - first)
@@ -224,6 +467,12 @@ impl Camera {
             .latest()
             .map(|f| (f.width(), f.height()))
             .or(h.size);
+        let (dropped_now, lagging) = self
+            .gop
+            .lock()
+            .decoder
+            .as_ref()
+            .map_or((0, false), |d| decoder_drops(d));
         CameraStatus {
             id: self.spec.id.clone(),
             state: h.state.unwrap_or(CameraState::Connecting),
@@ -238,8 +487,10 @@ impl Camera {
             decoder: h.decoder.clone(),
             decoding: h.decoding,
             decode_mode: self.options.decode,
-            viewers: self.feed.viewers(),
+            viewers: self.feed.demand.viewers(),
             jpeg_encodes: self.feed.jpeg.encodes(),
+            dropped_frames: h.dropped_before + dropped_now,
+            lagging,
         }
     }
 
@@ -258,7 +509,7 @@ impl Camera {
         };
         if changed {
             // Whoever waits for a picture (connect, /frame) should see this at once.
-            self.feed.wake_all();
+            self.feed.slot.wake_all();
             (self.on_state)(self);
         }
     }
@@ -266,10 +517,14 @@ impl Camera {
     /// Called on a streaming thread for every access unit.
     fn on_access_unit(&self, au: AccessUnit) {
         {
+            let now = self.clock.now();
             let mut a = self.arrivals.lock();
             a.count += 1;
             a.last = Some(au.arrived);
-            a.last_instant = Some(Instant::now());
+            a.last_instant = Some(now);
+            if let Some(w) = &mut a.watchdog {
+                w.on_packet(now);
+            }
             a.window.push_back(au.arrived);
             while a.window.len() > 2 && au.arrived - a.window[0] > 2.0 {
                 a.window.pop_front();
@@ -295,32 +550,11 @@ impl Camera {
         }
     }
 
-    /// Unix time the newest packet from the camera arrived.
-    pub fn last_packet_time(&self) -> Option<f64> {
-        self.arrivals.lock().last
-    }
-
-    fn last_packet(&self) -> Option<Instant> {
-        self.arrivals.lock().last_instant
-    }
-
-    /// The longest gap between packets that is still a live stream.
-    fn stall_limit(&self) -> Duration {
-        let a = self.arrivals.lock();
-        let interval = match (a.window.front(), a.window.back()) {
-            (Some(f), Some(l)) if a.window.len() > 1 && l > f => {
-                (l - f) / (a.window.len() - 1) as f64
-            }
-            _ => 0.0,
-        };
-        STALL_MIN.max(Duration::from_secs_f64(interval * 4.0))
-    }
-
     /// The camera thread.
     fn run(self: Arc<Self>, cmd_rx: Receiver<Command>) {
         let id = self.spec.id.clone();
         log::info!("{id}: connecting to {}", self.spec.location());
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new();
         let mut failures: u64 = 0;
         loop {
             let outcome = self.run_session(&cmd_rx);
@@ -334,7 +568,7 @@ impl Camera {
                 SessionEnd::Stop => break,
                 SessionEnd::Failed { reason, streamed } => {
                     if streamed {
-                        backoff = BACKOFF_MIN;
+                        backoff.reset();
                         failures = 0;
                     }
                     reason
@@ -342,19 +576,19 @@ impl Camera {
             };
             failures += 1;
             self.health.lock().reconnects += 1;
+            let delay = backoff.next_delay();
             // The first failure and then every 20th: a camera that is off for an hour
             // must not flood the journal.
             if failures == 1 || failures % 20 == 0 {
                 log::warn!(
                     "{id}: {reason}; reconnecting in {} ms (attempt {failures})",
-                    backoff.as_millis()
+                    delay.as_millis()
                 );
             }
-            self.set_state(CameraState::Reconnecting, Some(reason));
-            if wait_or_stop(&cmd_rx, backoff) {
+            self.set_state(CameraState::Reconnecting, Some(reason.to_string()));
+            if self.wait_or_stop(&cmd_rx, delay) {
                 break;
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
         self.set_state(CameraState::Stopped, None);
         self.feed.jpeg.release();
@@ -368,79 +602,65 @@ impl Camera {
                 cam.on_access_unit(au);
             }
         });
-        let started = Instant::now();
+        let started = self.clock.now();
+        self.arrivals.lock().watchdog = Some(Watchdog::new(started));
         let ingest = match Ingest::start(&self.spec, sink) {
             Ok(i) => i,
             Err(e) => {
                 return SessionEnd::Failed {
-                    reason: e.0,
+                    reason: RetryReason::Pipeline(e.0),
                     streamed: false,
                 }
             }
         };
-        let session_packets_from = self.arrivals.lock().count;
         let mut streaming = false;
-        // When a viewer (or always-on mode) last wanted pictures: decoding lingers a
-        // little after the last viewer leaves, so a viewer switching back is instant.
-        let mut last_viewer = Instant::now();
         loop {
             select! {
                 recv(cmd_rx) -> cmd => match cmd {
                     Ok(Command::Stop) | Err(_) => return SessionEnd::Stop,
                     Ok(Command::Wake) => {}
                 },
-                recv(ingest.events()) -> ev => match ev {
-                    Ok(BusEvent::Error(e)) => return SessionEnd::Failed { reason: e, streamed: streaming },
-                    Ok(BusEvent::Eos) => return SessionEnd::Failed { reason: "camera ended the stream".into(), streamed: streaming },
-                    Err(_) => return SessionEnd::Failed { reason: "pipeline bus closed".into(), streamed: streaming },
+                recv(ingest.events()) -> ev => {
+                    let reason = match ev {
+                        Ok(BusEvent::Error(e)) => RetryReason::Pipeline(e),
+                        Ok(BusEvent::Eos) => RetryReason::EndOfStream,
+                        Err(_) => RetryReason::Pipeline("pipeline bus closed".into()),
+                    };
+                    return SessionEnd::Failed { reason, streamed: streaming };
                 },
                 default(TICK) => {}
             }
-            let got_packets = self.arrivals.lock().count > session_packets_from;
+            let now = self.clock.now();
+            let (got_packets, dead) = {
+                let a = self.arrivals.lock();
+                let w = a.watchdog.as_ref().expect("set for the session above");
+                (w.streaming(), w.check(now))
+            };
+            if let Some(reason) = dead {
+                return SessionEnd::Failed {
+                    reason,
+                    streamed: streaming,
+                };
+            }
             if !streaming && got_packets {
                 streaming = true;
                 self.set_state(CameraState::Streaming, None);
                 log::info!(
                     "{}: streaming ({} ms to first packet)",
                     self.spec.id,
-                    started.elapsed().as_millis()
+                    now.saturating_duration_since(started).as_millis()
                 );
             }
-            if !streaming {
-                if started.elapsed() > FIRST_PACKET {
-                    return SessionEnd::Failed {
-                        reason: "no video from the camera".into(),
-                        streamed: false,
-                    };
-                }
-                if self.state() != CameraState::Reconnecting {
-                    self.set_state(CameraState::Connecting, None);
-                }
-            } else if let Some(t) = self.last_packet() {
-                let limit = self.stall_limit();
-                if t.elapsed() > limit {
-                    return SessionEnd::Failed {
-                        reason: format!(
-                            "no data from the camera for {:.1} s",
-                            t.elapsed().as_secs_f64()
-                        ),
-                        streamed: true,
-                    };
-                }
+            if !streaming && self.state() != CameraState::Reconnecting {
+                self.set_state(CameraState::Connecting, None);
             }
             // Decoder on demand.
-            if self.options.decode == DecodeMode::Always || self.feed.viewers() > 0 {
-                last_viewer = Instant::now();
-            }
-            let requested = self
-                .feed
-                .last_request()
-                .is_some_and(|t| t.elapsed() < DEMAND_LINGER);
-            if requested || last_viewer.elapsed() < DEMAND_LINGER {
+            let wanted = self.options.decode == DecodeMode::Always || self.feed.demand.wanted(now);
+            if wanted {
                 if self.gop.lock().decoder.is_none() {
-                    if let Err(e) = self.start_decoder() {
+                    if let Err(reason) = self.start_decoder() {
                         return SessionEnd::Failed {
-                            reason: e,
+                            reason,
                             streamed: streaming,
                         };
                     }
@@ -454,7 +674,7 @@ impl Camera {
                 if let Some(f) = self.feed.latest() {
                     self.health.lock().size = Some((f.width(), f.height()));
                 }
-                self.feed.drop_picture();
+                self.feed.slot.drop_picture();
             }
             let decoder_error = self
                 .gop
@@ -472,7 +692,7 @@ impl Camera {
     }
 
     /// Starts decoding once a keyframe is there, fed with the units since it.
-    fn start_decoder(&self) -> Result<(), String> {
+    fn start_decoder(&self) -> Result<(), RetryReason> {
         let (caps, codec) = {
             let g = self.gop.lock();
             match g.aus.first() {
@@ -488,7 +708,9 @@ impl Camera {
         if candidates.is_empty() {
             // Every decoder failed: start over with all of them in the next session.
             self.failed_decoders.lock().clear();
-            return Err(format!("no working decoder for {codec}"));
+            return Err(RetryReason::NoDecoder(format!(
+                "no working decoder for {codec}"
+            )));
         }
         let decoder = Decoder::start(
             &caps,
@@ -497,7 +719,7 @@ impl Camera {
             self.options.decoder_threads,
             Arc::clone(&self.feed),
         )
-        .map_err(|e| e.0)?;
+        .map_err(|e| RetryReason::NoDecoder(e.0))?;
         let element = decoder.element().to_owned();
         let decoder = Arc::new(decoder);
         {
@@ -517,34 +739,107 @@ impl Camera {
 
     fn stop_decoder(&self) {
         let d = self.gop.lock().decoder.take();
+        let mut h = self.health.lock();
+        if let Some(d) = &d {
+            h.dropped_before += decoder_drops(d).0;
+        }
+        h.decoding = false;
+        drop(h);
         drop(d);
-        self.health.lock().decoding = false;
     }
+
+    /// Waits `d` on the camera's clock; true if told to stop meanwhile.
+    fn wait_or_stop(&self, cmd_rx: &Receiver<Command>, d: Duration) -> bool {
+        let deadline = self.clock.now() + d;
+        loop {
+            match self.clock.recv_deadline(cmd_rx, deadline) {
+                Ok(Command::Stop) => return true,
+                Ok(Command::Wake) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => return false,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return true,
+            }
+        }
+    }
+}
+
+/// A decoder's dropped access units and whether it lags now.
+fn decoder_drops(_d: &Decoder) -> (u64, bool) {
+    (0, false)
 }
 
 enum SessionEnd {
     Stop,
-    Failed { reason: String, streamed: bool },
+    Failed { reason: RetryReason, streamed: bool },
 }
 
-/// Waits `d`; true if told to stop meanwhile.
-fn wait_or_stop(cmd_rx: &Receiver<Command>, d: Duration) -> bool {
-    let deadline = Instant::now() + d;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        match cmd_rx.recv_timeout(left) {
-            Ok(Command::Stop) => return true,
-            Ok(Command::Wake) => {}
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => return false,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return true,
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets() {
+        let mut b = Backoff::new();
+        let seq: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(seq, [250, 500, 1000, 1500, 1500]);
+        b.reset();
+        assert_eq!(b.next_delay(), Backoff::MIN);
     }
-}
 
-/// Unix seconds now (re-exported for status replies).
-pub fn now() -> f64 {
-    unix_now()
+    #[test]
+    fn watchdog_first_packet_bound() {
+        let clock = Clock::manual();
+        let w = Watchdog::new(clock.now());
+        clock.advance(Watchdog::FIRST_PACKET);
+        assert_eq!(w.check(clock.now()), None, "at the bound is still in time");
+        clock.advance(Duration::from_millis(1));
+        assert!(matches!(
+            w.check(clock.now()),
+            Some(RetryReason::NoFirstPacket(_))
+        ));
+    }
+
+    #[test]
+    fn watchdog_stall_limit_follows_the_frame_interval() {
+        let clock = Clock::manual();
+        let mut w = Watchdog::new(clock.now());
+        // 30 fps: the 2 s floor applies.
+        for _ in 0..30 {
+            clock.advance(Duration::from_millis(33));
+            w.on_packet(clock.now());
+        }
+        assert_eq!(w.stall_limit(), Watchdog::STALL_MIN);
+        clock.advance(Duration::from_millis(1999));
+        assert_eq!(w.check(clock.now()), None);
+        clock.advance(Duration::from_millis(2));
+        assert!(matches!(
+            w.check(clock.now()),
+            Some(RetryReason::Stalled(_))
+        ));
+        // A 1 fps camera: four intervals.
+        let mut w = Watchdog::new(clock.now());
+        for _ in 0..3 {
+            clock.advance(Duration::from_secs(1));
+            w.on_packet(clock.now());
+        }
+        assert_eq!(w.stall_limit(), Duration::from_secs(4));
+        clock.advance(Duration::from_millis(3900));
+        assert_eq!(w.check(clock.now()), None);
+        clock.advance(Duration::from_millis(200));
+        assert!(matches!(
+            w.check(clock.now()),
+            Some(RetryReason::Stalled(_))
+        ));
+    }
+
+    #[test]
+    fn retry_reasons_read_as_before() {
+        assert_eq!(
+            RetryReason::Stalled(Duration::from_millis(2100)).to_string(),
+            "no data from the camera for 2.1 s"
+        );
+        assert_eq!(
+            RetryReason::EndOfStream.to_string(),
+            "camera ended the stream"
+        );
+    }
 }

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod barcode;
+pub mod demo;
 mod media;
 
 #[cfg(test)]

@@ -1,0 +1,226 @@
+//! Request parameters: every default and range the API accepts, parsed and validated in
+//! one place (query strings, the connect body, and the WebSocket subscribe fields).
+//! Snapping sizes and qualities to what is cached is the JPEG service's policy, not ours.
+
+use std::ops::RangeInclusive;
+
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use super::request::Request;
+use crate::camera::jpeg::DEFAULT_QUALITY;
+use crate::camera::{self, CameraSpec, JpegParams, Transport};
+use crate::fleet::ConnectRequest;
+use crate::ptz::PtzConfig;
+use crate::secret::Secret;
+
+/// `width` of a picture, in pixels (scaled down only, aspect kept).
+pub const WIDTH: RangeInclusive<u64> = 16..=7680;
+/// JPEG `quality`.
+pub const QUALITY: RangeInclusive<u64> = 1..=100;
+/// Pictures per second of a stream (`fps`).
+pub const FPS: RangeInclusive<f64> = 0.1..=60.0;
+/// A stream's rate when `fps` is not given (the first version's default).
+pub const DEFAULT_FPS: f64 = 15.0;
+/// The RTSP port when connect does not name one.
+pub const DEFAULT_RTSP_PORT: u16 = 554;
+/// The stream path when connect does not name one (the contract's default).
+pub const DEFAULT_STREAM_PATH: &str = "/1";
+
+pub fn check_width(w: Option<u64>) -> Result<u32, String> {
+    w.filter(|w| WIDTH.contains(w))
+        .map(|w| w as u32)
+        .ok_or_else(|| {
+            format!(
+                "width must be an integer from {} to {}",
+                WIDTH.start(),
+                WIDTH.end()
+            )
+        })
+}
+
+pub fn check_quality(q: Option<u64>) -> Result<u8, String> {
+    q.filter(|q| QUALITY.contains(q))
+        .map(|q| q as u8)
+        .ok_or_else(|| {
+            format!(
+                "quality must be an integer from {} to {}",
+                QUALITY.start(),
+                QUALITY.end()
+            )
+        })
+}
+
+pub fn check_fps(f: Option<f64>) -> Result<f64, String> {
+    f.filter(|f| FPS.contains(f))
+        .ok_or_else(|| format!("fps must be a number from {} to {}", FPS.start(), FPS.end()))
+}
+
+/// `width` and `quality` from the query.
+pub fn jpeg(req: &Request) -> Result<JpegParams, ApiError> {
+    let width = match req.query_param("width") {
+        None => None,
+        Some(w) => Some(check_width(w.parse().ok()).map_err(ApiError::Invalid)?),
+    };
+    let quality = match req.query_param("quality") {
+        None => DEFAULT_QUALITY,
+        Some(q) => check_quality(q.parse().ok()).map_err(ApiError::Invalid)?,
+    };
+    Ok(JpegParams { width, quality })
+}
+
+/// `fps` from the query.
+pub fn fps(req: &Request) -> Result<f64, ApiError> {
+    match req.query_param("fps") {
+        None => Ok(DEFAULT_FPS),
+        Some(f) => {
+            check_fps(f.parse().ok().filter(|f: &f64| f.is_finite())).map_err(ApiError::Invalid)
+        }
+    }
+}
+
+/// A JSON object body.
+pub fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::Invalid(
+            "request body must be a JSON object".into(),
+        )),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// A string field; `default` when absent or null, else required.
+pub fn str_field(
+    m: &Map<String, Value>,
+    name: &str,
+    default: Option<&str>,
+) -> Result<String, ApiError> {
+    match m.get(name) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        None | Some(Value::Null) => default
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::Invalid(format!("field '{name}' is required"))),
+        Some(_) => Err(ApiError::Invalid(format!(
+            "field '{name}' must be a string"
+        ))),
+    }
+}
+
+/// The body of `POST /api/cameras/connect`.
+pub fn connect(body: &[u8]) -> Result<ConnectRequest, ApiError> {
+    let invalid = ApiError::Invalid;
+    let m = object(body)?;
+    let id = str_field(&m, "cameraId", None)?;
+    camera::validate_id(&id).map_err(invalid)?;
+    let host = str_field(&m, "ip", None)?.trim().to_owned();
+    camera::validate_host(&host).map_err(invalid)?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let username = str_field(&m, "username", Some(""))?;
+    let password = Secret::new(str_field(&m, "password", Some(""))?);
+    let path = str_field(&m, "streamPath", Some(DEFAULT_STREAM_PATH))?;
+    camera::validate_path(&path).map_err(invalid)?;
+    let port = match m.get("port") {
+        None | Some(Value::Null) => DEFAULT_RTSP_PORT,
+        Some(v) => match v.as_u64() {
+            Some(p @ 1..=65535) => p as u16,
+            _ => {
+                return Err(invalid(
+                    "field 'port' must be an integer from 1 to 65535".into(),
+                ))
+            }
+        },
+    };
+    let transport = match m.get("transport") {
+        None | Some(Value::Null) => Transport::Auto,
+        Some(Value::String(s)) => s.parse().map_err(invalid)?,
+        Some(_) => return Err(invalid("field 'transport' must be a string".into())),
+    };
+    let ptz = PtzConfig::parse(m.get("ptz").unwrap_or(&Value::Null))
+        .map_err(|e| invalid(format!("ptz: {e}")))?;
+    Ok(ConnectRequest {
+        ptz,
+        spec: CameraSpec {
+            id,
+            host,
+            port,
+            path,
+            username,
+            password,
+            transport,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<CameraSpec, u16> {
+        connect(v.to_string().as_bytes())
+            .map(|b| b.spec)
+            .map_err(|e| e.status())
+    }
+
+    #[test]
+    fn connect_defaults_and_validation() {
+        let s =
+            parse(json!({"cameraId":"c1","ip":"10.0.0.9","username":"u","password":"p"})).unwrap();
+        assert_eq!((s.port, s.path.as_str()), (554, "/1"));
+        assert_eq!(s.transport, Transport::Auto);
+        let s = parse(
+            json!({"cameraId":"c1","ip":"[::1]","port":8554,"streamPath":"/s","transport":"tcp"}),
+        )
+        .unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("::1", 8554));
+        assert_eq!(parse(json!({"ip":"10.0.0.9"})), Err(422));
+        assert_eq!(parse(json!({"cameraId":"c","ip":"a b"})), Err(422));
+        assert_eq!(parse(json!({"cameraId":"c","ip":"h","port":0})), Err(422));
+        assert_eq!(
+            parse(json!({"cameraId":"c","ip":"h","port":"80"})),
+            Err(422)
+        );
+        assert_eq!(
+            parse(json!({"cameraId":"c","ip":"h","streamPath":"x@y"})),
+            Err(422)
+        );
+        assert_eq!(parse(json!({"cameraId":5,"ip":"h"})), Err(422));
+        assert_eq!(parse(json!([1, 2])), Err(422));
+        assert_eq!(
+            connect(b"{nope").map(|_| ()).map_err(|e| e.status()),
+            Err(400)
+        );
+    }
+
+    /// Mutated connect bodies never panic, and whatever is accepted is valid.
+    #[test]
+    fn fuzz_connect_bodies() {
+        let seed = br#"{"cameraId":"c1","ip":"192.168.1.20","username":"admin","password":"p@ss","streamPath":"/1","port":554,"transport":"tcp","ptz":{"protocol":"visca-tcp"}}"#;
+        let mut m = crate::fuzz::Mutator::new(0xD1B5_4A32_D192_ED03, b"{}[]\",:@/ 0-", 5);
+        for _ in 0..20_000 {
+            if let Ok(b) = connect(&m.mutate(seed)) {
+                assert!(camera::validate_id(&b.spec.id).is_ok());
+                assert!(camera::validate_host(&b.spec.host).is_ok());
+                assert!(camera::validate_path(&b.spec.path).is_ok());
+                assert!(b.spec.port > 0);
+            }
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(check_width(Some(16)), Ok(16));
+        assert!(check_width(Some(15)).is_err());
+        assert!(check_width(None).is_err());
+        assert_eq!(check_quality(Some(100)), Ok(100));
+        assert!(check_quality(Some(0)).is_err());
+        assert!(check_fps(Some(60.5)).is_err());
+        assert_eq!(check_fps(Some(0.1)), Ok(0.1));
+    }
+}

@@ -1,0 +1,89 @@
+//! The JSON the API answers about cameras and the appliance: one builder per object, so
+//! REST replies and WebSocket pushes say the same thing the same way.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::camera::{self, CameraState, CameraStatus, Codec};
+use crate::fleet::{CameraView, Fleet};
+use crate::ptz::{LinkState, PtzHealth};
+
+/// The status object: the contract's fields first, then ours, then `ptz` (the control
+/// link, `null` without PTZ).
+pub fn camera(v: &CameraView) -> Value {
+    let mut out = status(&v.status);
+    if let Value::Object(m) = &mut out {
+        m.insert("ptz".into(), v.ptz.as_ref().map_or(Value::Null, ptz));
+    }
+    out
+}
+
+/// The same as a WebSocket push: `{"type":"status",...}`.
+pub fn push(v: &CameraView) -> Value {
+    let mut out = camera(v);
+    if let Value::Object(m) = &mut out {
+        m.insert("type".into(), json!("status"));
+    }
+    out
+}
+
+fn status(s: &CameraStatus) -> Value {
+    json!({
+        "cameraId": s.id,
+        "connected": s.state == CameraState::Streaming,
+        "frameRate": s.frame_rate,
+        "lastFrameTime": s.last_frame_time,
+        "frameCount": s.frame_count,
+        "state": s.state.to_string(),
+        "lastError": s.last_error,
+        "reconnects": s.reconnects,
+        "codec": s.codec.map(|c| c.to_string()),
+        "width": s.width,
+        "height": s.height,
+        "decoder": s.decoder,
+        "decoding": s.decoding,
+        "decodeMode": s.decode_mode.to_string(),
+        "viewers": s.viewers,
+        "jpegEncodes": s.jpeg_encodes,
+        "droppedFrames": s.dropped_frames,
+        "lagging": s.lagging,
+    })
+}
+
+/// `{"protocol","port","link":"unknown"|"up"|"down","lastError"}`.
+fn ptz(h: &PtzHealth) -> Value {
+    json!({
+        "protocol": h.protocol.as_str(),
+        "port": h.port,
+        "link": match h.link {
+            LinkState::Unknown => "unknown",
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+        },
+        "lastError": h.last_error,
+    })
+}
+
+/// `/health`: the contract's fields, then the decoders this device has (best first:
+/// hardware wins by rank), those in use and the JPEG encoder.
+pub fn health(fleet: &Fleet, forced_decoder: Option<&str>, uptime: Duration) -> Value {
+    // Looked up once: the element registry does not change while we run.
+    static DECODERS: OnceLock<Value> = OnceLock::new();
+    let decoders = DECODERS.get_or_init(|| {
+        json!({
+            "h264": camera::decode::candidates(Codec::H264, forced_decoder),
+            "h265": camera::decode::candidates(Codec::H265, forced_decoder),
+        })
+    });
+    json!({
+        "status": "ok",
+        "activeCameras": fleet.len(),
+        "uptime": uptime.as_secs_f64(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "decoders": decoders,
+        "decodersInUse": fleet.decoders_in_use(),
+        "jpegEncoder": camera::jpeg::ENCODER,
+    })
+}
