@@ -831,6 +831,112 @@ mod tests {
         ));
     }
 
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    fn spec(id: &str) -> CameraSpec {
+        CameraSpec {
+            id: id.into(),
+            host: "127.0.0.1".into(),
+            port: closed_port(),
+            path: "/1".into(),
+            username: String::new(),
+            password: crate::secret::Secret::default(),
+            transport: super::super::Transport::Tcp,
+        }
+    }
+
+    fn options() -> CameraOptions {
+        CameraOptions {
+            decode: DecodeMode::OnDemand,
+            decoder: None,
+            decoder_threads: 1,
+        }
+    }
+
+    fn thread_exists(name: &str) -> bool {
+        std::fs::read_dir("/proc/self/task").unwrap().any(|t| {
+            let comm = t.unwrap().path().join("comm");
+            std::fs::read_to_string(comm).is_ok_and(|c| c.trim() == name)
+        })
+    }
+
+    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Dropping the handle is the whole shutdown: the thread is gone when drop returns.
+    #[test]
+    fn a_dropped_handle_joins_its_thread() {
+        gstreamer::init().unwrap();
+        let h = Handle::spawn(
+            spec("dropjoin"),
+            Feed::new(),
+            options(),
+            Clock::system(),
+            Box::new(|_| {}),
+        )
+        .unwrap();
+        // The name is set by the new thread itself, as it starts.
+        wait_until("the camera thread to start", || {
+            thread_exists("cam-dropjoin")
+        });
+        let cam = Arc::clone(h.camera());
+        drop(h);
+        assert!(
+            !thread_exists("cam-dropjoin"),
+            "the camera thread outlived its handle"
+        );
+        assert_eq!(cam.state(), CameraState::Stopped);
+    }
+
+    /// The reconnect backoff runs on the camera's clock: with a manual clock, the second
+    /// attempt comes exactly when the clock passes the first delay, not before.
+    #[test]
+    fn reconnect_waits_for_the_backoff_on_the_cameras_clock() {
+        gstreamer::init().unwrap();
+        let clock = Clock::manual();
+        let h = Handle::spawn(
+            spec("backoff"),
+            Feed::new(),
+            options(),
+            clock.clone(),
+            Box::new(|_| {}),
+        )
+        .unwrap();
+        let cam = Arc::clone(h.camera());
+        // Nothing listens: the first session fails at once and the thread parks in its
+        // backoff on the manual clock.
+        wait_until("the first failure", || cam.status().reconnects == 1);
+        assert!(
+            clock.await_parked(0, Duration::from_secs(20)),
+            "never parked"
+        );
+        let p = clock.parks();
+        clock.advance(Backoff::MIN - Duration::from_millis(1));
+        assert!(
+            clock.await_parked(p, Duration::from_secs(20)),
+            "did not re-park"
+        );
+        assert_eq!(
+            cam.status().reconnects,
+            1,
+            "retried before the backoff ran out"
+        );
+        assert_eq!(cam.state(), CameraState::Reconnecting);
+        clock.advance(Duration::from_millis(1));
+        wait_until("the second attempt", || cam.status().reconnects == 2);
+        let why = cam.last_error().unwrap_or_default();
+        assert!(why.starts_with("RTSP"), "lastError {why:?}");
+        drop(h);
+    }
+
     #[test]
     fn retry_reasons_read_as_before() {
         assert_eq!(
