@@ -112,11 +112,12 @@ pub fn str_field(
 /// The body of `POST /api/cameras/connect`.
 pub fn connect(body: &[u8]) -> Result<ConnectRequest, ApiError> {
     let invalid = ApiError::Invalid;
+    let bad = |e: camera::SpecError| ApiError::Invalid(e.to_string());
     let m = object(body)?;
     let id = str_field(&m, "cameraId", None)?;
-    camera::validate_id(&id).map_err(invalid)?;
+    camera::validate_id(&id).map_err(bad)?;
     let host = str_field(&m, "ip", None)?.trim().to_owned();
-    camera::validate_host(&host).map_err(invalid)?;
+    camera::validate_host(&host).map_err(bad)?;
     let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')
@@ -124,7 +125,7 @@ pub fn connect(body: &[u8]) -> Result<ConnectRequest, ApiError> {
     let username = str_field(&m, "username", Some(""))?;
     let password = Secret::new(str_field(&m, "password", Some(""))?);
     let path = str_field(&m, "streamPath", Some(DEFAULT_STREAM_PATH))?;
-    camera::validate_path(&path).map_err(invalid)?;
+    camera::validate_path(&path).map_err(bad)?;
     let port = match m.get("port") {
         None | Some(Value::Null) => DEFAULT_RTSP_PORT,
         Some(v) => match v.as_u64() {
@@ -138,7 +139,7 @@ pub fn connect(body: &[u8]) -> Result<ConnectRequest, ApiError> {
     };
     let transport = match m.get("transport") {
         None | Some(Value::Null) => Transport::Auto,
-        Some(Value::String(s)) => s.parse().map_err(invalid)?,
+        Some(Value::String(s)) => s.parse().map_err(bad)?,
         Some(_) => return Err(invalid("field 'transport' must be a string".into())),
     };
     let ptz = PtzConfig::parse(m.get("ptz").unwrap_or(&Value::Null))

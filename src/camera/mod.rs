@@ -41,16 +41,63 @@ pub enum Transport {
 }
 
 impl FromStr for Transport {
-    type Err = String;
+    type Err = SpecError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "auto" => Ok(Transport::Auto),
             "tcp" => Ok(Transport::Tcp),
             "udp" => Ok(Transport::Udp),
-            other => Err(format!("transport must be auto, tcp or udp, not {other:?}")),
+            other => Err(SpecError::Transport(other.to_owned())),
         }
     }
 }
+
+/// Why a camera spec is refused. Every variant means: fix that field of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpecError {
+    /// `cameraId` is empty.
+    IdEmpty,
+    /// `cameraId` is longer than 64 characters.
+    IdTooLong,
+    /// `cameraId` has characters that cannot be an API path segment.
+    IdCharacters,
+    /// `ip` is neither an IP address nor a host name (the text is what was given).
+    Host(String),
+    /// `streamPath` does not start with `/`.
+    PathStart,
+    /// `streamPath` is longer than 256 bytes.
+    PathTooLong,
+    /// `streamPath` has spaces, control characters, `@`, `#` or `\`.
+    PathCharacters,
+    /// `transport` is not auto, tcp or udp (the text is what was given).
+    Transport(String),
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpecError::IdEmpty => f.write_str("cameraId must not be empty"),
+            SpecError::IdTooLong => f.write_str("cameraId must be at most 64 characters"),
+            SpecError::IdCharacters => {
+                f.write_str("cameraId must not contain control characters or / ? # % \\")
+            }
+            SpecError::Host(h) => write!(
+                f,
+                "ip must be an IPv4 or IPv6 address or a host name, not {h:?}"
+            ),
+            SpecError::PathStart => f.write_str("streamPath must start with /"),
+            SpecError::PathTooLong => f.write_str("streamPath is too long"),
+            SpecError::PathCharacters => {
+                f.write_str("streamPath must not contain spaces, control characters, @, # or \\")
+            }
+            SpecError::Transport(t) => {
+                write!(f, "transport must be auto, tcp or udp, not {t:?}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
 
 impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -128,24 +175,24 @@ mod secret_serde {
 
 /// Checks a camera id: 1 to 64 characters, no control characters, no `/`, `?`, `#`, `%`
 /// (it is a path segment of the API).
-pub fn validate_id(id: &str) -> Result<(), String> {
+pub fn validate_id(id: &str) -> Result<(), SpecError> {
     if id.is_empty() {
-        return Err("cameraId must not be empty".into());
+        return Err(SpecError::IdEmpty);
     }
     if id.chars().count() > 64 {
-        return Err("cameraId must be at most 64 characters".into());
+        return Err(SpecError::IdTooLong);
     }
     if id
         .chars()
         .any(|c| c.is_control() || matches!(c, '/' | '?' | '#' | '%' | '\\'))
     {
-        return Err("cameraId must not contain control characters or / ? # % \\".into());
+        return Err(SpecError::IdCharacters);
     }
     Ok(())
 }
 
 /// Checks a camera address: an IPv4 or IPv6 address or a host name.
-pub fn validate_host(host: &str) -> Result<(), String> {
+pub fn validate_host(host: &str) -> Result<(), SpecError> {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     if h.parse::<std::net::IpAddr>().is_ok() {
         return Ok(());
@@ -160,24 +207,22 @@ pub fn validate_host(host: &str) -> Result<(), String> {
     if !h.is_empty() && h.len() <= 253 && h.trim_end_matches('.').split('.').all(label_ok) {
         return Ok(());
     }
-    Err(format!(
-        "ip must be an IPv4 or IPv6 address or a host name, not {host:?}"
-    ))
+    Err(SpecError::Host(host.to_owned()))
 }
 
 /// Checks an RTSP path: starts with `/`, no spaces, `@`, control characters or fragment.
-pub fn validate_path(path: &str) -> Result<(), String> {
+pub fn validate_path(path: &str) -> Result<(), SpecError> {
     if !path.starts_with('/') {
-        return Err("streamPath must start with /".into());
+        return Err(SpecError::PathStart);
     }
     if path.len() > 256 {
-        return Err("streamPath is too long".into());
+        return Err(SpecError::PathTooLong);
     }
     if path
         .chars()
         .any(|c| c.is_whitespace() || c.is_control() || c == '@' || c == '#' || c == '\\')
     {
-        return Err("streamPath must not contain spaces, control characters, @, # or \\".into());
+        return Err(SpecError::PathCharacters);
     }
     Ok(())
 }
