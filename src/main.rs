@@ -170,9 +170,9 @@ mod demo {
 
     use ptz_edge::api::Ctx;
     use ptz_edge::camera::{CameraSpec, Transport};
-    use ptz_edge::ptz::sim::PtzSim;
     use ptz_edge::ptz::{Protocol, PtzConfig};
     use ptz_edge::secret::Secret;
+    use ptz_edge::sim::ptz::PtzSim;
     use ptz_edge::sim::{SimConfig, Simulator};
 
     /// Starts the simulator (picture and PTZ head) on loopback and connects it as camera

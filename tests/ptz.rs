@@ -19,10 +19,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ptz_edge::ptz::sim::UNITS_PER_SPEED;
-use ptz_edge::ptz::sim::{PtzSim, SimAuth, SimPtzState, SimReceived, SimTransport};
 use ptz_edge::ptz::{Protocol, PROTOCOLS};
 use ptz_edge::sim::barcode::{self, PtzCode};
+use ptz_edge::sim::ptz::UNITS_PER_SPEED;
+use ptz_edge::sim::ptz::{PtzSim, SimAuth, SimPtzState, SimReceived, SimTransport};
 use serde_json::{json, Value};
 
 /// How long a commanded move may take to show in the simulator's state.

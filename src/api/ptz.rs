@@ -37,48 +37,16 @@ pub fn not_configured(camera_id: &str) -> (u16, String) {
     )
 }
 
+// The bodies of `command` and `position` against a real controller and the PTZ simulator
+// are tested in `crate::sim::ptz_tests` (product modules never import the simulator).
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ptz::sim::PtzSim;
-    use crate::ptz::{Protocol, PtzConfig};
-    use crate::secret::Secret;
 
     #[test]
-    fn command_and_position_bodies() {
-        let sim = PtzSim::start("127.0.0.1".parse().unwrap());
-        let cfg = PtzConfig::new(Protocol::ViscaTcp, Some(sim.visca_tcp_port())).unwrap();
-        let ctrl = Controller::start("api", "127.0.0.1", cfg, "", &Secret::default());
-        assert_eq!(
-            command(&ctrl, &json!({"action": "move", "pan": 1})),
-            Ok(json!({"success": true}))
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        assert_eq!(
-            command(&ctrl, &json!({"action": "stop"})),
-            Ok(json!({"success": true}))
-        );
-        let p = position(&ctrl).unwrap();
-        assert!(p["pan"].as_i64().unwrap() > 0, "{p}");
-        assert!(p["tilt"].is_i64() && p["zoom"].is_i64());
-        let (status, detail) = command(
-            &ctrl,
-            &json!({"action": "preset", "op": "goto", "index": 95}),
-        )
-        .unwrap_err();
-        assert_eq!(status, 422);
-        assert!(detail.contains("reserved"), "{detail}");
-        let (status, _) = command(&ctrl, &json!({"action": "jump"})).unwrap_err();
-        assert_eq!(status, 422);
-        ctrl.stop_thread();
-    }
-
-    #[test]
-    fn cgi_position_is_501() {
-        let sim = PtzSim::start("127.0.0.1".parse().unwrap());
-        let cfg = PtzConfig::new(Protocol::Cgi, Some(sim.http_port())).unwrap();
-        let ctrl = Controller::start("api-cgi", "127.0.0.1", cfg, "", &Secret::default());
-        assert_eq!(position(&ctrl).unwrap_err().0, 501);
-        assert_eq!(not_configured("x").0, 404);
+    fn not_configured_is_404_and_names_the_camera() {
+        let (status, detail) = not_configured("cam7");
+        assert_eq!(status, 404);
+        assert!(detail.contains("cam7"), "{detail}");
     }
 }

@@ -6,13 +6,10 @@
 //! `ptz` never imports `camera` or `api`: the API hands it a host, a [`PtzConfig`] and the
 //! camera's credentials, and gets back `Result<_, PtzError>`.
 
-mod auth;
+// The simulator (`crate::sim::ptz`) answers digest challenges with these helpers.
+pub(crate) mod auth;
 pub mod cgi;
 mod controller;
-#[cfg(any(test, feature = "sim"))]
-pub mod sim;
-#[cfg(test)]
-mod tests;
 pub mod visca;
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! End-to-end tests of the drivers and the controller against [`PtzSim`] over real
+//! End-to-end tests of the product's PTZ drivers and controller (`crate::ptz`) against [`PtzSim`] over real
 //! TCP / UDP on 127.0.0.1: every action per protocol, directions, stop, the dead-man
 //! stop, timeouts, bytes on the wire, HTTP auth, reconnects, and the latency figures.
 
@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::sim::{PtzSim, SimAuth, SimTransport};
-use super::{Controller, PresetOp, Protocol, PtzCommand, PtzConfig, PtzError, DEADMAN, PROTOCOLS};
+use super::ptz::{PtzSim, SimAuth, SimPtzState, SimTransport};
+use crate::ptz::{
+    Controller, PresetOp, Protocol, PtzCommand, PtzConfig, PtzError, DEADMAN, PROTOCOLS,
+};
 use crate::secret::Secret;
 
 fn local() -> IpAddr {
@@ -46,7 +48,7 @@ fn nudge(
     sim: &PtzSim,
     c: &Controller,
     cmd: PtzCommand,
-    read: fn(&super::sim::SimPtzState) -> i32,
+    read: fn(&SimPtzState) -> i32,
 ) -> (i32, i32) {
     let before = read(&sim.state());
     c.command(cmd).expect("move");
@@ -161,7 +163,7 @@ fn visca_position_follows_the_moves() {
     for (cmd, check) in [
         (
             mv(0.7, 0.0, 0.0),
-            (|a, b| b.pan > a.pan) as fn(super::Position, super::Position) -> bool,
+            (|a, b| b.pan > a.pan) as fn(crate::ptz::Position, crate::ptz::Position) -> bool,
         ),
         (mv(0.0, 0.7, 0.0), |a, b| b.tilt > a.tilt),
         (mv(0.0, 0.0, 0.7), |a, b| b.zoom > a.zoom),
@@ -244,7 +246,7 @@ fn silent_camera_times_out_cleanly() {
             1600
         };
         assert!(took < Duration::from_millis(limit), "{protocol}: {took:?}");
-        assert_eq!(c.health().link, super::LinkState::Down);
+        assert_eq!(c.health().link, crate::ptz::LinkState::Down);
         // The camera comes back: control recovers without a new controller.
         sim.set_silent(false);
         assert!(
@@ -522,7 +524,7 @@ fn lost_datagrams_are_resent() {
         c.command(PtzCommand::Home).unwrap();
         let took = t.elapsed();
         assert!(
-            took >= super::visca::RESEND_AFTER && took < Duration::from_millis(700),
+            took >= crate::ptz::visca::RESEND_AFTER && took < Duration::from_millis(700),
             "{protocol}: {took:?}"
         );
         let got: Vec<_> = sim
@@ -580,7 +582,7 @@ fn tcp_reconnects_after_a_camera_reboot() {
     c.command(PtzCommand::Stop).unwrap();
     assert!(!sim.state().moving);
     assert_eq!(sim.tcp_connections(), 3);
-    assert_eq!(c.health().link, super::LinkState::Up);
+    assert_eq!(c.health().link, crate::ptz::LinkState::Up);
 }
 
 #[test]
@@ -653,5 +655,50 @@ fn command_to_motion_latency() {
             motion.len()
         );
         assert!(percentile(&motion, 0.5) < Duration::from_millis(50));
+    }
+}
+
+/// `api::ptz`'s JSON bodies and statuses against a real controller and head.
+mod api_bodies {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::ptz::{command, position};
+
+    #[test]
+    fn command_and_position_bodies() {
+        let sim = PtzSim::start(local());
+        let ctrl = controller(&sim, Protocol::ViscaTcp, "", "");
+        assert_eq!(
+            command(&ctrl, &json!({"action": "move", "pan": 1})),
+            Ok(json!({"success": true}))
+        );
+        assert!(
+            wait_until(Duration::from_secs(3), || sim.state().pan > 0),
+            "the head never moved"
+        );
+        assert_eq!(
+            command(&ctrl, &json!({"action": "stop"})),
+            Ok(json!({"success": true}))
+        );
+        let p = position(&ctrl).unwrap();
+        assert!(p["pan"].as_i64().unwrap() > 0, "{p}");
+        assert!(p["tilt"].is_i64() && p["zoom"].is_i64());
+        let (status, detail) = command(
+            &ctrl,
+            &json!({"action": "preset", "op": "goto", "index": 95}),
+        )
+        .unwrap_err();
+        assert_eq!(status, 422);
+        assert!(detail.contains("reserved"), "{detail}");
+        let (status, _) = command(&ctrl, &json!({"action": "jump"})).unwrap_err();
+        assert_eq!(status, 422);
+    }
+
+    #[test]
+    fn cgi_position_is_501() {
+        let sim = PtzSim::start(local());
+        let ctrl = controller(&sim, Protocol::Cgi, "", "");
+        assert_eq!(position(&ctrl).unwrap_err().0, 501);
     }
 }
