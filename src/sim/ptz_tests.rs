@@ -1,6 +1,8 @@
-//! End-to-end tests of the product's PTZ drivers and controller (`crate::ptz`) against [`PtzSim`] over real
-//! TCP / UDP on 127.0.0.1: every action per protocol, directions, stop, the dead-man
-//! stop, timeouts, bytes on the wire, HTTP auth, reconnects, and the latency figures.
+//! End-to-end tests of the product's PTZ drivers and controller (`crate::ptz`) against
+//! [`PtzSim`] over real TCP / UDP on 127.0.0.1: every action per protocol, directions,
+//! stop, the dead-man stop (on a manual clock), timeouts, bytes on the wire, HTTP auth,
+//! reconnects, and the latency figures. They live in `sim` because product modules
+//! never import the simulator.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::ptz::{PtzSim, SimAuth, SimPtzState, SimTransport};
+use crate::clock::Clock;
 use crate::ptz::{
     Controller, PresetOp, Protocol, PtzCommand, PtzConfig, PtzError, DEADMAN, PROTOCOLS,
 };
@@ -18,6 +21,16 @@ fn local() -> IpAddr {
 }
 
 fn controller(sim: &PtzSim, protocol: Protocol, user: &str, password: &str) -> Controller {
+    controller_on(sim, protocol, user, password, Clock::system())
+}
+
+fn controller_on(
+    sim: &PtzSim,
+    protocol: Protocol,
+    user: &str,
+    password: &str,
+    clock: Clock,
+) -> Controller {
     let cfg = PtzConfig::new(protocol, Some(sim.port(protocol))).expect("valid config");
     Controller::start(
         &format!("t-{protocol}"),
@@ -25,6 +38,7 @@ fn controller(sim: &PtzSim, protocol: Protocol, user: &str, password: &str) -> C
         cfg,
         user,
         &Secret::new(password),
+        clock,
     )
 }
 
@@ -152,7 +166,7 @@ fn every_action_per_protocol() {
                 .count();
             assert_eq!(sent, 0, "{ctx}");
         }
-        c.stop_thread();
+        drop(c);
     }
 }
 
@@ -182,19 +196,38 @@ fn visca_position_follows_the_moves() {
     }
 }
 
+/// The dead-man against a real head, its timer on a manual clock: refreshes hold a move
+/// without reaching the camera, and one [`DEADMAN`] after the last refresh the head
+/// stops. The test waits (bounded) for the controller thread to look at each new time.
 #[test]
 fn deadman_stops_an_unrefreshed_move() {
+    const WAIT: Duration = Duration::from_secs(10);
     for protocol in [Protocol::ViscaTcp, Protocol::Cgi] {
         let sim = PtzSim::start(local());
-        let c = controller(&sim, protocol, "", "");
+        let clock = Clock::manual();
+        let c = controller_on(&sim, protocol, "", "", clock.clone());
+        assert!(clock.await_parked(0, WAIT), "{protocol}: never parked");
+        let command = |cmd: PtzCommand| {
+            let p = clock.parks();
+            c.command(cmd).unwrap();
+            assert!(
+                clock.await_parked(p, WAIT),
+                "{protocol}: no park after {cmd:?}"
+            );
+        };
+        let advance = |d: Duration| {
+            let p = clock.parks();
+            clock.advance(d);
+            assert!(
+                clock.await_parked(p, WAIT),
+                "{protocol}: no park after {d:?}"
+            );
+        };
         // Refreshed every 300 ms for 1.5 s: keeps moving. A refresh only re-arms the
         // timer; it costs no camera exchange.
-        let started = Instant::now();
-        let mut last_refresh = started;
-        while started.elapsed() < Duration::from_millis(1500) {
-            c.command(mv(0.3, 0.0, 0.0)).unwrap();
-            last_refresh = Instant::now();
-            thread::sleep(Duration::from_millis(300));
+        for _ in 0..5 {
+            command(mv(0.3, 0.0, 0.0));
+            advance(Duration::from_millis(300));
         }
         assert!(sim.state().moving, "{protocol}: a refreshed move stopped");
         let moves = sim
@@ -206,21 +239,29 @@ fn deadman_stops_an_unrefreshed_move() {
             })
             .count();
         assert_eq!(moves, 1, "{protocol}: refreshes reached the camera");
+        // The last refresh was 300 ms ago: 1 ms short of its deadline, still moving.
+        advance(DEADMAN - Duration::from_millis(301));
         assert!(
-            wait_until(Duration::from_secs(3), || !sim.state().moving),
-            "{protocol}: dead-man stop never came"
+            sim.state().moving,
+            "{protocol}: stopped before the deadline"
         );
-        let stop_at = sim.state().last_command_at.expect("applied");
-        let after = stop_at.duration_since(last_refresh);
-        eprintln!(
-            "dead-man ({protocol}): stop applied {} ms after the last refresh",
-            after.as_millis()
-        );
+        advance(Duration::from_millis(1));
         assert!(
-            after >= DEADMAN - Duration::from_millis(50)
-                && after < DEADMAN + Duration::from_millis(400),
-            "{protocol}: {after:?}"
+            !sim.state().moving,
+            "{protocol}: no dead-man stop at the deadline"
         );
+        let stops = || {
+            sim.received()
+                .iter()
+                .filter(|m| {
+                    m.bytes == crate::ptz::visca::PAN_TILT_STOP
+                        || m.bytes == crate::ptz::cgi::STOP_PATH.as_bytes()
+                })
+                .count()
+        };
+        assert_eq!(stops(), 1, "{protocol}");
+        advance(DEADMAN * 5);
+        assert_eq!(stops(), 1, "{protocol}: more than one stop");
     }
 }
 
@@ -269,7 +310,14 @@ fn unreachable_port_is_a_camera_error() {
         .port();
     for protocol in [Protocol::ViscaTcp, Protocol::Cgi] {
         let cfg = PtzConfig::new(protocol, Some(port)).unwrap();
-        let c = Controller::start("gone", "127.0.0.1", cfg, "", &Secret::default());
+        let c = Controller::start(
+            "gone",
+            "127.0.0.1",
+            cfg,
+            "",
+            &Secret::default(),
+            Clock::system(),
+        );
         let e = c.command(PtzCommand::Home).unwrap_err();
         assert_eq!(e.http_status(), 502, "{protocol}: {e}");
         assert!(e.to_string().contains("connect"), "{protocol}: {e}");
