@@ -3,8 +3,9 @@
 //! [`visca`]), and the per-camera control thread ([`Controller`]) that serialises a
 //! camera's commands and stops a move nobody refreshes.
 //!
-//! `ptz` never imports `camera` or `api`: the API hands it a host, a [`PtzConfig`] and the
-//! camera's credentials, and gets back `Result<_, PtzError>`.
+//! `ptz` never imports `camera`, `api` or `sim`: the API hands it a host, a [`PtzConfig`]
+//! and the camera's credentials, and gets back `Result<_, PtzError>`. The simulated head
+//! it is tested against is `crate::sim::ptz`, whose tests exercise these drivers.
 
 // The simulator (`crate::sim::ptz`) answers digest challenges with these helpers.
 pub(crate) mod auth;

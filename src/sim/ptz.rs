@@ -3,6 +3,10 @@
 //! Digest or Basic auth), all on free ports, driving one pan / tilt / zoom state that
 //! moves with the commanded velocity over time.
 //!
+//! Not part of the product: it speaks the protocols `crate::ptz` drives (and borrows its
+//! wire constants and digest helpers), but nothing in `ptz` imports it. Its tests of the
+//! product's drivers and controller are in `ptz_tests.rs` beside it.
+//!
 //! ```no_run
 //! use ptz_edge::sim::ptz::PtzSim;
 //! let sim = PtzSim::start("127.0.0.1".parse().unwrap());
