@@ -38,7 +38,7 @@ pub fn not_configured(camera_id: &str) -> (u16, String) {
 }
 
 // The bodies of `command` and `position` against a real controller and the PTZ simulator
-// are tested in `crate::sim::ptz_tests` (product modules never import the simulator).
+// are tested in src/sim/ptz_tests.rs (product modules never import the simulator).
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,9 +5,9 @@
 //!
 //! `ptz` never imports `camera`, `api` or `sim`: the API hands it a host, a [`PtzConfig`]
 //! and the camera's credentials, and gets back `Result<_, PtzError>`. The simulated head
-//! it is tested against is `crate::sim::ptz`, whose tests exercise these drivers.
+//! it is tested against lives in `src/sim/ptz.rs`, whose tests exercise these drivers.
 
-// The simulator (`crate::sim::ptz`) answers digest challenges with these helpers.
+// The PTZ simulator (src/sim/ptz.rs) answers digest challenges with these helpers.
 pub(crate) mod auth;
 pub mod cgi;
 mod controller;
