@@ -231,16 +231,7 @@ impl Fleet {
         let cam = self.start(req.spec.clone())?;
         match wait_first_picture(&cam, wait) {
             Ok(()) => {
-                let ptz = req.ptz.map(|cfg| {
-                    let s = &req.spec;
-                    Arc::new(Controller::start(
-                        &id,
-                        &s.host,
-                        cfg,
-                        &s.username,
-                        &s.password,
-                    ))
-                });
+                let ptz = req.ptz.map(|cfg| self.start_ptz(&req.spec, cfg));
                 let old_ptz = {
                     let mut entries = self.entries.lock();
                     match entries.get_mut(&id) {
@@ -288,14 +279,7 @@ impl Fleet {
                 Ok(cam) => {
                     cam.request_picture();
                     if let Some(cfg) = s.ptz {
-                        let c = &s.camera;
-                        let ptz = Arc::new(Controller::start(
-                            &id,
-                            &c.host,
-                            cfg,
-                            &c.username,
-                            &c.password,
-                        ));
+                        let ptz = self.start_ptz(&s.camera, cfg);
                         if let Some(e) = self.entries.lock().get_mut(&id) {
                             e.ptz = Some(ptz);
                         }
@@ -305,6 +289,18 @@ impl Fleet {
                 Err(e) => log::warn!("{id}: cannot restore: {e}"),
             }
         }
+    }
+
+    /// Starts PTZ control of the camera `spec` describes (its address and credentials).
+    fn start_ptz(&self, spec: &CameraSpec, cfg: PtzConfig) -> Arc<Controller> {
+        Arc::new(Controller::start(
+            &spec.id,
+            &spec.host,
+            cfg,
+            &spec.username,
+            &spec.password,
+            self.clock.clone(),
+        ))
     }
 
     /// Starts the camera thread for `spec`, replacing a camera of the same id (whose

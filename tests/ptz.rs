@@ -19,10 +19,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ptz_edge::ptz::sim::UNITS_PER_SPEED;
-use ptz_edge::ptz::sim::{PtzSim, SimAuth, SimPtzState, SimReceived, SimTransport};
 use ptz_edge::ptz::{Protocol, PROTOCOLS};
 use ptz_edge::sim::barcode::{self, PtzCode};
+use ptz_edge::sim::ptz::UNITS_PER_SPEED;
+use ptz_edge::sim::ptz::{PtzSim, SimAuth, SimPtzState, SimReceived, SimTransport};
 use serde_json::{json, Value};
 
 /// How long a commanded move may take to show in the simulator's state.
@@ -728,6 +728,10 @@ fn cgi_digest_auth() {
 /// Over the WebSocket: a move refreshed every 300 ms for 2 s keeps the head moving with
 /// nothing more on the wire; when the refreshes stop, the dead-man stop goes out about
 /// 1 s after the last one. Invalid commands get `{"type":"error"}` and the socket stays.
+///
+/// A coarse end-to-end check on the wall clock through the real binary (windows of
+/// hundreds of ms); the dead-man's exact timing, refresh and stop retry are tested on a
+/// manual clock in `ptz::controller`'s unit tests and `sim::ptz_tests`.
 #[test]
 fn ws_refreshed_move_and_deadman_stop() {
     let _t = timed();

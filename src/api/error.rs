@@ -96,3 +96,37 @@ impl From<PtzError> for ApiError {
         ApiError::Ptz(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ptz_statuses() {
+        let st = |e: PtzError| ApiError::Ptz(e).status();
+        assert_eq!(st(PtzError::Invalid("x".into())), 422);
+        assert_eq!(st(PtzError::Unsupported("x".into())), 501);
+        assert_eq!(st(PtzError::Timeout), 504);
+        assert_eq!(st(PtzError::Camera("x".into())), 502);
+        assert_eq!(st(PtzError::Busy), 503);
+        assert_eq!(st(PtzError::Closed), 503);
+    }
+
+    #[test]
+    fn picture_statuses() {
+        let nf = ApiError::Picture("c".into(), PictureError::NotYet);
+        assert_eq!(nf.status(), 404);
+        let out = ApiError::Picture(
+            "c".into(),
+            PictureError::Out {
+                since: Some(Duration::from_millis(4200)),
+                why: Some("no data from the camera for 2.0 s".into()),
+            },
+        );
+        assert_eq!(out.status(), 503);
+        assert_eq!(
+            out.to_string(),
+            "Camera c has no live picture (no data for 4.2 s): no data from the camera for 2.0 s"
+        );
+    }
+}

@@ -234,13 +234,16 @@ fn frame(req: &Request, id: &str, ctx: &Ctx) -> Reply {
 
 /// `POST /api/cameras/{id}/ptz` (a command) and `GET` (the position).
 fn ptz_rest(req: &Request, id: &str, ctx: &Ctx) -> Reply {
-    let result = if req.method == "POST" {
-        serde_json::from_slice::<Value>(&req.body)
-            .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))
-            .and_then(|body| ptz::command(&ctx.fleet, id, &body))
-    } else {
-        ptz::position(&ctx.fleet, id)
-    };
+    let result = ptz::controller(&ctx.fleet, id).and_then(|ctrl| {
+        if req.method == "POST" {
+            let body = serde_json::from_slice::<Value>(&req.body).map_err(|e| {
+                ApiError::BadRequest(format!("request body is not valid JSON: {e}"))
+            })?;
+            ptz::command(&ctrl, &body)
+        } else {
+            ptz::position(&ctrl)
+        }
+    });
     match result {
         Ok(v) => json_reply(200, &v),
         Err(e) => fail(e),

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ptz_edge::ptz::sim::{PtzSim, SimAuth};
+use ptz_edge::sim::ptz::{PtzSim, SimAuth};
 use ptz_edge::sim::{SimConfig, Simulator};
 use signal_hook::consts::{SIGINT, SIGTERM};
 

@@ -2,6 +2,10 @@
 //! commands one at a time in arrival order (a slow camera only delays itself), stops a
 //! move that is not refreshed within [`DEADMAN`], retries a stop that failed, and keeps
 //! the connection checked while idle.
+//!
+//! Those three timers run on an injected [`Clock`] (the system clock in the product, a
+//! manual one in tests). The drivers' own network timeouts and a caller's wait for an
+//! answer ([`REPLY_WAIT`]) are real time: they bound real I/O.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -13,6 +17,7 @@ use parking_lot::Mutex;
 
 use super::Position;
 use super::{open_driver, PresetOp, Protocol, PtzCommand, PtzConfig, PtzDriver, PtzError, DEADMAN};
+use crate::clock::Clock;
 use crate::secret::Secret;
 
 /// Requests waiting for the camera thread; beyond this a caller gets `Busy` rather than
@@ -85,10 +90,11 @@ pub struct PtzHealth {
     pub last_error: Option<String>,
 }
 
-/// One camera's PTZ control: a handle to its `ptz-{id}` thread. Commands from any
-/// number of API threads are serialised on that thread. Dropping the handle (or
-/// [`Controller::stop_thread`]) stops the thread, sending a last stop if a move was
-/// active, and joins it.
+/// One camera's PTZ control: the owner of its `ptz-{id}` thread. Commands from any
+/// number of API threads are serialised on that thread. Dropping the handle is enough
+/// to end it: the thread sends a last stop if a move was active (or a stop is still
+/// being retried), and `Drop` joins it. [`Controller::close`] does the same early, for
+/// a handle that is shared (`Arc`) and must stop now.
 pub struct Controller {
     camera_id: String,
     cfg: PtzConfig,
@@ -116,21 +122,29 @@ impl Drop for Waiting<'_> {
 }
 
 impl Controller {
-    /// Starts the camera's control thread. Never blocks on the network: the thread
-    /// connects on its own and reports failures through commands and [`Controller::health`].
+    /// Starts the camera's control thread, its dead-man, stop-retry and keep-alive timers
+    /// running on `clock` (the product passes [`Clock::system`]). Never blocks on the
+    /// network: the thread connects on its own and reports failures through commands and
+    /// [`Controller::health`].
     pub fn start(
         camera_id: &str,
         host: &str,
         cfg: PtzConfig,
         username: &str,
         password: &Secret,
+        clock: Clock,
     ) -> Controller {
         let driver = open_driver(camera_id, host, cfg, username, password);
-        Controller::with_driver(camera_id, cfg, driver)
+        Controller::with_driver(camera_id, cfg, driver, clock)
     }
 
     /// Starts the thread around a given driver (tests inject fakes here).
-    pub fn with_driver(camera_id: &str, cfg: PtzConfig, driver: Box<dyn PtzDriver>) -> Controller {
+    pub fn with_driver(
+        camera_id: &str,
+        cfg: PtzConfig,
+        driver: Box<dyn PtzDriver>,
+        clock: Clock,
+    ) -> Controller {
         let (tx, rx) = bounded(QUEUE);
         let health = Arc::new(Mutex::new(PtzHealth {
             protocol: cfg.protocol,
@@ -145,7 +159,8 @@ impl Controller {
             health: health.clone(),
             active: None,
             stop_retry: None,
-            next_keepalive: Instant::now(),
+            next_keepalive: clock.now(),
+            clock,
         };
         let thread = thread::Builder::new()
             .name(format!("ptz-{camera_id}"))
@@ -184,7 +199,7 @@ impl Controller {
         }
         let (reply, answer) = bounded(1);
         // Clone the sender and let go of the lock before waiting: the lock is never held
-        // while the camera works, and stop_thread can always take the sender.
+        // while the camera works, and close can always take the sender.
         let tx = self.tx.lock().clone().ok_or(PtzError::Closed)?;
         match tx.try_send(Request { job, reply }) {
             Ok(()) => {}
@@ -215,8 +230,10 @@ impl Controller {
         }
     }
 
-    /// Stops the thread (after a last stop if a move was active) and joins it. Later
-    /// calls answer [`PtzError::Closed`]. Idempotent.
+    /// Stops the thread (after a last stop if a move was active) and joins it, before
+    /// the handle is dropped: for a controller shared through an `Arc` that must end now
+    /// (replaced or detached). Later calls answer [`PtzError::Closed`]. Idempotent;
+    /// dropping the handle does the same.
     pub fn close(&self) {
         drop(self.tx.lock().take());
         let handle = self.thread.lock().take();
@@ -225,11 +242,6 @@ impl Controller {
                 log::error!("{}: PTZ thread panicked", self.camera_id);
             }
         }
-    }
-
-    /// Consumes the handle, stopping and joining the thread.
-    pub fn stop_thread(self) {
-        self.close();
     }
 }
 
@@ -262,6 +274,8 @@ struct Worker {
     active: Option<Active>,
     stop_retry: Option<StopRetry>,
     next_keepalive: Instant,
+    /// What every timer above is read on.
+    clock: Clock,
 }
 
 impl Worker {
@@ -270,10 +284,10 @@ impl Worker {
         let mut pending: VecDeque<Request> = VecDeque::new();
         loop {
             if pending.is_empty() {
-                match self.rx.recv_deadline(self.next_wake()) {
+                match self.clock.recv_deadline(&self.rx, self.next_wake()) {
                     Ok(r) => pending.push_back(r),
                     Err(RecvTimeoutError::Timeout) => {
-                        self.on_timers(Instant::now());
+                        self.on_timers(self.clock.now());
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -307,7 +321,7 @@ impl Worker {
                 let _ = reply.send(result.clone());
             }
             let _ = req.reply.send(result);
-            self.on_timers(Instant::now());
+            self.on_timers(self.clock.now());
         }
         if self.active.is_some() || self.stop_retry.is_some() {
             log::info!(
@@ -362,12 +376,12 @@ impl Worker {
             Ok((answer, Via::Local)) => Ok(answer),
             Ok((answer, Via::Camera)) => {
                 self.record(None);
-                self.next_keepalive = Instant::now() + KEEPALIVE_EVERY;
+                self.next_keepalive = self.clock.now() + KEEPALIVE_EVERY;
                 Ok(answer)
             }
             Err(e) => {
                 self.record(Some(&e));
-                self.next_keepalive = Instant::now() + KEEPALIVE_EVERY;
+                self.next_keepalive = self.clock.now() + KEEPALIVE_EVERY;
                 Err(e)
             }
         }
@@ -387,7 +401,7 @@ impl Worker {
                 }
             }
             PtzCommand::Move { pan, tilt, zoom } => {
-                let now = Instant::now();
+                let now = self.clock.now();
                 if let Some(a) = &mut self.active {
                     if a.velocity == (pan, tilt, zoom) && a.acknowledged {
                         a.deadline = now + DEADMAN;
@@ -400,7 +414,7 @@ impl Worker {
                 // and the dead-man stop must then still go out.
                 self.active = Some(Active {
                     velocity: (pan, tilt, zoom),
-                    deadline: Instant::now() + DEADMAN,
+                    deadline: self.clock.now() + DEADMAN,
                     acknowledged: r.is_ok(),
                 });
                 camera(r)
@@ -452,7 +466,7 @@ impl Worker {
                     STOP_RETRY_MIN.as_millis()
                 );
                 self.stop_retry = Some(StopRetry {
-                    at: Instant::now() + STOP_RETRY_MIN,
+                    at: self.clock.now() + STOP_RETRY_MIN,
                     delay: STOP_RETRY_MIN,
                     attempts: 1,
                 });
@@ -470,7 +484,7 @@ impl Worker {
             );
             let r = self.stop("dead-man");
             self.record(r.as_ref().err());
-            self.next_keepalive = Instant::now() + KEEPALIVE_EVERY;
+            self.next_keepalive = self.clock.now() + KEEPALIVE_EVERY;
             return;
         }
         if let Some(s) = &self.stop_retry {
@@ -490,13 +504,13 @@ impl Worker {
                     Err(_) => {
                         let delay = (delay * 2).min(STOP_RETRY_MAX);
                         self.stop_retry = Some(StopRetry {
-                            at: Instant::now() + delay,
+                            at: self.clock.now() + delay,
                             delay,
                             attempts: attempts + 1,
                         });
                     }
                 }
-                self.next_keepalive = Instant::now() + KEEPALIVE_EVERY;
+                self.next_keepalive = self.clock.now() + KEEPALIVE_EVERY;
                 return;
             }
         }
@@ -504,7 +518,7 @@ impl Worker {
             if let Some(r) = self.driver.keepalive() {
                 self.record(r.as_ref().err());
             }
-            self.next_keepalive = Instant::now() + KEEPALIVE_EVERY;
+            self.next_keepalive = self.clock.now() + KEEPALIVE_EVERY;
         }
     }
 }
@@ -514,11 +528,22 @@ impl Worker {
 #[derive(Default)]
 pub struct Controllers {
     map: Mutex<HashMap<String, Arc<Controller>>>,
+    /// Given to every controller started here.
+    clock: Clock,
 }
 
 impl Controllers {
+    /// Controllers whose timers run on the system clock.
     pub fn new() -> Controllers {
         Controllers::default()
+    }
+
+    /// Controllers whose timers run on `clock`.
+    pub fn with_clock(clock: Clock) -> Controllers {
+        Controllers {
+            map: Mutex::default(),
+            clock,
+        }
     }
 
     /// Starts control of a camera, replacing (and stopping) any previous controller
@@ -531,7 +556,14 @@ impl Controllers {
         username: &str,
         password: &Secret,
     ) -> Arc<Controller> {
-        let ctrl = Arc::new(Controller::start(id, host, cfg, username, password));
+        let ctrl = Arc::new(Controller::start(
+            id,
+            host,
+            cfg,
+            username,
+            password,
+            self.clock.clone(),
+        ));
         let old = self.map.lock().insert(id.to_owned(), ctrl.clone());
         if let Some(old) = old {
             old.close();
@@ -566,7 +598,18 @@ impl Controllers {
 
 #[cfg(test)]
 mod tests {
+    //! The controller against a recording driver, its timers on a manual clock: the
+    //! test moves time and waits (bounded, on the wall clock) until the `ptz-fake`
+    //! thread has looked at the new time and gone back to sleep (`Clock::await_parked`),
+    //! then asserts what reached the driver. No wall-clock sleeps decide an outcome.
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
+
+    /// The longest the test waits for the PTZ thread to react (a loaded 2-core box).
+    const WAIT: Duration = Duration::from_secs(10);
+    const MS: Duration = Duration::from_millis(1);
 
     #[derive(Debug, Clone, PartialEq)]
     enum Call {
@@ -579,19 +622,28 @@ mod tests {
         Keepalive,
     }
 
-    type Calls = Arc<Mutex<Vec<(Instant, Call)>>>;
+    type Calls = Arc<Mutex<Vec<Call>>>;
 
-    /// Records calls; `delay` makes every call slow, `fail_stops` fails that many stops.
+    /// Records calls; `delay` makes every call slow (a slow camera), `fail_stops` fails
+    /// that many stops; `dropped` is set when the driver is dropped, which happens when
+    /// the thread that owns it has ended.
     struct Fake {
         calls: Calls,
         delay: Duration,
         fail_stops: u32,
+        dropped: Arc<AtomicBool>,
     }
 
     impl Fake {
         fn call(&mut self, c: Call) {
-            self.calls.lock().push((Instant::now(), c));
+            self.calls.lock().push(c);
             thread::sleep(self.delay);
+        }
+    }
+
+    impl Drop for Fake {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
         }
     }
 
@@ -634,24 +686,76 @@ mod tests {
         }
     }
 
-    fn fake(delay: Duration, fail_stops: u32) -> (Controller, Calls) {
+    /// A controller around a fake driver on a manual clock, its thread parked (it ran
+    /// the first keep-alive and sleeps until the clock moves or a command comes).
+    struct Rig {
+        c: Controller,
+        calls: Calls,
+        clock: Clock,
+        dropped: Arc<AtomicBool>,
+    }
+
+    fn rig(delay: Duration, fail_stops: u32) -> Rig {
         let calls = Arc::new(Mutex::new(Vec::new()));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let clock = Clock::manual();
         let cfg = PtzConfig::new(Protocol::ViscaTcp, None).unwrap();
         let d = Fake {
             calls: calls.clone(),
             delay,
             fail_stops,
+            dropped: dropped.clone(),
         };
-        (Controller::with_driver("fake", cfg, Box::new(d)), calls)
+        let c = Controller::with_driver("fake", cfg, Box::new(d), clock.clone());
+        assert!(
+            clock.await_parked(0, WAIT),
+            "the PTZ thread never went to sleep"
+        );
+        Rig {
+            c,
+            calls,
+            clock,
+            dropped,
+        }
     }
 
-    fn without_keepalive(calls: &Mutex<Vec<(Instant, Call)>>) -> Vec<Call> {
-        calls
-            .lock()
-            .iter()
-            .map(|(_, c)| c.clone())
-            .filter(|c| *c != Call::Keepalive)
-            .collect()
+    impl Rig {
+        /// Runs a command and waits until the thread has gone back to sleep after it
+        /// (so it has also looked at its timers).
+        fn command(&self, cmd: PtzCommand) -> Result<(), PtzError> {
+            let p = self.clock.parks();
+            let r = self.c.command(cmd);
+            assert!(
+                self.clock.await_parked(p, WAIT),
+                "the PTZ thread did not go back to sleep after {cmd:?}"
+            );
+            r
+        }
+
+        /// Moves the clock on and waits until the thread has looked at the new time
+        /// and gone back to sleep.
+        fn advance(&self, d: Duration) {
+            let p = self.clock.parks();
+            self.clock.advance(d);
+            assert!(
+                self.clock.await_parked(p, WAIT),
+                "the PTZ thread did not look at the clock after {d:?}"
+            );
+        }
+
+        /// What reached the driver, keep-alives left out.
+        fn calls(&self) -> Vec<Call> {
+            self.calls
+                .lock()
+                .iter()
+                .filter(|c| **c != Call::Keepalive)
+                .cloned()
+                .collect()
+        }
+
+        fn stops(&self) -> usize {
+            self.calls().iter().filter(|c| **c == Call::Stop).count()
+        }
     }
 
     fn mv(pan: f64) -> PtzCommand {
@@ -664,91 +768,132 @@ mod tests {
 
     #[test]
     fn refresh_costs_no_io_and_new_move_replaces() {
-        let (c, calls) = fake(Duration::ZERO, 0);
-        c.command(mv(0.5)).unwrap();
-        c.command(mv(0.5)).unwrap();
-        c.command(mv(0.5)).unwrap();
-        c.command(mv(-0.5)).unwrap();
-        c.command(PtzCommand::Stop).unwrap();
+        let r = rig(Duration::ZERO, 0);
+        r.command(mv(0.5)).unwrap();
+        r.command(mv(0.5)).unwrap();
+        r.command(mv(0.5)).unwrap();
+        r.command(mv(-0.5)).unwrap();
+        r.command(PtzCommand::Stop).unwrap();
         assert_eq!(
-            without_keepalive(&calls),
+            r.calls(),
             vec![
                 Call::Move(0.5, 0.0, 0.0),
                 Call::Move(-0.5, 0.0, 0.0),
                 Call::Stop
             ]
         );
-        assert_eq!(c.position().unwrap().zoom, 3);
+        assert_eq!(r.c.position().unwrap().zoom, 3);
+    }
+
+    #[test]
+    fn deadman_stops_exactly_once_at_the_deadline() {
+        let r = rig(Duration::ZERO, 0);
+        r.command(mv(0.5)).unwrap();
+        r.advance(DEADMAN - MS);
+        assert_eq!(r.calls(), vec![Call::Move(0.5, 0.0, 0.0)], "stopped early");
+        r.advance(MS);
+        assert_eq!(
+            r.calls(),
+            vec![Call::Move(0.5, 0.0, 0.0), Call::Stop],
+            "no dead-man stop at the deadline"
+        );
+        assert_eq!(r.c.health().link, LinkState::Up);
+        // Once stopped, nothing more goes out however long nobody speaks.
+        r.advance(DEADMAN * 10);
+        assert_eq!(r.stops(), 1, "{:?}", r.calls());
+    }
+
+    #[test]
+    fn refresh_rearms_the_deadman() {
+        let r = rig(Duration::ZERO, 0);
+        r.command(mv(0.5)).unwrap();
+        r.advance(DEADMAN * 6 / 10);
+        r.command(mv(0.5)).unwrap();
+        // Past the first move's deadline: the refresh holds it.
+        r.advance(DEADMAN * 6 / 10);
+        r.advance(DEADMAN * 4 / 10 - MS);
+        assert_eq!(r.calls(), vec![Call::Move(0.5, 0.0, 0.0)]);
+        // One deadline after the refresh.
+        r.advance(MS);
+        assert_eq!(r.calls(), vec![Call::Move(0.5, 0.0, 0.0), Call::Stop]);
+        // A different move is a new move, with its own full deadline.
+        r.command(mv(0.2)).unwrap();
+        r.advance(DEADMAN / 2);
+        r.command(mv(0.3)).unwrap();
+        r.advance(DEADMAN - MS);
+        assert_eq!(r.stops(), 1, "{:?}", r.calls());
+        r.advance(MS);
+        assert_eq!(r.stops(), 2, "{:?}", r.calls());
     }
 
     #[test]
     fn zero_move_ends_a_move_and_recall_stops_a_move_first() {
-        let (c, calls) = fake(Duration::ZERO, 0);
+        let r = rig(Duration::ZERO, 0);
         // Nothing running: a zero move is a no-op.
-        c.command(mv(0.0)).unwrap();
-        c.command(mv(0.3)).unwrap();
+        r.command(mv(0.0)).unwrap();
+        r.command(mv(0.3)).unwrap();
         // Running: a zero move stops it.
-        c.command(mv(0.0)).unwrap();
-        c.command(mv(0.3)).unwrap();
-        c.command(PtzCommand::Preset {
+        r.command(mv(0.0)).unwrap();
+        r.command(mv(0.3)).unwrap();
+        r.command(PtzCommand::Preset {
             op: PresetOp::Goto,
             index: 4,
         })
         .unwrap();
         // A joystick at rest during the recall does not interrupt it.
-        c.command(mv(0.0)).unwrap();
-        c.command(PtzCommand::Home).unwrap();
-        c.command(PtzCommand::Preset {
+        r.command(mv(0.0)).unwrap();
+        r.command(PtzCommand::Home).unwrap();
+        r.command(PtzCommand::Preset {
             op: PresetOp::Save,
             index: 5,
         })
         .unwrap();
         // An explicit stop always goes out.
-        c.command(PtzCommand::Stop).unwrap();
-        assert_eq!(
-            without_keepalive(&calls),
-            vec![
-                Call::Move(0.3, 0.0, 0.0),
-                Call::Stop,
-                Call::Move(0.3, 0.0, 0.0),
-                Call::Stop,
-                Call::Goto(4),
-                Call::Home,
-                Call::Save(5),
-                Call::Stop,
-            ]
-        );
+        r.command(PtzCommand::Stop).unwrap();
+        let expected = vec![
+            Call::Move(0.3, 0.0, 0.0),
+            Call::Stop,
+            Call::Move(0.3, 0.0, 0.0),
+            Call::Stop,
+            Call::Goto(4),
+            Call::Home,
+            Call::Save(5),
+            Call::Stop,
+        ];
+        assert_eq!(r.calls(), expected);
         // No dead-man stop after a recall.
-        thread::sleep(DEADMAN + Duration::from_millis(200));
-        assert_eq!(without_keepalive(&calls).len(), 8);
+        r.command(mv(0.3)).unwrap();
+        r.command(PtzCommand::Home).unwrap();
+        r.advance(DEADMAN * 3);
+        let mut expected = expected;
+        expected.extend([Call::Move(0.3, 0.0, 0.0), Call::Stop, Call::Home]);
+        assert_eq!(r.calls(), expected);
     }
 
     #[test]
     fn reserved_preset_is_refused_before_the_thread() {
-        let (c, calls) = fake(Duration::ZERO, 0);
-        let e = c
-            .command(PtzCommand::Preset {
+        let r = rig(Duration::ZERO, 0);
+        let e =
+            r.c.command(PtzCommand::Preset {
                 op: PresetOp::Goto,
                 index: 95,
             })
             .unwrap_err();
         assert!(matches!(e, PtzError::Invalid(_)));
-        assert!(without_keepalive(&calls).is_empty());
+        assert!(r.calls().is_empty());
     }
 
     /// A joystick faster than a slow camera: at most MAX_WAITING callers wait, the rest
     /// are told Busy at once, and no more moves reach the camera than were waited for.
     #[test]
     fn queued_moves_are_bounded() {
-        let (c, calls) = fake(Duration::from_millis(100), 0);
-        let c = Arc::new(c);
+        // Every camera exchange takes 100 ms (real time: it stands for the network).
+        let r = rig(Duration::from_millis(100), 0);
+        let c = Arc::new(r.c);
         let handles: Vec<_> = (0..6)
             .map(|i| {
                 let c = c.clone();
-                thread::spawn(move || {
-                    thread::sleep(Duration::from_millis(10 * i));
-                    c.command(mv(0.1 * (i + 1) as f64))
-                })
+                thread::spawn(move || c.command(mv(0.1 * (i + 1) as f64)))
             })
             .collect();
         let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
@@ -759,43 +904,161 @@ mod tests {
             "{results:?}"
         );
         let busy = results.iter().filter(|r| r.is_err()).count();
-        assert!(busy >= 1, "{results:?}");
-        let moves = without_keepalive(&calls)
-            .into_iter()
+        let moves = r
+            .calls
+            .lock()
+            .iter()
             .filter(|c| matches!(c, Call::Move(..)))
             .count();
-        assert!(moves <= 6 - busy, "{moves} moves reached the driver");
+        assert!(
+            moves >= 1 && moves <= 6 - busy,
+            "{moves} moves, {results:?}"
+        );
         c.command(PtzCommand::Stop).unwrap();
     }
 
+    /// Many callers at once against a camera that takes long: never more than
+    /// MAX_WAITING wait, so some are told Busy.
     #[test]
-    fn failed_stop_is_retried() {
-        let (c, calls) = fake(Duration::ZERO, 2);
-        c.command(mv(1.0)).unwrap();
-        assert_eq!(c.command(PtzCommand::Stop), Err(PtzError::Timeout));
-        assert_eq!(c.health().link, LinkState::Down);
-        thread::sleep(Duration::from_millis(1200));
-        let stops = without_keepalive(&calls)
+    fn a_hung_camera_holds_at_most_max_waiting_callers() {
+        let r = rig(Duration::from_millis(400), 0);
+        let c = Arc::new(r.c);
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (c, start) = (c.clone(), start.clone());
+                thread::spawn(move || {
+                    start.wait();
+                    c.command(PtzCommand::Home)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        let busy = results
             .iter()
-            .filter(|c| **c == Call::Stop)
+            .filter(|r| **r == Err(PtzError::Busy))
             .count();
-        assert_eq!(stops, 3, "{:?}", without_keepalive(&calls));
-        assert_eq!(c.health().link, LinkState::Up);
+        assert_eq!(ok + busy, 8, "{results:?}");
+        assert!(ok <= MAX_WAITING * 2 && busy >= 1, "{results:?}");
+    }
+
+    /// A stop that fails is retried on a doubling backoff (250 ms, 500 ms, 1 s, then
+    /// every 2 s), STOP_RETRIES times, and then given up.
+    #[test]
+    fn failed_stop_is_retried_with_backoff_then_given_up() {
+        let r = rig(Duration::ZERO, u32::MAX);
+        r.command(mv(1.0)).unwrap();
+        assert_eq!(r.command(PtzCommand::Stop), Err(PtzError::Timeout));
+        assert_eq!(r.c.health().link, LinkState::Down);
+        let mut expected = vec![250, 500, 1000];
+        expected.resize(STOP_RETRIES as usize, 2000);
+        for (i, ms) in expected.into_iter().enumerate() {
+            let before = r.stops();
+            r.advance(Duration::from_millis(ms) - MS);
+            assert_eq!(r.stops(), before, "retry {} came before {ms} ms", i + 1);
+            r.advance(MS);
+            assert_eq!(r.stops(), before + 1, "retry {} not at {ms} ms", i + 1);
+        }
+        // Given up: no more stops.
+        r.advance(STOP_RETRY_MAX * 10);
+        assert_eq!(r.stops(), 1 + STOP_RETRIES as usize);
+    }
+
+    #[test]
+    fn failed_stop_retry_succeeds_and_link_comes_back() {
+        let r = rig(Duration::ZERO, 2);
+        r.command(mv(1.0)).unwrap();
+        assert_eq!(r.command(PtzCommand::Stop), Err(PtzError::Timeout));
+        r.advance(STOP_RETRY_MIN);
+        assert_eq!(r.stops(), 2);
+        assert_eq!(r.c.health().link, LinkState::Down);
+        r.advance(STOP_RETRY_MIN * 2);
+        assert_eq!(r.stops(), 3);
+        assert_eq!(r.c.health().link, LinkState::Up);
+        r.advance(STOP_RETRY_MAX * 10);
+        assert_eq!(r.stops(), 3, "{:?}", r.calls());
+    }
+
+    /// The dead-man's stop fails too: it is retried like a requested one.
+    #[test]
+    fn failed_deadman_stop_is_retried() {
+        let r = rig(Duration::ZERO, 1);
+        r.command(mv(0.4)).unwrap();
+        r.advance(DEADMAN);
+        assert_eq!(r.stops(), 1);
+        assert_eq!(r.c.health().link, LinkState::Down);
+        r.advance(STOP_RETRY_MIN);
+        assert_eq!(r.stops(), 2);
+        assert_eq!(r.c.health().link, LinkState::Up);
+    }
+
+    /// The keep-alive runs after KEEPALIVE_EVERY of idleness, and a held move (refreshes
+    /// answered locally) does not hold it off.
+    #[test]
+    fn keepalive_runs_when_idle() {
+        let r = rig(Duration::ZERO, 0);
+        let keepalives = || {
+            r.calls
+                .lock()
+                .iter()
+                .filter(|c| **c == Call::Keepalive)
+                .count()
+        };
+        assert_eq!(keepalives(), 1, "the first look at the connection");
+        r.advance(KEEPALIVE_EVERY - MS);
+        assert_eq!(keepalives(), 1);
+        r.advance(MS);
+        assert_eq!(keepalives(), 2);
+        // A move (a camera exchange) puts the next keep-alive one period after it;
+        // refreshes of the move do not push it further.
+        r.command(mv(0.3)).unwrap();
+        r.advance(KEEPALIVE_EVERY / 2);
+        r.command(mv(0.3)).unwrap();
+        r.advance(KEEPALIVE_EVERY / 2 - MS);
+        assert_eq!(keepalives(), 2);
+        r.advance(MS);
+        assert_eq!(keepalives(), 3, "a held move held off the keep-alive");
+        r.command(PtzCommand::Stop).unwrap();
     }
 
     #[test]
     fn closing_stops_a_moving_camera_and_answers_closed() {
-        let (c, calls) = fake(Duration::ZERO, 0);
-        c.command(mv(1.0)).unwrap();
-        c.close();
-        assert_eq!(without_keepalive(&calls).last(), Some(&Call::Stop));
-        assert_eq!(c.command(PtzCommand::Stop), Err(PtzError::Closed));
-        c.close();
+        let r = rig(Duration::ZERO, 0);
+        r.command(mv(1.0)).unwrap();
+        r.c.close();
+        assert_eq!(r.calls().last(), Some(&Call::Stop));
+        assert!(r.dropped.load(Ordering::SeqCst), "thread still running");
+        assert_eq!(r.c.command(PtzCommand::Stop), Err(PtzError::Closed));
+        r.c.close();
+    }
+
+    /// Dropping the handle alone stops the moving head and ends the thread: when `drop`
+    /// returns, the last stop went out and the driver (owned by the thread) is gone.
+    #[test]
+    fn dropping_the_handle_stops_the_head_and_joins_the_thread() {
+        let r = rig(Duration::ZERO, 0);
+        r.command(mv(1.0)).unwrap();
+        let Rig {
+            c, calls, dropped, ..
+        } = r;
+        drop(c);
+        assert!(dropped.load(Ordering::SeqCst), "thread still running");
+        assert_eq!(calls.lock().last(), Some(&Call::Stop));
+        // Still (no move): no stop on drop.
+        let r = rig(Duration::ZERO, 0);
+        r.command(PtzCommand::Home).unwrap();
+        let Rig {
+            c, calls, dropped, ..
+        } = r;
+        drop(c);
+        assert!(dropped.load(Ordering::SeqCst));
+        assert_eq!(calls.lock().last(), Some(&Call::Home));
     }
 
     #[test]
     fn controllers_map() {
-        let all = Controllers::new();
+        let all = Controllers::with_clock(Clock::manual());
         let cfg = PtzConfig::new(Protocol::ViscaUdp, Some(9)).unwrap();
         let a = all.attach("a", "127.0.0.1", cfg, "", &Secret::default());
         assert!(all.get("a").is_some());

@@ -3,16 +3,14 @@
 //! [`visca`]), and the per-camera control thread ([`Controller`]) that serialises a
 //! camera's commands and stops a move nobody refreshes.
 //!
-//! `ptz` never imports `camera` or `api`: the API hands it a host, a [`PtzConfig`] and the
-//! camera's credentials, and gets back `Result<_, PtzError>`.
+//! `ptz` never imports `camera`, `api` or `sim`: the API hands it a host, a [`PtzConfig`]
+//! and the camera's credentials, and gets back `Result<_, PtzError>`. The simulated head
+//! it is tested against lives in `src/sim/ptz.rs`, whose tests exercise these drivers.
 
-mod auth;
+// The PTZ simulator (src/sim/ptz.rs) answers digest challenges with these helpers.
+pub(crate) mod auth;
 pub mod cgi;
 mod controller;
-#[cfg(any(test, feature = "sim"))]
-pub mod sim;
-#[cfg(test)]
-mod tests;
 pub mod visca;
 
 use std::fmt;
@@ -84,17 +82,13 @@ impl fmt::Display for Protocol {
 }
 
 impl FromStr for Protocol {
-    type Err = String;
+    type Err = PtzConfigError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         PROTOCOLS
             .into_iter()
             .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| {
-                format!(
-                    "field 'ptz.protocol' must be one of cgi, visca-tcp, visca-udp, visca-sony, none (got {s:?})"
-                )
-            })
+            .ok_or_else(|| PtzConfigError::UnknownProtocol(s.to_owned()))
     }
 }
 
@@ -116,7 +110,7 @@ struct RawPtzConfig {
 }
 
 impl TryFrom<RawPtzConfig> for PtzConfig {
-    type Error = String;
+    type Error = PtzConfigError;
 
     fn try_from(raw: RawPtzConfig) -> Result<Self, Self::Error> {
         PtzConfig::new(raw.protocol, raw.port)
@@ -125,55 +119,113 @@ impl TryFrom<RawPtzConfig> for PtzConfig {
 
 impl PtzConfig {
     /// A validated config; `port: None` takes the protocol's default.
-    pub fn new(protocol: Protocol, port: Option<u16>) -> Result<PtzConfig, String> {
+    pub fn new(protocol: Protocol, port: Option<u16>) -> Result<PtzConfig, PtzConfigError> {
         let port = port.unwrap_or(protocol.default_port());
         if port == 0 {
-            return Err("field 'ptz.port' must be an integer from 1 to 65535".into());
+            return Err(PtzConfigError::BadPort);
         }
         match (protocol, port) {
             // PTZOptics cameras ignore a packet with the Sony header (ptz-protocols.md), and
             // a half-understood control channel is worse than a refused config.
-            (Protocol::ViscaSony, 1259 | 5678) => Err(format!(
-                "ptz: port {port} is a PTZOptics raw VISCA port; the Sony header (visca-sony) \
-                 is only for other vendors' cameras (default port 52381); use visca-udp or visca-tcp"
-            )),
-            (Protocol::ViscaTcp | Protocol::ViscaUdp, 52381) => Err(format!(
-                "ptz: port 52381 is Sony VISCA over IP, which needs the Sony header; \
-                 use protocol visca-sony, or {protocol} on the camera's raw VISCA port"
-            )),
+            (Protocol::ViscaSony, 1259 | 5678) => Err(PtzConfigError::SonyHeaderOnRawPort(port)),
+            (Protocol::ViscaTcp | Protocol::ViscaUdp, 52381) => {
+                Err(PtzConfigError::RawViscaOnSonyPort(protocol))
+            }
             _ => Ok(PtzConfig { protocol, port }),
         }
     }
 
     /// Reads the connect request's `ptz` block: `null` or a missing block (pass
     /// `Value::Null`) and `{"protocol":"none"}` mean no PTZ control.
-    pub fn parse(value: &Value) -> Result<Option<PtzConfig>, String> {
+    pub fn parse(value: &Value) -> Result<Option<PtzConfig>, PtzConfigError> {
         let m = match value {
             Value::Null => return Ok(None),
             Value::Object(m) => m,
-            _ => {
-                return Err(
-                    "field 'ptz' must be an object like {\"protocol\":\"visca-tcp\"}".into(),
-                )
-            }
+            _ => return Err(PtzConfigError::NotAnObject),
         };
         let protocol = match m.get("protocol") {
             Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("none") => return Ok(None),
             Some(Value::String(s)) => s.parse::<Protocol>()?,
-            None | Some(Value::Null) => return Err(
-                "field 'ptz.protocol' is required (cgi, visca-tcp, visca-udp, visca-sony or none)"
-                    .into(),
-            ),
-            Some(_) => return Err("field 'ptz.protocol' must be a string".into()),
+            None | Some(Value::Null) => return Err(PtzConfigError::MissingProtocol),
+            Some(_) => return Err(PtzConfigError::ProtocolNotAString),
         };
         let port = match m.get("port") {
             None | Some(Value::Null) => None,
             Some(v) => match v.as_u64() {
                 Some(p @ 1..=65535) => Some(p as u16),
-                _ => return Err("field 'ptz.port' must be an integer from 1 to 65535".into()),
+                _ => return Err(PtzConfigError::BadPort),
             },
         };
         PtzConfig::new(protocol, port).map(Some)
+    }
+}
+
+/// Why a `ptz` block (in a connect request or the state file) was refused. The caller
+/// should refuse the request that carried it (HTTP: `PtzError::from(e)`, which is
+/// [`PtzError::Invalid`], 422, with this text) and not start PTZ control; the user
+/// fixes the block as the variant says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PtzConfigError {
+    /// The block is neither an object nor null: send `{"protocol":"visca-tcp"}` (or
+    /// `null`, or `{"protocol":"none"}`, for no PTZ).
+    NotAnObject,
+    /// No `protocol` field: name one of cgi, visca-tcp, visca-udp, visca-sony or none.
+    MissingProtocol,
+    /// `protocol` is not a string: send one of the names as a string.
+    ProtocolNotAString,
+    /// `protocol` names no protocol this appliance speaks (the value given): use one of
+    /// the names listed.
+    UnknownProtocol(String),
+    /// `port` is not an integer from 1 to 65535: fix it, or leave it out for the
+    /// protocol's default.
+    BadPort,
+    /// `visca-sony` on a PTZOptics raw VISCA port (1259 or 5678, the value given):
+    /// PTZOptics cameras ignore the Sony header, so use visca-udp or visca-tcp.
+    SonyHeaderOnRawPort(u16),
+    /// Raw VISCA (the protocol given) on port 52381, Sony VISCA over IP: use
+    /// visca-sony, or the raw protocol on the camera's raw VISCA port.
+    RawViscaOnSonyPort(Protocol),
+}
+
+impl fmt::Display for PtzConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PtzConfigError::NotAnObject => {
+                f.write_str("field 'ptz' must be an object like {\"protocol\":\"visca-tcp\"}")
+            }
+            PtzConfigError::MissingProtocol => f.write_str(
+                "field 'ptz.protocol' is required (cgi, visca-tcp, visca-udp, visca-sony or none)",
+            ),
+            PtzConfigError::ProtocolNotAString => {
+                f.write_str("field 'ptz.protocol' must be a string")
+            }
+            PtzConfigError::UnknownProtocol(s) => write!(
+                f,
+                "field 'ptz.protocol' must be one of cgi, visca-tcp, visca-udp, visca-sony, none (got {s:?})"
+            ),
+            PtzConfigError::BadPort => {
+                f.write_str("field 'ptz.port' must be an integer from 1 to 65535")
+            }
+            PtzConfigError::SonyHeaderOnRawPort(port) => write!(
+                f,
+                "port {port} is a PTZOptics raw VISCA port; the Sony header (visca-sony) \
+                 is only for other vendors' cameras (default port 52381); use visca-udp or visca-tcp"
+            ),
+            PtzConfigError::RawViscaOnSonyPort(protocol) => write!(
+                f,
+                "port 52381 is Sony VISCA over IP, which needs the Sony header; \
+                 use protocol visca-sony, or {protocol} on the camera's raw VISCA port"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PtzConfigError {}
+
+/// A refused `ptz` block is a malformed request: [`PtzError::Invalid`].
+impl From<PtzConfigError> for PtzError {
+    fn from(e: PtzConfigError) -> PtzError {
+        PtzError::Invalid(e.to_string())
     }
 }
 
@@ -343,35 +395,31 @@ pub struct Position {
 }
 
 /// Why a PTZ request failed. Each variant's doc says what the caller should do;
-/// [`PtzError::http_status`] is the one mapping to HTTP.
+/// The API maps each variant to an HTTP status (`api::error`). The text (`Display`) is fit
+/// for the reply's `detail` and never contains a password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PtzError {
-    /// The request is malformed or out of range: fix it (422).
+    /// The request is malformed or out of range (a bad command, a reserved preset, a
+    /// refused `ptz` block): refuse it with the text; the sender must fix it, and
+    /// retrying it unchanged fails again (422). Says nothing about the camera.
     Invalid(String),
-    /// The camera's protocol cannot do this (e.g. position over HTTP-CGI): use another
-    /// protocol (501).
+    /// The camera's protocol cannot do this (e.g. position over HTTP-CGI): tell the user
+    /// to connect the camera with a protocol that can; do not retry (501).
     Unsupported(String),
-    /// The camera did not answer in time: check that it is on and reachable, then retry (504).
+    /// The camera did not answer in time: it may be off, unreachable or hung; report it,
+    /// and retry later (504). A move may still have been executed: send a stop if the
+    /// user lets go.
     Timeout,
     /// The camera could not be reached, refused the request or answered with an error
-    /// (wrong password, VISCA error reply): the text says which (502).
+    /// (wrong password, VISCA error reply; the text says which): report it; retrying
+    /// helps only once the camera or its settings are fixed (502).
     Camera(String),
-    /// The camera's command buffers or our queue are full: retry shortly (503).
+    /// The camera's command buffers or the queue in front of it are full (callers
+    /// already waiting): retry shortly, or drop the command if a newer one follows (503).
     Busy,
-    /// The camera's PTZ control has stopped (camera disconnected): connect it again (503).
+    /// This camera's PTZ control has stopped (the camera was disconnected or replaced):
+    /// do not retry on this controller; connect the camera again (503).
     Closed,
-}
-
-impl PtzError {
-    pub fn http_status(&self) -> u16 {
-        match self {
-            PtzError::Invalid(_) => 422,
-            PtzError::Unsupported(_) => 501,
-            PtzError::Timeout => 504,
-            PtzError::Camera(_) => 502,
-            PtzError::Busy | PtzError::Closed => 503,
-        }
-    }
 }
 
 impl fmt::Display for PtzError {
@@ -494,7 +542,7 @@ mod unit_tests {
 
     #[test]
     fn config_errors() {
-        let e = |v: Value| PtzConfig::parse(&v).unwrap_err();
+        let e = |v: Value| PtzConfig::parse(&v).unwrap_err().to_string();
         assert!(e(json!({"protocol": "onvif"})).contains("must be one of"));
         assert!(e(json!({})).contains("required"));
         assert!(e(json!({"protocol": 3})).contains("string"));
@@ -506,6 +554,37 @@ mod unit_tests {
         assert!(e(json!({"protocol": "visca-sony", "port": 1259})).contains("PTZOptics"));
         assert!(e(json!({"protocol": "visca-sony", "port": 5678})).contains("PTZOptics"));
         assert!(e(json!({"protocol": "visca-udp", "port": 52381})).contains("visca-sony"));
+        // The variants, for callers that act on the kind rather than the text.
+        let k = |v: Value| PtzConfig::parse(&v).unwrap_err();
+        assert_eq!(
+            k(json!({"protocol": "onvif"})),
+            PtzConfigError::UnknownProtocol("onvif".into())
+        );
+        assert_eq!(k(json!({})), PtzConfigError::MissingProtocol);
+        assert_eq!(
+            k(json!({"protocol": 3})),
+            PtzConfigError::ProtocolNotAString
+        );
+        assert_eq!(
+            k(json!({"protocol": "cgi", "port": 0})),
+            PtzConfigError::BadPort
+        );
+        assert_eq!(k(json!(1)), PtzConfigError::NotAnObject);
+        assert_eq!(
+            k(json!({"protocol": "visca-sony", "port": 5678})),
+            PtzConfigError::SonyHeaderOnRawPort(5678)
+        );
+        assert_eq!(
+            PtzConfig::new(Protocol::ViscaTcp, Some(52381)),
+            Err(PtzConfigError::RawViscaOnSonyPort(Protocol::ViscaTcp))
+        );
+        assert_eq!(
+            "udp".parse::<Protocol>(),
+            Err(PtzConfigError::UnknownProtocol("udp".into()))
+        );
+        // A refused block is Invalid, like every malformed PTZ request.
+        let e = PtzError::from(PtzConfigError::BadPort);
+        assert_eq!(e, PtzError::Invalid(PtzConfigError::BadPort.to_string()));
     }
 
     #[test]
@@ -575,7 +654,7 @@ mod unit_tests {
         for p in [Protocol::Cgi, Protocol::ViscaTcp, Protocol::ViscaUdp] {
             for i in 90..=99 {
                 let e = check_preset(p, i).unwrap_err();
-                assert_eq!(e.http_status(), 422);
+                assert!(matches!(e, PtzError::Invalid(_)), "{e}");
                 assert!(e.to_string().contains("reserved"), "{e}");
             }
             assert!(check_preset(p, 89).is_ok() && check_preset(p, 100).is_ok());
@@ -609,15 +688,5 @@ mod unit_tests {
             assert!(s >= last);
             last = s;
         }
-    }
-
-    #[test]
-    fn error_statuses() {
-        assert_eq!(PtzError::Invalid("x".into()).http_status(), 422);
-        assert_eq!(PtzError::Unsupported("x".into()).http_status(), 501);
-        assert_eq!(PtzError::Timeout.http_status(), 504);
-        assert_eq!(PtzError::Camera("x".into()).http_status(), 502);
-        assert_eq!(PtzError::Busy.http_status(), 503);
-        assert_eq!(PtzError::Closed.http_status(), 503);
     }
 }

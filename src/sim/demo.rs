@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::ptz::PtzSim;
 use super::{SimConfig, Simulator};
 use crate::camera::{CameraSpec, Transport};
 use crate::fleet::{ConnectRequest, Fleet};
-use crate::ptz::sim::PtzSim;
 use crate::ptz::{Protocol, PtzConfig};
 use crate::secret::Secret;
 
@@ -44,7 +44,8 @@ pub fn start(fleet: &Fleet, api: SocketAddr) -> Result<Demo, String> {
         password: Secret::default(),
         transport: Transport::Tcp,
     };
-    let ptz = PtzConfig::new(Protocol::ViscaTcp, Some(ptz_sim.visca_tcp_port()))?;
+    let ptz = PtzConfig::new(Protocol::ViscaTcp, Some(ptz_sim.visca_tcp_port()))
+        .map_err(|e| e.to_string())?;
     fleet
         .connect(
             ConnectRequest {

@@ -13,7 +13,7 @@ use gstreamer_video::prelude::*;
 
 use super::barcode::{self, FrameCode};
 use super::SimCodec;
-use crate::ptz::sim::{PtzSimHandle, SimPtzState};
+use crate::sim::ptz::{PtzSimHandle, SimPtzState};
 
 /// Elements the pipeline needs, checked before the server starts because the factory only
 /// parses its launch line when the first client arrives.
@@ -234,7 +234,7 @@ impl Stamper {
 /// Shows the simulated head's position: a target square that moves against pan and tilt
 /// (the scene stays, the camera turns) and grows with zoom, plus the position as a code.
 fn draw_ptz_view(luma: &mut [u8], stride: usize, width: u32, height: u32, s: &SimPtzState) {
-    use crate::ptz::sim::{PAN_LIMIT, TILT_MAX, TILT_MIN, ZOOM_MAX};
+    use crate::sim::ptz::{PAN_LIMIT, TILT_MAX, TILT_MIN, ZOOM_MAX};
     let (w, h) = (f64::from(width), f64::from(height));
     let zoom = (f64::from(s.zoom) / ZOOM_MAX).clamp(0.0, 1.0);
     let side = (h / 8.0 * (1.0 + 3.0 * zoom)).round();

@@ -17,9 +17,12 @@
 pub mod barcode;
 pub mod demo;
 mod media;
+pub mod ptz;
 
 #[cfg(test)]
 mod e2e_tests;
+#[cfg(test)]
+mod ptz_tests;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -65,7 +68,7 @@ pub struct SimConfig {
     /// A simulated PTZ head whose position the picture shows: the scene moves against
     /// pan and tilt and grows with zoom, and the position is drawn as a code below the
     /// frame code (see `barcode::read_ptz`).
-    pub ptz_view: Option<crate::ptz::sim::PtzSimHandle>,
+    pub ptz_view: Option<crate::sim::ptz::PtzSimHandle>,
 }
 
 /// What the simulator encodes.

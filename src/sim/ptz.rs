@@ -3,8 +3,12 @@
 //! Digest or Basic auth), all on free ports, driving one pan / tilt / zoom state that
 //! moves with the commanded velocity over time.
 //!
+//! Not part of the product: it speaks the protocols `crate::ptz` drives (and borrows its
+//! wire constants and digest helpers), but nothing in `ptz` imports it. Its tests of the
+//! product's drivers and controller are in `ptz_tests.rs` beside it.
+//!
 //! ```no_run
-//! use ptz_edge::ptz::sim::PtzSim;
+//! use ptz_edge::sim::ptz::PtzSim;
 //! let sim = PtzSim::start("127.0.0.1".parse().unwrap());
 //! println!("VISCA TCP on {}", sim.visca_tcp_port());
 //! let handle = sim.handle(); // cheap to clone; e.g. for drawing the state into video
@@ -25,13 +29,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::auth::{self, Algorithm, DigestInput};
-use super::cgi::CGI_PATH;
-use super::visca::{
+use crate::ptz::auth::{self, Algorithm, DigestInput};
+use crate::ptz::cgi::CGI_PATH;
+use crate::ptz::visca::{
     encode_nibbles16, sony_unwrap, sony_wrap, Framer, SONY_COMMAND, SONY_CONTROL,
     SONY_CONTROL_REPLY, SONY_INQUIRY, SONY_REPLY,
 };
-use super::Protocol;
+use crate::ptz::Protocol;
 
 /// Pan and tilt units per second per speed step (speed 0x18 pans 960 units/s).
 pub const UNITS_PER_SPEED: f64 = 40.0;

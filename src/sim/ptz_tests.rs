@@ -1,14 +1,19 @@
-//! End-to-end tests of the drivers and the controller against [`PtzSim`] over real
-//! TCP / UDP on 127.0.0.1: every action per protocol, directions, stop, the dead-man
-//! stop, timeouts, bytes on the wire, HTTP auth, reconnects, and the latency figures.
+//! End-to-end tests of the product's PTZ drivers and controller (`crate::ptz`) against
+//! [`PtzSim`] over real TCP / UDP on 127.0.0.1: every action per protocol, directions,
+//! stop, the dead-man stop (on a manual clock), timeouts, bytes on the wire, HTTP auth,
+//! reconnects, and the latency figures. They live in `sim` because product modules
+//! never import the simulator.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::sim::{PtzSim, SimAuth, SimTransport};
-use super::{Controller, PresetOp, Protocol, PtzCommand, PtzConfig, PtzError, DEADMAN, PROTOCOLS};
+use super::ptz::{PtzSim, SimAuth, SimPtzState, SimTransport};
+use crate::clock::Clock;
+use crate::ptz::{
+    Controller, PresetOp, Protocol, PtzCommand, PtzConfig, PtzError, DEADMAN, PROTOCOLS,
+};
 use crate::secret::Secret;
 
 fn local() -> IpAddr {
@@ -16,6 +21,16 @@ fn local() -> IpAddr {
 }
 
 fn controller(sim: &PtzSim, protocol: Protocol, user: &str, password: &str) -> Controller {
+    controller_on(sim, protocol, user, password, Clock::system())
+}
+
+fn controller_on(
+    sim: &PtzSim,
+    protocol: Protocol,
+    user: &str,
+    password: &str,
+    clock: Clock,
+) -> Controller {
     let cfg = PtzConfig::new(protocol, Some(sim.port(protocol))).expect("valid config");
     Controller::start(
         &format!("t-{protocol}"),
@@ -23,6 +38,7 @@ fn controller(sim: &PtzSim, protocol: Protocol, user: &str, password: &str) -> C
         cfg,
         user,
         &Secret::new(password),
+        clock,
     )
 }
 
@@ -46,7 +62,7 @@ fn nudge(
     sim: &PtzSim,
     c: &Controller,
     cmd: PtzCommand,
-    read: fn(&super::sim::SimPtzState) -> i32,
+    read: fn(&SimPtzState) -> i32,
 ) -> (i32, i32) {
     let before = read(&sim.state());
     c.command(cmd).expect("move");
@@ -123,7 +139,7 @@ fn every_action_per_protocol() {
             }
             Err(e) => {
                 assert_eq!(protocol, Protocol::Cgi, "{ctx}: {e}");
-                assert_eq!(e.http_status(), 501);
+                assert!(matches!(e, PtzError::Unsupported(_)), "{e}");
             }
         }
 
@@ -150,7 +166,7 @@ fn every_action_per_protocol() {
                 .count();
             assert_eq!(sent, 0, "{ctx}");
         }
-        c.stop_thread();
+        drop(c);
     }
 }
 
@@ -161,7 +177,7 @@ fn visca_position_follows_the_moves() {
     for (cmd, check) in [
         (
             mv(0.7, 0.0, 0.0),
-            (|a, b| b.pan > a.pan) as fn(super::Position, super::Position) -> bool,
+            (|a, b| b.pan > a.pan) as fn(crate::ptz::Position, crate::ptz::Position) -> bool,
         ),
         (mv(0.0, 0.7, 0.0), |a, b| b.tilt > a.tilt),
         (mv(0.0, 0.0, 0.7), |a, b| b.zoom > a.zoom),
@@ -180,19 +196,38 @@ fn visca_position_follows_the_moves() {
     }
 }
 
+/// The dead-man against a real head, its timer on a manual clock: refreshes hold a move
+/// without reaching the camera, and one [`DEADMAN`] after the last refresh the head
+/// stops. The test waits (bounded) for the controller thread to look at each new time.
 #[test]
 fn deadman_stops_an_unrefreshed_move() {
+    const WAIT: Duration = Duration::from_secs(10);
     for protocol in [Protocol::ViscaTcp, Protocol::Cgi] {
         let sim = PtzSim::start(local());
-        let c = controller(&sim, protocol, "", "");
+        let clock = Clock::manual();
+        let c = controller_on(&sim, protocol, "", "", clock.clone());
+        assert!(clock.await_parked(0, WAIT), "{protocol}: never parked");
+        let command = |cmd: PtzCommand| {
+            let p = clock.parks();
+            c.command(cmd).unwrap();
+            assert!(
+                clock.await_parked(p, WAIT),
+                "{protocol}: no park after {cmd:?}"
+            );
+        };
+        let advance = |d: Duration| {
+            let p = clock.parks();
+            clock.advance(d);
+            assert!(
+                clock.await_parked(p, WAIT),
+                "{protocol}: no park after {d:?}"
+            );
+        };
         // Refreshed every 300 ms for 1.5 s: keeps moving. A refresh only re-arms the
         // timer; it costs no camera exchange.
-        let started = Instant::now();
-        let mut last_refresh = started;
-        while started.elapsed() < Duration::from_millis(1500) {
-            c.command(mv(0.3, 0.0, 0.0)).unwrap();
-            last_refresh = Instant::now();
-            thread::sleep(Duration::from_millis(300));
+        for _ in 0..5 {
+            command(mv(0.3, 0.0, 0.0));
+            advance(Duration::from_millis(300));
         }
         assert!(sim.state().moving, "{protocol}: a refreshed move stopped");
         let moves = sim
@@ -204,21 +239,29 @@ fn deadman_stops_an_unrefreshed_move() {
             })
             .count();
         assert_eq!(moves, 1, "{protocol}: refreshes reached the camera");
+        // The last refresh was 300 ms ago: 1 ms short of its deadline, still moving.
+        advance(DEADMAN - Duration::from_millis(301));
         assert!(
-            wait_until(Duration::from_secs(3), || !sim.state().moving),
-            "{protocol}: dead-man stop never came"
+            sim.state().moving,
+            "{protocol}: stopped before the deadline"
         );
-        let stop_at = sim.state().last_command_at.expect("applied");
-        let after = stop_at.duration_since(last_refresh);
-        eprintln!(
-            "dead-man ({protocol}): stop applied {} ms after the last refresh",
-            after.as_millis()
-        );
+        advance(Duration::from_millis(1));
         assert!(
-            after >= DEADMAN - Duration::from_millis(50)
-                && after < DEADMAN + Duration::from_millis(400),
-            "{protocol}: {after:?}"
+            !sim.state().moving,
+            "{protocol}: no dead-man stop at the deadline"
         );
+        let stops = || {
+            sim.received()
+                .iter()
+                .filter(|m| {
+                    m.bytes == crate::ptz::visca::PAN_TILT_STOP
+                        || m.bytes == crate::ptz::cgi::STOP_PATH.as_bytes()
+                })
+                .count()
+        };
+        assert_eq!(stops(), 1, "{protocol}");
+        advance(DEADMAN * 5);
+        assert_eq!(stops(), 1, "{protocol}: more than one stop");
     }
 }
 
@@ -237,14 +280,13 @@ fn silent_camera_times_out_cleanly() {
             took.as_millis()
         );
         assert_eq!(r, Err(PtzError::Timeout), "{protocol}");
-        assert_eq!(PtzError::Timeout.http_status(), 504);
         let limit = if protocol == Protocol::Cgi {
             2600
         } else {
             1600
         };
         assert!(took < Duration::from_millis(limit), "{protocol}: {took:?}");
-        assert_eq!(c.health().link, super::LinkState::Down);
+        assert_eq!(c.health().link, crate::ptz::LinkState::Down);
         // The camera comes back: control recovers without a new controller.
         sim.set_silent(false);
         assert!(
@@ -267,9 +309,16 @@ fn unreachable_port_is_a_camera_error() {
         .port();
     for protocol in [Protocol::ViscaTcp, Protocol::Cgi] {
         let cfg = PtzConfig::new(protocol, Some(port)).unwrap();
-        let c = Controller::start("gone", "127.0.0.1", cfg, "", &Secret::default());
+        let c = Controller::start(
+            "gone",
+            "127.0.0.1",
+            cfg,
+            "",
+            &Secret::default(),
+            Clock::system(),
+        );
         let e = c.command(PtzCommand::Home).unwrap_err();
-        assert_eq!(e.http_status(), 502, "{protocol}: {e}");
+        assert!(matches!(e, PtzError::Camera(_)), "{protocol}: {e}");
         assert!(e.to_string().contains("connect"), "{protocol}: {e}");
     }
 }
@@ -421,7 +470,7 @@ fn cgi_digest_and_basic_auth() {
     // Wrong password: a clear 502 naming the 401, and nothing moved.
     let bad = controller(&sim, Protocol::Cgi, "admin", "wrong");
     let e = bad.command(mv(1.0, 0.0, 0.0)).unwrap_err();
-    assert_eq!(e.http_status(), 502);
+    assert!(matches!(e, PtzError::Camera(_)), "{e}");
     assert!(
         e.to_string()
             .contains("rejected the username or password (HTTP 401"),
@@ -445,10 +494,8 @@ fn cgi_digest_and_basic_auth() {
     let b = controller(&sim, Protocol::Cgi, "op", "pw");
     b.command(PtzCommand::Home).unwrap();
     let b_bad = controller(&sim, Protocol::Cgi, "op", "nope");
-    assert_eq!(
-        b_bad.command(PtzCommand::Home).unwrap_err().http_status(),
-        502
-    );
+    let e = b_bad.command(PtzCommand::Home).unwrap_err();
+    assert!(matches!(e, PtzError::Camera(_)), "{e}");
 }
 
 #[test]
@@ -458,7 +505,7 @@ fn visca_error_replies_are_reported() {
         let c = controller(&sim, protocol, "", "");
         sim.set_error_reply(Some(0x41));
         let e = c.command(PtzCommand::Home).unwrap_err();
-        assert_eq!(e.http_status(), 502, "{protocol}: {e}");
+        assert!(matches!(e, PtzError::Camera(_)), "{protocol}: {e}");
         assert!(
             e.to_string()
                 .contains("VISCA error 41: command not executable"),
@@ -522,7 +569,7 @@ fn lost_datagrams_are_resent() {
         c.command(PtzCommand::Home).unwrap();
         let took = t.elapsed();
         assert!(
-            took >= super::visca::RESEND_AFTER && took < Duration::from_millis(700),
+            took >= crate::ptz::visca::RESEND_AFTER && took < Duration::from_millis(700),
             "{protocol}: {took:?}"
         );
         let got: Vec<_> = sim
@@ -580,7 +627,7 @@ fn tcp_reconnects_after_a_camera_reboot() {
     c.command(PtzCommand::Stop).unwrap();
     assert!(!sim.state().moving);
     assert_eq!(sim.tcp_connections(), 3);
-    assert_eq!(c.health().link, super::LinkState::Up);
+    assert_eq!(c.health().link, crate::ptz::LinkState::Up);
 }
 
 #[test]
@@ -653,5 +700,61 @@ fn command_to_motion_latency() {
             motion.len()
         );
         assert!(percentile(&motion, 0.5) < Duration::from_millis(50));
+    }
+}
+
+/// `api::ptz`'s JSON bodies and statuses against a real controller and head.
+mod api_bodies {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::ptz;
+
+    fn command(
+        ctrl: &Controller,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, (u16, String)> {
+        ptz::command(ctrl, body).map_err(|e| (e.status(), e.to_string()))
+    }
+
+    fn position(ctrl: &Controller) -> Result<serde_json::Value, (u16, String)> {
+        ptz::position(ctrl).map_err(|e| (e.status(), e.to_string()))
+    }
+
+    #[test]
+    fn command_and_position_bodies() {
+        let sim = PtzSim::start(local());
+        let ctrl = controller(&sim, Protocol::ViscaTcp, "", "");
+        assert_eq!(
+            command(&ctrl, &json!({"action": "move", "pan": 1})),
+            Ok(json!({"success": true}))
+        );
+        assert!(
+            wait_until(Duration::from_secs(3), || sim.state().pan > 0),
+            "the head never moved"
+        );
+        assert_eq!(
+            command(&ctrl, &json!({"action": "stop"})),
+            Ok(json!({"success": true}))
+        );
+        let p = position(&ctrl).unwrap();
+        assert!(p["pan"].as_i64().unwrap() > 0, "{p}");
+        assert!(p["tilt"].is_i64() && p["zoom"].is_i64());
+        let (status, detail) = command(
+            &ctrl,
+            &json!({"action": "preset", "op": "goto", "index": 95}),
+        )
+        .unwrap_err();
+        assert_eq!(status, 422);
+        assert!(detail.contains("reserved"), "{detail}");
+        let (status, _) = command(&ctrl, &json!({"action": "jump"})).unwrap_err();
+        assert_eq!(status, 422);
+    }
+
+    #[test]
+    fn cgi_position_is_501() {
+        let sim = PtzSim::start(local());
+        let ctrl = controller(&sim, Protocol::Cgi, "", "");
+        assert_eq!(position(&ctrl).unwrap_err().0, 501);
     }
 }
