@@ -388,7 +388,8 @@ impl JpegService {
         }
     }
 
-    /// The JPEG of `frame` at `params` (snapped), encoding it only if nobody has yet.
+    /// The JPEG of `frame` at `params` (snapped; a width that does not shrink the picture
+    /// counts as full size), encoding it only if nobody has yet.
     pub fn get(&self, frame: &Frame, params: JpegParams) -> Result<Arc<Jpeg>, JpegError> {
         self.get_at(frame, params, Instant::now())
     }
@@ -400,7 +401,13 @@ impl JpegService {
         params: JpegParams,
         now: Instant,
     ) -> Result<Arc<Jpeg>, JpegError> {
-        let params = params.snapped();
+        let mut params = params.snapped();
+        if fit(frame.width(), frame.height(), params.width)
+            == fit(frame.width(), frame.height(), None)
+        {
+            // A width at or above the picture's: the full-size picture, one encoder.
+            params.width = None;
+        }
         self.sweep(now);
         if let Some(j) = self.cached(frame.seq, params) {
             self.entries
@@ -733,7 +740,7 @@ mod tests {
         static BUDGET: EncoderBudget = EncoderBudget::new(5);
         let one = JpegService::with_budget(&BUDGET);
         let two = JpegService::with_budget(&BUDGET);
-        let frame = test_frame(7, 320, 240);
+        let frame = test_frame(7, 1280, 720);
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_millis(s);
         let p = |w: u32| JpegParams::new(Some(w), 80);
