@@ -490,12 +490,16 @@ impl Camera {
             self.failed_decoders.lock().clear();
             return Err(format!("no working decoder for {codec}"));
         }
+        let feed = Arc::clone(&self.feed);
+        let on_picture: decode::PictureSink = Arc::new(move |p| {
+            feed.publish(p.captured, p.info, p.buffer);
+        });
         let decoder = Decoder::start(
             &caps,
             codec,
             &candidates,
             self.options.decoder_threads,
-            Arc::clone(&self.feed),
+            on_picture,
         )
         .map_err(|e| e.0)?;
         let element = decoder.element().to_owned();
