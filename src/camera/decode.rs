@@ -25,6 +25,9 @@ use super::Codec;
 pub const MAX_QUEUED_UNITS: u64 = 30;
 /// The most camera time that may wait for the decoder, by the units' arrival times.
 pub const MAX_QUEUED_TIME: Duration = Duration::from_secs(1);
+/// The most units replayed at the start that are fed whatever the bound (the camera keeps
+/// at most this many since the last keyframe for a fast first picture).
+pub const MAX_REPLAYED_UNITS: u64 = 600;
 
 /// A decoded picture, handed to the `on_picture` callback on the decoder's streaming
 /// thread. `buffer` holds raw video (I420, NV12 or YV12) as described by `info`.
@@ -41,8 +44,9 @@ pub type PictureSink = Arc<dyn Fn(Picture) + Send + Sync>;
 /// How the decoder keeps up (for status: `droppedFrames`, `lagging`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DecoderStats {
-    /// Access units not decoded since the start: dropped because decoding was behind
-    /// (and the units after them up to the next keyframe, which need them).
+    /// Access units not fed to the decoder since it started: dropped because decoding was
+    /// behind, with the units after them up to the next keyframe (which need them), and
+    /// any delta units before the first keyframe.
     pub dropped: u64,
     /// Decoding is behind now: skipping to the next keyframe, or more than
     /// [`MAX_QUEUED_TIME`] of the camera's stream waits for the decoder.
@@ -81,9 +85,11 @@ type Arrivals = Arc<Mutex<VecDeque<(Option<gst::ClockTime>, f64)>>>;
 
 /// The decoder's input bound: what waits in `appsrc`, and whether units are being skipped.
 ///
-/// Units that arrived before the decoder started are the kept GOP the camera replays to
-/// get a picture fast: they are always fed and do not count against the bound (their
-/// time counts as the decoder's start). From the first live unit on, the bound holds:
+/// Units that arrived before the decoder started, pushed before any later one, are the
+/// kept GOP the camera replays to get a picture fast: they are fed (up to
+/// [`MAX_REPLAYED_UNITS`]) and do not count against the bound (their time counts as the
+/// decoder's start). From the first live unit on, every unit counts (so a wall clock
+/// stepped back cannot make units look replayed), and the bound holds:
 /// more than [`MAX_QUEUED_UNITS`] live units waiting, or more than [`MAX_QUEUED_TIME`]
 /// between the arrival of the oldest waiting unit and the newest, and the decoder is
 /// behind. Then every unit is dropped up to a keyframe that comes once the queue has
@@ -95,6 +101,8 @@ struct Gate {
     queued: VecDeque<(f64, bool)>,
     /// Unix seconds the decoder started.
     started: f64,
+    /// Replayed units fed so far, or `None` once a live unit came (no more replay).
+    replayed: Option<u64>,
     /// The latest counted arrival time fed or dropped.
     newest: f64,
     /// Only a keyframe may be fed next (at the start, and after a drop).
@@ -109,6 +117,7 @@ impl Gate {
         Gate {
             queued: VecDeque::with_capacity(64),
             started,
+            replayed: Some(0),
             newest: started,
             need_keyframe: true,
             behind: false,
@@ -134,7 +143,14 @@ impl Gate {
 
     /// Whether the unit `au` goes to the decoder (else it is dropped and counted).
     fn admit(&mut self, au: &AccessUnit) -> bool {
-        let live = au.arrived >= self.started;
+        let replay = match self.replayed {
+            Some(n) if au.arrived < self.started && n < MAX_REPLAYED_UNITS => true,
+            _ => {
+                self.replayed = None;
+                false
+            }
+        };
+        let live = !replay;
         let at = au.arrived.max(self.started);
         self.newest = self.newest.max(at);
         let limit = MAX_QUEUED_TIME.as_secs_f64();
@@ -151,6 +167,9 @@ impl Gate {
             self.behind = true;
             self.dropped += 1;
             return false;
+        }
+        if let (true, Some(n)) = (replay, self.replayed.as_mut()) {
+            *n += 1;
         }
         self.queued.push_back((at, live));
         true
@@ -375,6 +394,80 @@ mod tests {
             .field("stream-format", "byte-stream")
             .field("alignment", "au")
             .build()
+    }
+
+    fn unit(arrived: f64, keyframe: bool) -> AccessUnit {
+        gst::init().unwrap();
+        AccessUnit {
+            buffer: gst::Buffer::new(),
+            caps: h264_caps(),
+            codec: Codec::H264,
+            arrived,
+            keyframe,
+        }
+    }
+
+    /// Feeds `units` (arrival, keyframe) with nothing taken by the decoder; returns
+    /// which were admitted.
+    fn feed(gate: &mut Gate, units: &[(f64, bool)]) -> Vec<bool> {
+        units
+            .iter()
+            .map(|&(t, k)| gate.admit(&unit(t, k)))
+            .collect()
+    }
+
+    #[test]
+    fn the_gate_drops_to_a_keyframe_after_the_queue_drained() {
+        let mut gate = Gate::new(100.0);
+        let gop = |start: f64| -> Vec<(f64, bool)> {
+            (0..40)
+                .map(|i| (start + f64::from(i) / 60.0, i == 0))
+                .collect()
+        };
+        // A delta before any keyframe is useless: dropped.
+        assert_eq!(feed(&mut gate, &[(100.0, false)]), [false]);
+        // 40 units at 60 fps: the 31st is over the bound, it and the rest are dropped.
+        let fed = feed(&mut gate, &gop(101.0));
+        assert_eq!(fed.iter().filter(|f| **f).count(), 30);
+        assert!(fed[..30].iter().all(|f| *f) && !fed[30..].iter().any(|f| *f));
+        assert!(gate.behind && gate.dropped == 11);
+        // The next keyframe while 30 still wait: skipped too, with its GOP.
+        assert!(!feed(&mut gate, &gop(101.7)).iter().any(|f| *f));
+        // The decoder took all but 5 (a quarter of the bound at most, the oldest 0.4 s
+        // before the keyframe, half the time bound at most): the next keyframe resumes.
+        gate.sync(5);
+        let fed = feed(&mut gate, &gop(101.8)[..10]);
+        assert!(fed.iter().all(|f| *f), "{fed:?}");
+        assert!(!gate.behind);
+        // Time: units 0.2 s apart are over 1 s after 6 waiting.
+        gate.sync(0);
+        let slow: Vec<(f64, bool)> = (0..10)
+            .map(|i| (104.0 + f64::from(i) * 0.2, false))
+            .collect();
+        let fed = feed(&mut gate, &slow);
+        assert_eq!(
+            fed,
+            [true, true, true, true, true, true, false, false, false, false]
+        );
+    }
+
+    #[test]
+    fn replayed_units_are_fed_whole_but_only_before_live_ones() {
+        let mut gate = Gate::new(100.0);
+        // 90 units kept from before the start (3 s at 30 fps): all fed.
+        let kept: Vec<(f64, bool)> = (0..90)
+            .map(|i| (97.0 + f64::from(i) / 30.0, i % 30 == 0))
+            .collect();
+        assert!(feed(&mut gate, &kept).iter().all(|f| *f));
+        assert_eq!(gate.dropped, 0);
+        // A live unit; then the wall clock steps back an hour: units still count.
+        assert_eq!(feed(&mut gate, &[(100.1, false)]), [true]);
+        gate.sync(0);
+        let stepped: Vec<(f64, bool)> = (0..40)
+            .map(|i| (-3500.0 + f64::from(i) / 30.0, false))
+            .collect();
+        let fed = feed(&mut gate, &stepped);
+        assert_eq!(fed.iter().filter(|f| **f).count(), 30, "{fed:?}");
     }
 
     #[test]
