@@ -334,12 +334,12 @@ fn a_burst_is_bounded_in_time() {
 #[test]
 fn the_kept_gop_replayed_at_the_start_is_fed_whole() {
     let (decoder, pictures) = h264_decoder();
-    // Two GOPs that arrived before the decoder started (the camera keeps up to a few
+    // Four GOPs that arrived before the decoder started (the camera keeps up to a few
     // seconds of units since the last keyframe and replays them): more than the bound,
     // but the decoder's first picture must come from the newest of them.
     let step = 1.0 / 30.0;
     let base = unix_now() - 10.0;
-    let units = 2 * GOP;
+    let units = 4 * GOP;
     let max_queued = burst(&decoder, (0..units).map(|i| (i, 0, base + i as f64 * step)));
     let mut out = Vec::new();
     drain(&decoder, &pictures, &mut out);
@@ -348,5 +348,8 @@ fn the_kept_gop_replayed_at_the_start_is_fed_whole() {
     println!("replay of {units}: queue max {max_queued}, {s:?}");
     assert_eq!(s.dropped, 0, "{s:?}");
     assert!(!s.lagging, "{s:?}");
+    // Each picture carries its own unit's arrival, not the time it was decoded.
+    let indices = decoded(&out, base, step);
+    assert_eq!(indices, (0..units).collect(), "pictures' stamps");
     assert_eq!(decoder.error(), None);
 }

@@ -81,6 +81,12 @@ pub fn is_hardware(name: &str) -> bool {
 }
 
 /// Arrival times by PTS, oldest first.
+///
+/// Holds every unit fed and not yet out of the decoder: the gate lets at most
+/// [`MAX_REPLAYED_UNITS`] + [`MAX_QUEUED_UNITS`] wait, plus the few inside the decoder.
+/// (With fewer, a long replayed GOP lost its stamps and its old pictures were stamped
+/// "now": passed off as new.)
+const MAX_ARRIVALS: usize = (MAX_REPLAYED_UNITS + MAX_QUEUED_UNITS) as usize + 32;
 type Arrivals = Arc<Mutex<VecDeque<(Option<gst::ClockTime>, f64)>>>;
 
 /// The decoder's input bound: what waits in `appsrc`, and whether units are being skipped.
@@ -321,7 +327,7 @@ impl Decoder {
         }
         {
             let mut a = self.arrivals.lock();
-            if a.len() >= 64 {
+            if a.len() >= MAX_ARRIVALS {
                 a.pop_front();
             }
             a.push_back((au.buffer.pts(), au.arrived));
