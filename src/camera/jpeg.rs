@@ -349,8 +349,8 @@ struct Entry {
 /// A camera's JPEG encoders and the cache of its newest encoded pictures.
 ///
 /// Bounds: [`MAX_ENCODERS_PER_CAMERA`] encoders (LRU), each freed after [`ENCODER_IDLE`]
-/// unused (by [`JpegService::sweep`], which the camera thread calls on its tick and
-/// [`JpegService::get`] calls too), [`MAX_ENCODERS_TOTAL`] in the process, [`CACHE_LEN`]
+/// unused (by [`JpegService::sweep`], for the camera thread to call on its tick; and
+/// [`JpegService::get`] calls too), [`MAX_ENCODERS_TOTAL`] in the process, 8
 /// pictures.
 pub struct JpegService {
     budget: &'static EncoderBudget,
