@@ -13,6 +13,7 @@ use tiny_http::{Response, StatusCode};
 use super::error::ApiError;
 use super::request::{error, header, json as json_reply, percent_decode, Reply, Request};
 use super::{mjpeg, params, ptz, status, ws, Ctx};
+use crate::camera::jpeg::JpegError;
 use crate::camera::Camera;
 use crate::clock::unix_now;
 
@@ -225,6 +226,7 @@ fn frame(req: &Request, id: &str, ctx: &Ctx) -> Reply {
                 ))
                 .boxed(),
         ),
+        Err(JpegError::Busy) => fail(ApiError::Busy(JpegError::Busy.to_string())),
         Err(e) => {
             log::error!("{id}: JPEG encoding failed: {e}");
             fail(ApiError::Internal(format!("JPEG encoding failed: {e}")))

@@ -3,9 +3,14 @@
 //!
 //! It runs only while someone watches (see `DecodeMode`), fed first with the access units
 //! since the last keyframe so a picture comes within a few frames' decode time.
+//!
+//! Its input is bounded in frames and in time (see [`Decoder::push`]): when decoding falls
+//! behind the camera, the access units up to the next keyframe are dropped and counted
+//! instead of queued, so a viewer's latency stays bounded and memory flat under overload.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -13,10 +18,43 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use parking_lot::Mutex;
 
-use super::feed::Feed;
 use super::pipeline::{make, AccessUnit, PipelineError};
 use super::Codec;
 use crate::clock::unix_now;
+
+/// The most access units that may wait for the decoder (about 1 s of a 30 fps camera).
+pub const MAX_QUEUED_UNITS: u64 = 30;
+/// The most camera time that may wait for the decoder, by the units' arrival times.
+pub const MAX_QUEUED_TIME: Duration = Duration::from_secs(1);
+/// The most units replayed at the start that are fed whatever the bound (the camera keeps
+/// at most this many since the last keyframe for a fast first picture).
+pub const MAX_REPLAYED_UNITS: u64 = 600;
+
+/// A decoded picture, handed to the `on_picture` callback on the decoder's streaming
+/// thread. `buffer` holds raw video (I420, NV12 or YV12) as described by `info`.
+pub struct Picture {
+    /// Unix seconds at which the camera's packet for this picture arrived.
+    pub captured: f64,
+    pub info: gst_video::VideoInfo,
+    pub buffer: gst::Buffer,
+}
+
+/// Where decoded pictures go. Called on the decoder's streaming thread: keep it short.
+pub type PictureSink = Arc<dyn Fn(Picture) + Send + Sync>;
+
+/// How the decoder keeps up (for status: `droppedFrames`, `lagging`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecoderStats {
+    /// Access units not fed to the decoder since it started: dropped because decoding was
+    /// behind, with the units after them up to the next keyframe (which need them), and
+    /// any delta units before the first keyframe.
+    pub dropped: u64,
+    /// Decoding is behind now: skipping to the next keyframe, or more than
+    /// [`MAX_QUEUED_TIME`] of the camera's stream waits for the decoder.
+    pub lagging: bool,
+    /// Access units waiting for the decoder now.
+    pub queued: u64,
+}
 
 /// Decoder elements that can take `codec`, best first: the override (if any), then by
 /// rank. Elements of rank NONE are only used when named by the override.
@@ -44,7 +82,106 @@ pub fn is_hardware(name: &str) -> bool {
 }
 
 /// Arrival times by PTS, oldest first.
+///
+/// Holds every unit fed and not yet out of the decoder: the gate lets at most
+/// [`MAX_REPLAYED_UNITS`] + [`MAX_QUEUED_UNITS`] wait, plus the few inside the decoder.
+/// (With fewer, a long replayed GOP lost its stamps and its old pictures were stamped
+/// "now": passed off as new.)
+const MAX_ARRIVALS: usize = (MAX_REPLAYED_UNITS + MAX_QUEUED_UNITS) as usize + 32;
 type Arrivals = Arc<Mutex<VecDeque<(Option<gst::ClockTime>, f64)>>>;
+
+/// The decoder's input bound: what waits in `appsrc`, and whether units are being skipped.
+///
+/// Units that arrived before the decoder started, pushed before any later one, are the
+/// kept GOP the camera replays to get a picture fast: they are fed (up to
+/// [`MAX_REPLAYED_UNITS`]) and do not count against the bound (their time counts as the
+/// decoder's start). From the first live unit on, every unit counts (so a wall clock
+/// stepped back cannot make units look replayed), and the bound holds:
+/// more than [`MAX_QUEUED_UNITS`] live units waiting, or more than [`MAX_QUEUED_TIME`]
+/// between the arrival of the oldest waiting unit and the newest, and the decoder is
+/// behind. Then every unit is dropped up to a keyframe that comes once the queue has
+/// drained (at most a quarter of the bound waiting, spanning at most half its time), so
+/// no delta unit is ever fed whose reference was dropped.
+struct Gate {
+    /// Units in `appsrc` not yet taken by the decoder, oldest first: the arrival time
+    /// counted for the bound, and whether the unit counts (arrived after the start).
+    queued: VecDeque<(f64, bool)>,
+    /// Unix seconds the decoder started.
+    started: f64,
+    /// Replayed units fed so far, or `None` once a live unit came (no more replay).
+    replayed: Option<u64>,
+    /// The latest counted arrival time fed or dropped.
+    newest: f64,
+    /// Only a keyframe may be fed next (at the start, and after a drop).
+    need_keyframe: bool,
+    /// The bound was hit: skipping until a keyframe after the queue has drained.
+    behind: bool,
+    dropped: u64,
+}
+
+impl Gate {
+    fn new(started: f64) -> Gate {
+        Gate {
+            queued: VecDeque::with_capacity(64),
+            started,
+            replayed: Some(0),
+            newest: started,
+            need_keyframe: true,
+            behind: false,
+            dropped: 0,
+        }
+    }
+
+    /// Forgets the units the decoder has taken: `appsrc` holds `level` now (FIFO).
+    fn sync(&mut self, level: u64) {
+        while self.queued.len() as u64 > level {
+            self.queued.pop_front();
+        }
+    }
+
+    fn live_units(&self) -> u64 {
+        self.queued.iter().filter(|(_, live)| *live).count() as u64
+    }
+
+    /// Camera time waiting for the decoder, were a unit counted at `newest` added.
+    fn lag(&self, newest: f64) -> f64 {
+        self.queued.front().map_or(0.0, |(t, _)| newest - t)
+    }
+
+    /// Whether the unit `au` goes to the decoder (else it is dropped and counted).
+    fn admit(&mut self, au: &AccessUnit) -> bool {
+        let replay = match self.replayed {
+            Some(n) if au.arrived < self.started && n < MAX_REPLAYED_UNITS => true,
+            _ => {
+                self.replayed = None;
+                false
+            }
+        };
+        let live = !replay;
+        let at = au.arrived.max(self.started);
+        self.newest = self.newest.max(at);
+        let limit = MAX_QUEUED_TIME.as_secs_f64();
+        if self.need_keyframe {
+            let drained = self.live_units() <= MAX_QUEUED_UNITS / 4 && self.lag(at) <= limit / 2.0;
+            if !au.keyframe || (self.behind && !drained) {
+                self.dropped += 1;
+                return false;
+            }
+            self.need_keyframe = false;
+            self.behind = false;
+        } else if live && (self.live_units() + 1 > MAX_QUEUED_UNITS || self.lag(at) > limit) {
+            self.need_keyframe = true;
+            self.behind = true;
+            self.dropped += 1;
+            return false;
+        }
+        if let (true, Some(n)) = (replay, self.replayed.as_mut()) {
+            *n += 1;
+        }
+        self.queued.push_back((at, live));
+        true
+    }
+}
 
 /// A running decoder. Dropping it stops it.
 pub struct Decoder {
@@ -53,21 +190,22 @@ pub struct Decoder {
     element: String,
     /// Arrival times by PTS, to stamp each decoded picture with its capture time.
     arrivals: Arrivals,
+    gate: Mutex<Gate>,
     bus: gst::Bus,
 }
 
 impl Decoder {
-    /// Starts the first candidate that comes up; decoded pictures go to `feed`.
+    /// Starts the first candidate that comes up; decoded pictures go to `on_picture`.
     pub fn start(
         caps: &gst::Caps,
         codec: Codec,
         candidates: &[String],
         threads: u32,
-        feed: Arc<Feed>,
+        on_picture: PictureSink,
     ) -> Result<Decoder, PipelineError> {
         let mut last_err = PipelineError(format!("no decoder for {}", codec.media_type()));
         for name in candidates {
-            match Decoder::start_with(caps, name, threads, Arc::clone(&feed)) {
+            match Decoder::start_with(caps, name, threads, Arc::clone(&on_picture)) {
                 Ok(d) => return Ok(d),
                 Err(e) => {
                     log::warn!("decoder {name} failed to start ({e}); trying the next one");
@@ -82,16 +220,17 @@ impl Decoder {
         caps: &gst::Caps,
         name: &str,
         threads: u32,
-        feed: Arc<Feed>,
+        on_picture: PictureSink,
     ) -> Result<Decoder, PipelineError> {
         let pipeline = gst::Pipeline::with_name("decoder");
         let appsrc = gst_app::AppSrc::builder()
             .caps(caps)
             .format(gst::Format::Time)
             .is_live(true)
-            // Never block the camera's streaming thread; 32 MB is seconds of 4K.
+            // Never block the camera's streaming thread. With `block=false` appsrc's own
+            // limits only emit `enough-data` and queue on; the `Gate` is the bound.
             .block(false)
-            .max_bytes(32 * 1024 * 1024)
+            .max_bytes(0)
             .build();
         let dec = make(name)?;
         if dec.has_property("max-threads") {
@@ -137,7 +276,11 @@ impl Decoder {
                         return Err(gst::FlowError::NotNegotiated);
                     };
                     let captured = take_arrival(&arrivals_cb, buffer.pts());
-                    feed.slot.publish(captured, info, buffer);
+                    on_picture(Picture {
+                        captured,
+                        info,
+                        buffer,
+                    });
                     Ok(gst::FlowSuccess::Ok)
                 })
                 .build(),
@@ -163,6 +306,7 @@ impl Decoder {
             appsrc,
             element: name.to_owned(),
             arrivals,
+            gate: Mutex::new(Gate::new(unix_now())),
             bus,
         })
     }
@@ -171,16 +315,43 @@ impl Decoder {
         &self.element
     }
 
-    /// Queues one access unit; never blocks.
+    /// Hands one access unit to the decoder, or drops it (counted) when decoding is
+    /// behind: see `Gate` for the bound. Never blocks.
     pub fn push(&self, au: &AccessUnit) {
+        let level = self.level();
+        {
+            let mut gate = self.gate.lock();
+            gate.sync(level);
+            if !gate.admit(au) {
+                return;
+            }
+        }
         {
             let mut a = self.arrivals.lock();
-            if a.len() >= 64 {
+            if a.len() >= MAX_ARRIVALS {
                 a.pop_front();
             }
             a.push_back((au.buffer.pts(), au.arrived));
         }
         let _ = self.appsrc.push_buffer(au.buffer.clone());
+    }
+
+    /// Units waiting in `appsrc` (`current-level-buffers`; by name, as the typed getter
+    /// needs the crate's GStreamer 1.20 feature).
+    fn level(&self) -> u64 {
+        self.appsrc.property::<u64>("current-level-buffers")
+    }
+
+    /// How the decoder keeps up now.
+    pub fn stats(&self) -> DecoderStats {
+        let level = self.level();
+        let mut gate = self.gate.lock();
+        gate.sync(level);
+        DecoderStats {
+            dropped: gate.dropped,
+            lagging: gate.behind || gate.lag(gate.newest) > MAX_QUEUED_TIME.as_secs_f64(),
+            queued: level,
+        }
     }
 
     /// The decoder's error, if it reported one since the last call.
@@ -224,6 +395,80 @@ mod tests {
             .build()
     }
 
+    fn unit(arrived: f64, keyframe: bool) -> AccessUnit {
+        gst::init().unwrap();
+        AccessUnit {
+            buffer: gst::Buffer::new(),
+            caps: h264_caps(),
+            codec: Codec::H264,
+            arrived,
+            keyframe,
+        }
+    }
+
+    /// Feeds `units` (arrival, keyframe) with nothing taken by the decoder; returns
+    /// which were admitted.
+    fn feed(gate: &mut Gate, units: &[(f64, bool)]) -> Vec<bool> {
+        units
+            .iter()
+            .map(|&(t, k)| gate.admit(&unit(t, k)))
+            .collect()
+    }
+
+    #[test]
+    fn the_gate_drops_to_a_keyframe_after_the_queue_drained() {
+        let mut gate = Gate::new(100.0);
+        let gop = |start: f64| -> Vec<(f64, bool)> {
+            (0..40)
+                .map(|i| (start + f64::from(i) / 60.0, i == 0))
+                .collect()
+        };
+        // A delta before any keyframe is useless: dropped.
+        assert_eq!(feed(&mut gate, &[(100.0, false)]), [false]);
+        // 40 units at 60 fps: the 31st is over the bound, it and the rest are dropped.
+        let fed = feed(&mut gate, &gop(101.0));
+        assert_eq!(fed.iter().filter(|f| **f).count(), 30);
+        assert!(fed[..30].iter().all(|f| *f) && !fed[30..].iter().any(|f| *f));
+        assert!(gate.behind && gate.dropped == 11);
+        // The next keyframe while 30 still wait: skipped too, with its GOP.
+        assert!(!feed(&mut gate, &gop(101.7)).iter().any(|f| *f));
+        // The decoder took all but 5 (a quarter of the bound at most, the oldest 0.4 s
+        // before the keyframe, half the time bound at most): the next keyframe resumes.
+        gate.sync(5);
+        let fed = feed(&mut gate, &gop(101.8)[..10]);
+        assert!(fed.iter().all(|f| *f), "{fed:?}");
+        assert!(!gate.behind);
+        // Time: units 0.2 s apart are over 1 s after 6 waiting.
+        gate.sync(0);
+        let slow: Vec<(f64, bool)> = (0..10)
+            .map(|i| (104.0 + f64::from(i) * 0.2, false))
+            .collect();
+        let fed = feed(&mut gate, &slow);
+        assert_eq!(
+            fed,
+            [true, true, true, true, true, true, false, false, false, false]
+        );
+    }
+
+    #[test]
+    fn replayed_units_are_fed_whole_but_only_before_live_ones() {
+        let mut gate = Gate::new(100.0);
+        // 90 units kept from before the start (3 s at 30 fps): all fed.
+        let kept: Vec<(f64, bool)> = (0..90)
+            .map(|i| (97.0 + f64::from(i) / 30.0, i % 30 == 0))
+            .collect();
+        assert!(feed(&mut gate, &kept).iter().all(|f| *f));
+        assert_eq!(gate.dropped, 0);
+        // A live unit; then the wall clock steps back an hour: units still count.
+        assert_eq!(feed(&mut gate, &[(100.1, false)]), [true]);
+        gate.sync(0);
+        let stepped: Vec<(f64, bool)> = (0..40)
+            .map(|i| (-3500.0 + f64::from(i) / 30.0, false))
+            .collect();
+        let fed = feed(&mut gate, &stepped);
+        assert_eq!(fed.iter().filter(|f| **f).count(), 30, "{fed:?}");
+    }
+
     #[test]
     fn candidates_rank_software_and_honour_the_override() {
         gst::init().unwrap();
@@ -243,7 +488,7 @@ mod tests {
     fn falls_back_when_the_preferred_decoder_is_missing() {
         gst::init().unwrap();
         let names = vec!["nvv4l2decoder_not_here".to_owned(), "avdec_h264".to_owned()];
-        let d = Decoder::start(&h264_caps(), Codec::H264, &names, 1, Feed::new()).unwrap();
+        let d = Decoder::start(&h264_caps(), Codec::H264, &names, 1, Arc::new(|_| {})).unwrap();
         assert_eq!(d.element(), "avdec_h264");
     }
 
@@ -251,7 +496,7 @@ mod tests {
     fn no_candidate_is_an_error() {
         gst::init().unwrap();
         let names = vec!["nothing_here".to_owned()];
-        let err = Decoder::start(&h264_caps(), Codec::H264, &names, 1, Feed::new())
+        let err = Decoder::start(&h264_caps(), Codec::H264, &names, 1, Arc::new(|_| {}))
             .err()
             .expect("no decoder can start");
         assert!(err.0.contains("nothing_here"), "{}", err.0);

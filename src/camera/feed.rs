@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::demand::{Demand, DemandCounter};
 use super::frame::{Frame, FrameSlot, Waiter};
-use super::jpeg::JpegStore as JpegService;
+use super::jpeg::JpegService;
 
 #[derive(Default)]
 pub struct Feed {

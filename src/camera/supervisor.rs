@@ -654,6 +654,8 @@ impl Camera {
             if !streaming && self.state() != CameraState::Reconnecting {
                 self.set_state(CameraState::Connecting, None);
             }
+            // The JPEG service keeps its idle times on the wall clock its callers use.
+            self.feed.jpeg.sweep(Instant::now());
             // Decoder on demand.
             let wanted = self.options.decode == DecodeMode::Always || self.feed.demand.wanted(now);
             if wanted {
@@ -712,12 +714,16 @@ impl Camera {
                 "no working decoder for {codec}"
             )));
         }
+        let slot = Arc::clone(&self.feed.slot);
+        let on_picture: decode::PictureSink = Arc::new(move |p| {
+            slot.publish(p.captured, p.info, p.buffer);
+        });
         let decoder = Decoder::start(
             &caps,
             codec,
             &candidates,
             self.options.decoder_threads,
-            Arc::clone(&self.feed),
+            on_picture,
         )
         .map_err(|e| RetryReason::NoDecoder(e.0))?;
         let element = decoder.element().to_owned();
@@ -763,8 +769,9 @@ impl Camera {
 }
 
 /// A decoder's dropped access units and whether it lags now.
-fn decoder_drops(_d: &Decoder) -> (u64, bool) {
-    (0, false)
+fn decoder_drops(d: &Decoder) -> (u64, bool) {
+    let s = d.stats();
+    (s.dropped, s.lagging)
 }
 
 enum SessionEnd {
