@@ -14,11 +14,10 @@ use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use parking_lot::Mutex;
 
-use super::pipeline::{make, AccessUnit, PipelineError};
+use super::pipeline::{AccessUnit, DecoderPipeline, PipelineError, RawSink};
 use super::Codec;
 use crate::clock::unix_now;
 
@@ -185,13 +184,11 @@ impl Gate {
 
 /// A running decoder. Dropping it stops it.
 pub struct Decoder {
-    pipeline: gst::Pipeline,
-    appsrc: gst_app::AppSrc,
+    pipeline: DecoderPipeline,
     element: String,
     /// Arrival times by PTS, to stamp each decoded picture with its capture time.
     arrivals: Arrivals,
     gate: Mutex<Gate>,
-    bus: gst::Bus,
 }
 
 impl Decoder {
@@ -203,7 +200,8 @@ impl Decoder {
         threads: u32,
         on_picture: PictureSink,
     ) -> Result<Decoder, PipelineError> {
-        let mut last_err = PipelineError(format!("no decoder for {}", codec.media_type()));
+        let mut last_err =
+            PipelineError::MissingElement(format!("a decoder for {}", codec.media_type()));
         for name in candidates {
             match Decoder::start_with(caps, name, threads, Arc::clone(&on_picture)) {
                 Ok(d) => return Ok(d),
@@ -222,92 +220,22 @@ impl Decoder {
         threads: u32,
         on_picture: PictureSink,
     ) -> Result<Decoder, PipelineError> {
-        let pipeline = gst::Pipeline::with_name("decoder");
-        let appsrc = gst_app::AppSrc::builder()
-            .caps(caps)
-            .format(gst::Format::Time)
-            .is_live(true)
-            // Never block the camera's streaming thread. With `block=false` appsrc's own
-            // limits only emit `enough-data` and queue on; the `Gate` is the bound.
-            .block(false)
-            .max_bytes(0)
-            .build();
-        let dec = make(name)?;
-        if dec.has_property("max-threads") {
-            dec.set_property("max-threads", threads.max(1) as i32);
-        }
-        if dec.has_property("thread-type") {
-            // Frame threading holds back one picture per extra thread: latency.
-            dec.set_property_from_str("thread-type", "slice");
-        }
-        if dec.has_property("output-corrupt") {
-            dec.set_property("output-corrupt", false);
-        }
-        // Jetson's decoder outputs NVMM (device) memory: only nvvidconv brings it to
-        // system memory. Everything else negotiates system memory with videoconvert,
-        // which passes I420/NV12 through untouched.
-        let convert = make(if name.starts_with("nvv4l2") {
-            "nvvidconv"
-        } else {
-            "videoconvert"
-        })?;
-        let filter = make("capsfilter")?;
-        filter.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", gst::List::new(["I420", "NV12", "YV12"]))
-                .build(),
-        );
-        let sink = gst_app::AppSink::builder()
-            .sync(false)
-            .max_buffers(1)
-            .drop(true)
-            .build();
         let arrivals: Arrivals = Arc::new(Mutex::new(VecDeque::with_capacity(64)));
         let arrivals_cb = Arc::clone(&arrivals);
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps()) else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let Ok(info) = gst_video::VideoInfo::from_caps(caps) else {
-                        return Err(gst::FlowError::NotNegotiated);
-                    };
-                    let captured = take_arrival(&arrivals_cb, buffer.pts());
-                    on_picture(Picture {
-                        captured,
-                        info,
-                        buffer,
-                    });
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
-        let elems = [
-            appsrc.upcast_ref::<gst::Element>(),
-            &dec,
-            &convert,
-            &filter,
-            sink.upcast_ref(),
-        ];
-        pipeline
-            .add_many(elems)
-            .map_err(|e| PipelineError(e.to_string()))?;
-        gst::Element::link_many(elems).map_err(|e| PipelineError(e.to_string()))?;
-        let bus = pipeline.bus().expect("a pipeline has a bus");
-        if pipeline.set_state(gst::State::Playing).is_err() {
-            let _ = pipeline.set_state(gst::State::Null);
-            return Err(PipelineError(format!("decoder {name} refused to start")));
-        }
+        let on_raw: RawSink = Box::new(move |buffer, info| {
+            let captured = take_arrival(&arrivals_cb, buffer.pts());
+            on_picture(Picture {
+                captured,
+                info,
+                buffer,
+            });
+        });
+        let pipeline = DecoderPipeline::start(caps, name, threads, on_raw)?;
         Ok(Decoder {
             pipeline,
-            appsrc,
             element: name.to_owned(),
             arrivals,
             gate: Mutex::new(Gate::new(unix_now())),
-            bus,
         })
     }
 
@@ -333,13 +261,11 @@ impl Decoder {
             }
             a.push_back((au.buffer.pts(), au.arrived));
         }
-        let _ = self.appsrc.push_buffer(au.buffer.clone());
+        self.pipeline.push(au.buffer.clone());
     }
 
-    /// Units waiting in `appsrc` (`current-level-buffers`; by name, as the typed getter
-    /// needs the crate's GStreamer 1.20 feature).
     fn level(&self) -> u64 {
-        self.appsrc.property::<u64>("current-level-buffers")
+        self.pipeline.level()
     }
 
     /// How the decoder keeps up now.
@@ -356,18 +282,9 @@ impl Decoder {
 
     /// The decoder's error, if it reported one since the last call.
     pub fn error(&self) -> Option<String> {
-        while let Some(msg) = self.bus.pop_filtered(&[gst::MessageType::Error]) {
-            if let gst::MessageView::Error(e) = msg.view() {
-                return Some(format!("decoder {}: {}", self.element, e.error()));
-            }
-        }
-        None
-    }
-}
-
-impl Drop for Decoder {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        self.pipeline
+            .error()
+            .map(|e| format!("decoder {}: {e}", self.element))
     }
 }
 
@@ -499,6 +416,6 @@ mod tests {
         let err = Decoder::start(&h264_caps(), Codec::H264, &names, 1, Arc::new(|_| {}))
             .err()
             .expect("no decoder can start");
-        assert!(err.0.contains("nothing_here"), "{}", err.0);
+        assert_eq!(err, PipelineError::MissingElement("nothing_here".into()));
     }
 }

@@ -15,20 +15,17 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use gstreamer as gst;
-use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use parking_lot::Mutex;
 
 use super::frame::Frame;
-use super::pipeline::{make, PipelineError};
+use super::pipeline::{JpegPipeline, PipelineError};
 
 /// The largest picture served: larger sources are scaled down to fit, aspect kept.
 pub const MAX_WIDTH: u32 = 1920;
 pub const MAX_HEIGHT: u32 = 1080;
 pub const DEFAULT_QUALITY: u8 = 80;
-/// The JPEG encoder element. libjpeg-turbo's `jpegenc` is fast on every CPU; hardware
-/// encoders (nvjpegenc, v4l2jpegenc) need their own memory types and are not used yet.
-pub const ENCODER: &str = "jpegenc";
+/// The JPEG encoder element (see `pipeline::JPEG_ENCODER`).
+pub use super::pipeline::JPEG_ENCODER as ENCODER;
 
 /// Widths served. A requested width snaps to the largest rung not above it (below the
 /// smallest: the smallest); 1920 and above mean full size (fit into 1920×1080).
@@ -233,9 +230,7 @@ impl Drop for Permit {
 }
 
 struct Encoder {
-    pipeline: gst::Pipeline,
-    appsrc: gst_app::AppSrc,
-    appsink: gst_app::AppSink,
+    pipeline: JpegPipeline,
     in_caps: gst::Caps,
     out: (u32, u32),
     /// Counts this encoder against the camera's and the process's caps until dropped
@@ -250,46 +245,8 @@ impl Encoder {
         quality: u8,
         permit: Permit,
     ) -> Result<Encoder, PipelineError> {
-        let pipeline = gst::Pipeline::with_name("jpeg");
-        let appsrc = gst_app::AppSrc::builder()
-            .caps(in_caps)
-            .format(gst::Format::Time)
-            .build();
-        let scale = make("videoscale")?;
-        let filter = make("capsfilter")?;
-        filter.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("width", out.0 as i32)
-                .field("height", out.1 as i32)
-                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                .build(),
-        );
-        let enc = make(ENCODER)?;
-        enc.set_property("quality", quality as i32);
-        let appsink = gst_app::AppSink::builder()
-            .sync(false)
-            .max_buffers(1)
-            .build();
-        let elems = [
-            appsrc.upcast_ref::<gst::Element>(),
-            &scale,
-            &filter,
-            &enc,
-            appsink.upcast_ref(),
-        ];
-        pipeline
-            .add_many(elems)
-            .map_err(|e| PipelineError(e.to_string()))?;
-        gst::Element::link_many(elems).map_err(|e| PipelineError(e.to_string()))?;
-        if pipeline.set_state(gst::State::Playing).is_err() {
-            let _ = pipeline.set_state(gst::State::Null);
-            return Err(PipelineError("JPEG encoder refused to start".into()));
-        }
         Ok(Encoder {
-            pipeline,
-            appsrc,
-            appsink,
+            pipeline: JpegPipeline::start(in_caps, out, quality)?,
             in_caps: in_caps.clone(),
             out,
             _permit: permit,
@@ -297,26 +254,7 @@ impl Encoder {
     }
 
     fn encode(&self, frame: &Frame) -> Result<Vec<u8>, PipelineError> {
-        self.appsrc
-            .push_buffer(frame.buffer.clone())
-            .map_err(|e| PipelineError(format!("JPEG encoder: {e:?}")))?;
-        let sample = self
-            .appsink
-            .try_pull_sample(gst::ClockTime::from_seconds(2))
-            .ok_or_else(|| PipelineError("JPEG encoder gave no picture".into()))?;
-        let buffer = sample
-            .buffer()
-            .ok_or_else(|| PipelineError("JPEG encoder gave an empty sample".into()))?;
-        let map = buffer
-            .map_readable()
-            .map_err(|_| PipelineError("JPEG buffer not readable".into()))?;
-        Ok(map.as_slice().to_vec())
-    }
-}
-
-impl Drop for Encoder {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        self.pipeline.encode(frame.buffer.clone())
     }
 }
 
@@ -433,7 +371,7 @@ impl JpegService {
             let in_caps = frame
                 .info
                 .to_caps()
-                .map_err(|_| PipelineError("picture has no caps".into()))?;
+                .map_err(|_| PipelineError::Build("picture has no caps".into()))?;
             let reuse = matches!(&*enc, Some(e) if e.out == out && e.in_caps == in_caps);
             if !reuse {
                 *enc = None; // gives its permit back first
@@ -574,6 +512,8 @@ impl JpegService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gstreamer::prelude::*;
+    use gstreamer_app as gst_app;
 
     #[test]
     fn fit_keeps_small_pictures() {

@@ -1,6 +1,11 @@
-//! The ingest pipeline of one camera session: `rtspsrc` → depay → parse → appsink of
-//! whole access units. No decoding happens here (see `decode.rs`), so a connected camera
-//! nobody watches costs only the depayloading.
+//! Every GStreamer pipeline ptz-edge runs, and the only module that builds elements:
+//!
+//! - [`Ingest`]: one camera session, `rtspsrc` → depay → parse → appsink of whole access
+//!   units. No decoding here, so a camera nobody watches costs only the depayloading.
+//! - [`DecoderPipeline`]: `appsrc` of access units → decoder → convert → appsink of raw
+//!   pictures (what to feed it, and when to drop, is `decode.rs`'s policy).
+//! - [`JpegPipeline`]: `appsrc` of raw pictures → videoscale → jpegenc → appsink (which
+//!   encoders to keep is `jpeg.rs`'s policy).
 
 use std::sync::Arc;
 
@@ -30,14 +35,38 @@ pub enum BusEvent {
     Eos,
 }
 
-#[derive(Debug)]
-pub struct PipelineError(pub String);
+/// Why a pipeline could not be built, started or run. The text never holds credentials
+/// (they are element properties, never part of a location or a message we build).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PipelineError {
+    /// A GStreamer element is not installed: install the plugin package (the text names
+    /// the element). Trying another element (decoder fallback) may help.
+    MissingElement(String),
+    /// Elements could not be added or linked, or the stream is not one we handle (e.g. a
+    /// codec other than H.264/H.265): the text says which; retrying will not help.
+    Build(String),
+    /// The pipeline refused to start: the element or device is unusable now; try the next
+    /// candidate or retry later.
+    Start(String),
+    /// A running pipeline failed one job (an encode gave no picture): retry the job.
+    Run(String),
+}
 
 impl std::fmt::Display for PipelineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            PipelineError::MissingElement(factory) => write!(
+                f,
+                "GStreamer element {factory:?} is missing (install the gstreamer1.0-plugins packages)"
+            ),
+            PipelineError::Build(s) | PipelineError::Start(s) | PipelineError::Run(s) => {
+                f.write_str(s)
+            }
+        }
     }
 }
+
+impl std::error::Error for PipelineError {}
 
 pub type AuSink = Arc<dyn Fn(AccessUnit) + Send + Sync>;
 
@@ -76,7 +105,7 @@ impl Ingest {
         );
         pipeline
             .add(&src)
-            .map_err(|e| PipelineError(e.to_string()))?;
+            .map_err(|e| PipelineError::Build(e.to_string()))?;
 
         // Only the video stream is set up: audio would cost bandwidth and, unlinked,
         // stop the pipeline with not-negotiated / not-linked.
@@ -107,7 +136,7 @@ impl Ingest {
                     let _ = pipeline.post_message(
                         gst::message::Application::builder(
                             gst::Structure::builder("ptz-edge-error")
-                                .field("reason", e.0)
+                                .field("reason", e.to_string())
                                 .build(),
                         )
                         .build(),
@@ -125,7 +154,7 @@ impl Ingest {
 
         pipeline
             .set_state(gst::State::Playing)
-            .map_err(|_| PipelineError("pipeline refused to start".into()))?;
+            .map_err(|_| PipelineError::Start("pipeline refused to start".into()))?;
         Ok(Ingest { pipeline, bus_rx })
     }
 
@@ -205,7 +234,7 @@ fn link_video(
         "H264" => Codec::H264,
         "H265" => Codec::H265,
         other => {
-            return Err(PipelineError(format!(
+            return Err(PipelineError::Build(format!(
                 "camera sends {other:?} video; only H.264 and H.265 are supported"
             )))
         }
@@ -254,24 +283,238 @@ fn link_video(
     let elems = [&depay, &parse, &filter, sink.upcast_ref::<gst::Element>()];
     pipeline
         .add_many(elems)
-        .map_err(|e| PipelineError(e.to_string()))?;
-    gst::Element::link_many(elems).map_err(|e| PipelineError(e.to_string()))?;
+        .map_err(|e| PipelineError::Build(e.to_string()))?;
+    gst::Element::link_many(elems).map_err(|e| PipelineError::Build(e.to_string()))?;
     for e in elems {
         e.sync_state_with_parent()
-            .map_err(|e| PipelineError(e.to_string()))?;
+            .map_err(|e| PipelineError::Build(e.to_string()))?;
     }
     let sinkpad = depay
         .static_pad("sink")
         .expect("depayloaders have a sink pad");
     pad.link(&sinkpad)
-        .map_err(|e| PipelineError(format!("linking the camera's video: {e:?}")))?;
+        .map_err(|e| PipelineError::Build(format!("linking the camera's video: {e:?}")))?;
     Ok(true)
 }
 
-pub(crate) fn make(factory: &str) -> Result<gst::Element, PipelineError> {
-    gst::ElementFactory::make(factory).build().map_err(|_| {
-        PipelineError(format!(
-            "GStreamer element {factory:?} is missing (install the gstreamer1.0-plugins packages)"
-        ))
-    })
+fn make(factory: &str) -> Result<gst::Element, PipelineError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| PipelineError::MissingElement(factory.to_owned()))
+}
+
+/// Adds `elems` to a new pipeline named `name`, links them in order and starts it.
+fn start_chain(name: &str, elems: &[&gst::Element]) -> Result<gst::Pipeline, PipelineError> {
+    let pipeline = gst::Pipeline::with_name(name);
+    pipeline
+        .add_many(elems)
+        .map_err(|e| PipelineError::Build(e.to_string()))?;
+    gst::Element::link_many(elems).map_err(|e| PipelineError::Build(e.to_string()))?;
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        let _ = pipeline.set_state(gst::State::Null);
+        return Err(PipelineError::Start(format!("{name} refused to start")));
+    }
+    Ok(pipeline)
+}
+
+/// A decoded picture as it left the decoder: raw video (I420, NV12 or YV12) described by
+/// `info`.
+pub type RawSink = Box<dyn Fn(gst::Buffer, gstreamer_video::VideoInfo) + Send + Sync>;
+
+/// `appsrc` → decoder `element` → convert → appsink. Dropping it stops it.
+pub struct DecoderPipeline {
+    pipeline: gst::Pipeline,
+    appsrc: gst_app::AppSrc,
+    bus: gst::Bus,
+}
+
+impl DecoderPipeline {
+    /// Builds and starts a decoder of `caps` with the element `element` (`threads` for
+    /// software decoders); every picture goes to `on_raw` on the streaming thread.
+    pub fn start(
+        caps: &gst::Caps,
+        element: &str,
+        threads: u32,
+        on_raw: RawSink,
+    ) -> Result<DecoderPipeline, PipelineError> {
+        let appsrc = gst_app::AppSrc::builder()
+            .caps(caps)
+            .format(gst::Format::Time)
+            .is_live(true)
+            // Never block the camera's streaming thread. With `block=false` appsrc's own
+            // limits only emit `enough-data` and queue on: the caller bounds what it
+            // pushes (decode.rs's gate), by `level()`.
+            .block(false)
+            .max_bytes(0)
+            .build();
+        let dec = make(element)?;
+        if dec.has_property("max-threads") {
+            dec.set_property("max-threads", threads.max(1) as i32);
+        }
+        if dec.has_property("thread-type") {
+            // Frame threading holds back one picture per extra thread: latency.
+            dec.set_property_from_str("thread-type", "slice");
+        }
+        if dec.has_property("output-corrupt") {
+            dec.set_property("output-corrupt", false);
+        }
+        // Jetson's decoder outputs NVMM (device) memory: only nvvidconv brings it to
+        // system memory. Everything else negotiates system memory with videoconvert,
+        // which passes I420/NV12 through untouched.
+        let convert = make(if element.starts_with("nvv4l2") {
+            "nvvidconv"
+        } else {
+            "videoconvert"
+        })?;
+        let filter = make("capsfilter")?;
+        filter.set_property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("format", gst::List::new(["I420", "NV12", "YV12"]))
+                .build(),
+        );
+        let sink = gst_app::AppSink::builder()
+            .sync(false)
+            .max_buffers(1)
+            .drop(true)
+            .build();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps()) else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let Ok(info) = gstreamer_video::VideoInfo::from_caps(caps) else {
+                        return Err(gst::FlowError::NotNegotiated);
+                    };
+                    on_raw(buffer, info);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        let pipeline = start_chain(
+            "decoder",
+            &[
+                appsrc.upcast_ref::<gst::Element>(),
+                &dec,
+                &convert,
+                &filter,
+                sink.upcast_ref(),
+            ],
+        )?;
+        let bus = pipeline.bus().expect("a pipeline has a bus");
+        Ok(DecoderPipeline {
+            pipeline,
+            appsrc,
+            bus,
+        })
+    }
+
+    /// Queues one access unit; never blocks.
+    pub fn push(&self, buffer: gst::Buffer) {
+        let _ = self.appsrc.push_buffer(buffer);
+    }
+
+    /// Units waiting in `appsrc` (`current-level-buffers`; by name, as the typed getter
+    /// needs the crate's GStreamer 1.20 feature).
+    pub fn level(&self) -> u64 {
+        self.appsrc.property::<u64>("current-level-buffers")
+    }
+
+    /// The decoder's error message, if it posted one since the last call.
+    pub fn error(&self) -> Option<String> {
+        while let Some(msg) = self.bus.pop_filtered(&[gst::MessageType::Error]) {
+            if let gst::MessageView::Error(e) = msg.view() {
+                return Some(e.error().to_string());
+            }
+        }
+        None
+    }
+}
+
+impl Drop for DecoderPipeline {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// The JPEG encoder element. libjpeg-turbo's `jpegenc` is fast on every CPU; hardware
+/// encoders (nvjpegenc, v4l2jpegenc) need their own memory types and are not used yet.
+pub const JPEG_ENCODER: &str = "jpegenc";
+
+/// `appsrc` of raw pictures (`in_caps`) → videoscale to `out` → jpegenc at `quality` →
+/// appsink. One streaming thread. Dropping it stops it.
+pub struct JpegPipeline {
+    pipeline: gst::Pipeline,
+    appsrc: gst_app::AppSrc,
+    appsink: gst_app::AppSink,
+}
+
+impl JpegPipeline {
+    pub fn start(
+        in_caps: &gst::Caps,
+        out: (u32, u32),
+        quality: u8,
+    ) -> Result<JpegPipeline, PipelineError> {
+        let appsrc = gst_app::AppSrc::builder()
+            .caps(in_caps)
+            .format(gst::Format::Time)
+            .build();
+        let scale = make("videoscale")?;
+        let filter = make("capsfilter")?;
+        filter.set_property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("width", out.0 as i32)
+                .field("height", out.1 as i32)
+                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                .build(),
+        );
+        let enc = make(JPEG_ENCODER)?;
+        enc.set_property("quality", quality as i32);
+        let appsink = gst_app::AppSink::builder()
+            .sync(false)
+            .max_buffers(1)
+            .build();
+        let pipeline = start_chain(
+            "jpeg",
+            &[
+                appsrc.upcast_ref::<gst::Element>(),
+                &scale,
+                &filter,
+                &enc,
+                appsink.upcast_ref(),
+            ],
+        )?;
+        Ok(JpegPipeline {
+            pipeline,
+            appsrc,
+            appsink,
+        })
+    }
+
+    /// Encodes one picture (waiting up to 2 s for the encoder).
+    pub fn encode(&self, buffer: gst::Buffer) -> Result<Vec<u8>, PipelineError> {
+        self.appsrc
+            .push_buffer(buffer)
+            .map_err(|e| PipelineError::Run(format!("JPEG encoder: {e:?}")))?;
+        let sample = self
+            .appsink
+            .try_pull_sample(gst::ClockTime::from_seconds(2))
+            .ok_or_else(|| PipelineError::Run("JPEG encoder gave no picture".into()))?;
+        let buffer = sample
+            .buffer()
+            .ok_or_else(|| PipelineError::Run("JPEG encoder gave an empty sample".into()))?;
+        let map = buffer
+            .map_readable()
+            .map_err(|_| PipelineError::Run("JPEG buffer not readable".into()))?;
+        Ok(map.as_slice().to_vec())
+    }
+}
+
+impl Drop for JpegPipeline {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
 }

@@ -608,7 +608,7 @@ impl Camera {
             Ok(i) => i,
             Err(e) => {
                 return SessionEnd::Failed {
-                    reason: RetryReason::Pipeline(e.0),
+                    reason: RetryReason::Pipeline(e.to_string()),
                     streamed: false,
                 }
             }
@@ -725,7 +725,7 @@ impl Camera {
             self.options.decoder_threads,
             on_picture,
         )
-        .map_err(|e| RetryReason::NoDecoder(e.0))?;
+        .map_err(|e| RetryReason::NoDecoder(e.to_string()))?;
         let element = decoder.element().to_owned();
         let decoder = Arc::new(decoder);
         {
