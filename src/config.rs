@@ -171,6 +171,10 @@ impl Config {
         if let Some(v) = nonempty("PTZ_EDGE_MAX_CONNECTIONS") {
             l.max_connections = parse(&v, "PTZ_EDGE_MAX_CONNECTIONS")?;
         }
+        if let Some(v) = nonempty("PTZ_EDGE_IDLE_KEEP_ALIVE_MS") {
+            let ms: u64 = parse(&v, "PTZ_EDGE_IDLE_KEEP_ALIVE_MS")?;
+            l.idle_keep_alive = Duration::from_millis(ms.max(1));
+        }
         if let Some(v) = nonempty("PTZ_EDGE_HEAD_TIMEOUT_MS") {
             let ms: u64 = parse(&v, "PTZ_EDGE_HEAD_TIMEOUT_MS")?;
             l.head_timeout = Duration::from_millis(ms.max(1));

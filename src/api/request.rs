@@ -324,19 +324,21 @@ pub fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// CORS for every origin, and the connection's fate.
-pub fn with_common_headers(r: tiny_http::ResponseBox, keep_alive: bool) -> tiny_http::ResponseBox {
-    let r = r
-        .with_header(header("Access-Control-Allow-Origin", "*"))
+/// CORS for every origin, and who answers.
+pub fn with_common_headers(r: tiny_http::ResponseBox) -> tiny_http::ResponseBox {
+    r.with_header(header("Access-Control-Allow-Origin", "*"))
         .with_header(header(
             "Server",
             concat!("ptz-edge/", env!("CARGO_PKG_VERSION")),
-        ));
-    if keep_alive {
-        r
-    } else {
-        r.with_header(header("Connection", "close"))
-    }
+        ))
+}
+
+/// Whether the connection stays open after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persist {
+    KeepAlive,
+    /// The response says `Connection: close` and the connection is closed after it.
+    Close,
 }
 
 /// The bytes of a `{"detail"}` error response that closes the connection, for answers
@@ -344,9 +346,8 @@ pub fn with_common_headers(r: tiny_http::ResponseBox, keep_alive: bool) -> tiny_
 pub fn error_bytes(status: u16, detail: &str) -> Vec<u8> {
     let mut out = Vec::new();
     if let Reply::Response(r) = error(status, detail) {
-        let r = with_common_headers(r, false);
         // Writing into a Vec cannot fail.
-        let _ = r.raw_print(&mut out, tiny_http::HTTPVersion(1, 1), &[], false, None);
+        let _ = print(&mut out, with_common_headers(r), false, Persist::Close);
     }
     out
 }
@@ -356,10 +357,58 @@ pub fn write_response(
     stream: &mut TcpStream,
     response: tiny_http::ResponseBox,
     head_only: bool,
+    persist: Persist,
 ) -> io::Result<()> {
     let mut w = io::BufWriter::with_capacity(16 * 1024, &mut *stream);
-    response.raw_print(&mut w, tiny_http::HTTPVersion(1, 1), &[], head_only, None)?;
+    print(&mut w, response, head_only, persist)?;
     w.flush()
+}
+
+fn print<W: Write>(
+    w: W,
+    response: tiny_http::ResponseBox,
+    head_only: bool,
+    persist: Persist,
+) -> io::Result<()> {
+    let v = tiny_http::HTTPVersion(1, 1);
+    match persist {
+        Persist::KeepAlive => response.raw_print(w, v, &[], head_only, None),
+        // tiny_http drops a `Connection` header given to a response: add it to the bytes.
+        Persist::Close => {
+            let w = ConnectionClose {
+                inner: w,
+                added: false,
+            };
+            response.raw_print(w, v, &[], head_only, None)
+        }
+    }
+}
+
+/// Puts `Connection: close` after the status line of what passes through.
+struct ConnectionClose<W> {
+    inner: W,
+    added: bool,
+}
+
+impl<W: Write> Write for ConnectionClose<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.added {
+            return self.inner.write(buf);
+        }
+        match buf.iter().position(|b| *b == b'\n') {
+            None => self.inner.write(buf),
+            Some(i) => {
+                self.inner.write_all(&buf[..=i])?;
+                self.inner.write_all(b"Connection: close\r\n")?;
+                self.added = true;
+                Ok(i + 1)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]
@@ -449,6 +498,16 @@ mod tests {
         assert!(!v.contains('\r') && !v.contains('\n'));
         assert_eq!(header("bad name\u{1}", "x").field.as_str().as_str(), "badname");
         assert_eq!(header("", "x").field.as_str().as_str(), "X-Invalid");
+    }
+
+    #[test]
+    fn closing_responses_say_so() {
+        let text = String::from_utf8(error_bytes(503, "busy")).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        assert!(lines.next().unwrap().starts_with("HTTP/1.1 503 "), "{head}");
+        assert_eq!(lines.filter(|l| *l == "Connection: close").count(), 1, "{head}");
+        assert_eq!(body, r#"{"detail":"busy"}"#);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod poller;
 
 use super::http;
 use poller::{Conn, Job, PollLimits, PollThread, Returner};
-use super::request::{self, ReadOutcome, Reply};
+use super::request::{self, Persist, ReadOutcome, Reply};
 use super::Ctx;
 
 pub use super::request::with_common_headers;
@@ -235,8 +235,8 @@ fn serve(job: Job, ctx: &Arc<Ctx>) -> Option<Conn> {
         ReadOutcome::Closed => return None,
         ReadOutcome::Bad(status, detail) => {
             if let Reply::Response(r) = request::error(status, detail) {
-                let r = with_common_headers(r, false);
-                let _ = request::write_response(&mut conn.stream, r, false);
+                let r = with_common_headers(r);
+                let _ = request::write_response(&mut conn.stream, r, false, Persist::Close);
             }
             return None;
         }
@@ -254,8 +254,13 @@ fn serve(job: Job, ctx: &Arc<Ctx>) -> Option<Conn> {
     match reply {
         Reply::Response(r) => {
             let status = r.status_code().0;
-            let r = with_common_headers(r, keep_alive);
-            let ok = request::write_response(&mut conn.stream, r, head_only).is_ok();
+            let r = with_common_headers(r);
+            let persist = if keep_alive {
+                Persist::KeepAlive
+            } else {
+                Persist::Close
+            };
+            let ok = request::write_response(&mut conn.stream, r, head_only, persist).is_ok();
             // Paths only: queries may carry a token.
             log::debug!(
                 "{peer} {} {} -> {status} in {} ms",
