@@ -19,7 +19,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Raises this test process's soft limit on open files to the hard one (the test holds
 /// well over a thousand sockets).
-fn raise_nofile() -> u64 {
+fn raise_nofile() -> libc::rlim_t {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -31,7 +31,7 @@ fn raise_nofile() -> u64 {
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// A connection to `to` from the loopback address `from` (so the server sees `from` as
@@ -106,7 +106,10 @@ fn read_response(s: &mut TcpStream) -> Result<Answer, String> {
                 }
                 let len = a
                     .header("Content-Length")
-                    .map(|l| l.parse::<usize>().map_err(|e| format!("Content-Length: {e}")))
+                    .map(|l| {
+                        l.parse::<usize>()
+                            .map_err(|e| format!("Content-Length: {e}"))
+                    })
                     .transpose()?;
                 let mut body = data[n..].to_vec();
                 loop {
@@ -191,7 +194,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[test]
 fn idle_silent_and_half_head_connections_hold_no_worker() {
     let limit = raise_nofile();
-    assert!(limit >= 3000, "this test needs ~1,400 sockets; fd limit {limit}");
+    assert!(
+        limit >= 3000,
+        "this test needs ~1,400 sockets; fd limit {limit}"
+    );
     let app = Appliance::start(&[
         // Long enough that none is closed while the test holds them.
         ("PTZ_EDGE_IDLE_KEEP_ALIVE_MS", "120000"),
@@ -214,7 +220,11 @@ fn idle_silent_and_half_head_connections_hold_no_worker() {
             .expect("write");
         let a = read_response(&mut s).unwrap_or_else(|e| panic!("idle #{n}: {e}"));
         assert_eq!(a.status, 200, "idle #{n}");
-        assert_ne!(a.header("Connection"), Some("close"), "idle #{n} kept alive");
+        assert_ne!(
+            a.header("Connection"),
+            Some("close"),
+            "idle #{n} kept alive"
+        );
         idle.push(s);
     }
     let mut silent = Vec::new();
@@ -326,17 +336,15 @@ fn connection_caps_per_peer_and_overall() {
 
     // A slot freed by a close is taken again.
     drop(held.pop());
-    let a = wait_for(
-        Duration::from_secs(10),
-        "a freed slot to be usable",
-        || {
-            let mut s = connect_from(greedy, app.addr);
-            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .map_err(|e| e.to_string())?;
-            let a = read_response(&mut s)?;
-            (a.status == 200).then_some(a).ok_or("still refused".to_owned())
-        },
-    );
+    let a = wait_for(Duration::from_secs(10), "a freed slot to be usable", || {
+        let mut s = connect_from(greedy, app.addr);
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let a = read_response(&mut s)?;
+        (a.status == 200)
+            .then_some(a)
+            .ok_or("still refused".to_owned())
+    });
     assert_eq!(a.status, 200);
 
     // Overall: 19 held from one peer + 11 from another = 30; a third peer is refused.
@@ -389,7 +397,10 @@ fn head_deadline_closes_slow_connections() {
         sent < head.len(),
         "the whole head went out ({sent} bytes) before the deadline"
     );
-    eprintln!("trickling head: 408 {detail} after {sent} bytes, {:?}", t.elapsed());
+    eprintln!(
+        "trickling head: 408 {detail} after {sent} bytes, {:?}",
+        t.elapsed()
+    );
 
     let a = read_response(&mut half).expect("an answer to half a head");
     let detail = assert_detail(&a, 408, "half a head");
@@ -405,6 +416,126 @@ fn head_deadline_closes_slow_connections() {
     wait_until(Duration::from_secs(10), "fds back to the baseline", || {
         fd_count(pid) <= fds_before
     });
+    assert!(!app.proc.log_text().contains("panicked"));
+}
+
+/// Idle and silent connections do not delay shutdown: SIGTERM closes them at once and
+/// the appliance exits cleanly.
+#[test]
+fn shutdown_closes_waiting_connections_at_once() {
+    let mut app = Appliance::start(&[
+        ("PTZ_EDGE_IDLE_KEEP_ALIVE_MS", "120000"),
+        ("PTZ_EDGE_HEAD_TIMEOUT_MS", "120000"),
+    ]);
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        let mut s = connect_from(Ipv4Addr::LOCALHOST, app.addr);
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        assert_eq!(read_response(&mut s).expect("an answer").status, 200);
+        held.push(s);
+    }
+    for _ in 0..50 {
+        held.push(connect_from(Ipv4Addr::LOCALHOST, app.addr));
+    }
+    let mut half = connect_from(Ipv4Addr::LOCALHOST, app.addr);
+    half.write_all(b"GET /health HTTP/1.1\r\n").expect("write");
+    held.push(half);
+    let took = app.terminate_ok(Duration::from_secs(10));
+    eprintln!("SIGTERM with 101 waiting connections: exited in {took:?}");
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    for (n, s) in held.iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        read_to_close(s).unwrap_or_else(|e| panic!("connection #{n} after shutdown: {e}"));
+    }
+}
+
+/// Running out of file descriptors (EMFILE) does not end accepting: once descriptors are
+/// free again the appliance answers. The limit is lowered from outside (prlimit) after
+/// start, below what the connection cap allows.
+#[test]
+fn accept_survives_running_out_of_descriptors() {
+    let app = Appliance::start(&[("PTZ_EDGE_HEAD_TIMEOUT_MS", "120000")]);
+    let pid = app.pid();
+    let (a, _) = health_from(Ipv4Addr::LOCALHOST, app.addr);
+    assert_eq!(a.status, 200);
+    let base = fd_count(pid) as u64;
+    let lim = libc::rlimit {
+        rlim_cur: base + 8,
+        rlim_max: base + 8,
+    };
+    // SAFETY: prlimit reads `lim`; no old value is asked for.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &lim,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    // The kernel completes these handshakes (backlog); the appliance can take only ~8.
+    let held: Vec<TcpStream> = (0..30)
+        .map(|_| connect_from(Ipv4Addr::LOCALHOST, app.addr))
+        .collect();
+    wait_until(
+        Duration::from_secs(10),
+        "an accept error in the log",
+        || app.proc.log_text().contains("accept failed"),
+    );
+    drop(held);
+    let (a, took) = wait_for(
+        Duration::from_secs(15),
+        "/health once descriptors are free",
+        || {
+            let mut s = TcpStream::connect(app.addr).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))
+                .map_err(|e| e.to_string())?;
+            let t = Instant::now();
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .map_err(|e| e.to_string())?;
+            let a = read_response(&mut s)?;
+            (a.status == 200)
+                .then_some((a, t.elapsed()))
+                .ok_or("not 200".to_owned())
+        },
+    );
+    assert_eq!(a.status, 200);
+    eprintln!("after EMFILE: /health answered in {took:?}");
+    assert!(!app.proc.log_text().contains("panicked"));
+}
+
+/// A preflight echoes a plain list of header names and answers anything else (non-ASCII,
+/// control bytes) with the headers the API reads, never a 500.
+#[test]
+fn preflight_answers_hostile_request_headers() {
+    let app = Appliance::start(&[]);
+    let ask = |value: &[u8]| {
+        let mut s = connect_from(Ipv4Addr::LOCALHOST, app.addr);
+        let mut raw = b"OPTIONS /api/cameras HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                        Origin: http://app\r\nAccess-Control-Request-Headers: "
+            .to_vec();
+        raw.extend_from_slice(value);
+        raw.extend_from_slice(b"\r\n\r\n");
+        s.write_all(&raw).expect("write");
+        read_response(&mut s).expect("an answer")
+    };
+    let a = ask(b"content-type, x-custom");
+    assert_eq!(a.status, 204);
+    assert_eq!(
+        a.header("Access-Control-Allow-Headers"),
+        Some("content-type, x-custom")
+    );
+    for hostile in [&b"x-\xc3\xa9t\xc3\xa9"[..], b"\xff\xfe", b"a b", b"x(y)"] {
+        let a = ask(hostile);
+        assert_eq!(a.status, 204, "{hostile:?}: {a:?}");
+        assert_eq!(
+            a.header("Access-Control-Allow-Headers"),
+            Some("Content-Type, Authorization"),
+            "{hostile:?}"
+        );
+    }
     assert!(!app.proc.log_text().contains("panicked"));
 }
 
@@ -636,9 +767,7 @@ fn case(rng: &mut Rng, cam: &str, token: &str, closed_port: u16) -> Case {
                         "width" if rng.chance(40) => {
                             rng.pick(&["160", "320", "640"]).as_bytes().to_vec()
                         }
-                        "quality" if rng.chance(40) => {
-                            rng.pick(&["50", "80"]).as_bytes().to_vec()
-                        }
+                        "quality" if rng.chance(40) => rng.pick(&["50", "80"]).as_bytes().to_vec(),
                         _ => rng.nasty(Mode::Url),
                     };
                     q.push(cat(&[name.as_bytes(), b"=", &v]));
@@ -648,7 +777,12 @@ fn case(rng: &mut Rng, cam: &str, token: &str, closed_port: u16) -> Case {
             ("frame", b"GET".to_vec(), target, Vec::new())
         }
         2 => {
-            let q = cat(&[b"fps=", &rng.nasty(Mode::Url), b"&width=", &rng.nasty(Mode::Url)]);
+            let q = cat(&[
+                b"fps=",
+                &rng.nasty(Mode::Url),
+                b"&width=",
+                &rng.nasty(Mode::Url),
+            ]);
             let target = cat(&[b"/api/cameras/", &id, b"/mjpeg?", &q]);
             ("mjpeg", b"GET".to_vec(), target, Vec::new())
         }
@@ -663,7 +797,14 @@ fn case(rng: &mut Rng, cam: &str, token: &str, closed_port: u16) -> Case {
                 }
             };
             let mut m = serde_json::Map::new();
-            for f in ["cameraId", "ip", "username", "password", "streamPath", "port"] {
+            for f in [
+                "cameraId",
+                "ip",
+                "username",
+                "password",
+                "streamPath",
+                "port",
+            ] {
                 if rng.chance(80) {
                     m.insert(f.into(), s(rng));
                 }
@@ -682,7 +823,12 @@ fn case(rng: &mut Rng, cam: &str, token: &str, closed_port: u16) -> Case {
             } else {
                 serde_json::to_vec(&Value::Object(m)).expect("json")
             };
-            ("connect", b"POST".to_vec(), b"/api/cameras/connect".to_vec(), body)
+            (
+                "connect",
+                b"POST".to_vec(),
+                b"/api/cameras/connect".to_vec(),
+                body,
+            )
         }
         5 => {
             let body = if rng.chance(50) {
@@ -703,7 +849,10 @@ fn case(rng: &mut Rng, cam: &str, token: &str, closed_port: u16) -> Case {
             // WebSocket upgrade headers.
             let mut h = vec![
                 (b"Upgrade".to_vec(), b"websocket".to_vec()),
-                (b"Sec-WebSocket-Key".to_vec(), b"dGhlIHNhbXBsZSBub25jZQ==".to_vec()),
+                (
+                    b"Sec-WebSocket-Key".to_vec(),
+                    b"dGhlIHNhbXBsZSBub25jZQ==".to_vec(),
+                ),
                 (b"Sec-WebSocket-Version".to_vec(), b"13".to_vec()),
             ];
             for (_, v) in h.iter_mut() {
@@ -729,9 +878,15 @@ fn case(rng: &mut Rng, cam: &str, token: &str, closed_port: u16) -> Case {
         }
         7 => {
             // CORS preflight.
-            headers.push((b"Access-Control-Request-Headers".to_vec(), rng.nasty(Mode::Header)));
+            headers.push((
+                b"Access-Control-Request-Headers".to_vec(),
+                rng.nasty(Mode::Header),
+            ));
             headers.push((b"Origin".to_vec(), rng.nasty(Mode::Header)));
-            headers.push((b"Access-Control-Request-Method".to_vec(), rng.nasty(Mode::Header)));
+            headers.push((
+                b"Access-Control-Request-Method".to_vec(),
+                rng.nasty(Mode::Header),
+            ));
             let target = cat(&[b"/api/cameras/", &id, b"/frame"]);
             ("preflight", b"OPTIONS".to_vec(), target, Vec::new())
         }
@@ -858,11 +1013,7 @@ fn arbitrary_bytes_in_requests_never_reach_a_panic() {
             Err(e) => panic!("{}: {e} (write: {sent:?})", shown()),
         };
         let took = t.elapsed();
-        assert!(
-            took < Duration::from_secs(8),
-            "{}: took {took:?}",
-            shown()
-        );
+        assert!(took < Duration::from_secs(8), "{}: took {took:?}", shown());
         *statuses.entry((a.status, c.label)).or_default() += 1;
         match a.status {
             101 | 200..=299 => {}

@@ -85,7 +85,11 @@ fn preflight(req: &Request) -> Reply {
     // headers the API reads.
     const USUAL: &str = "Content-Type, Authorization";
     let asked = req.header("Access-Control-Request-Headers").and_then(|v| {
-        let names: Vec<&str> = v.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+        let names: Vec<&str> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
         let tokens = names
             .iter()
             .all(|n| n.bytes().all(super::request::is_tchar));

@@ -426,7 +426,13 @@ mod tests {
 
     fn read(bytes: &[u8]) -> ReadOutcome {
         let mut buf = Vec::new();
-        read_request(&mut Cursor::new(bytes.to_vec()), &mut buf, peer(), 1024, later())
+        read_request(
+            &mut Cursor::new(bytes.to_vec()),
+            &mut buf,
+            peer(),
+            1024,
+            later(),
+        )
     }
 
     #[test]
@@ -494,9 +500,15 @@ mod tests {
     fn headers_from_request_bytes_never_panic_nor_split() {
         let h = header("Access-Control-Allow-Headers", "x-é\r\nSet-Cookie: a\u{0}");
         let v = h.value.as_str();
-        assert!(v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)), "{v:?}");
+        assert!(
+            v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)),
+            "{v:?}"
+        );
         assert!(!v.contains('\r') && !v.contains('\n'));
-        assert_eq!(header("bad name\u{1}", "x").field.as_str().as_str(), "badname");
+        assert_eq!(
+            header("bad name\u{1}", "x").field.as_str().as_str(),
+            "badname"
+        );
         assert_eq!(header("", "x").field.as_str().as_str(), "X-Invalid");
     }
 
@@ -506,7 +518,11 @@ mod tests {
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let mut lines = head.split("\r\n");
         assert!(lines.next().unwrap().starts_with("HTTP/1.1 503 "), "{head}");
-        assert_eq!(lines.filter(|l| *l == "Connection: close").count(), 1, "{head}");
+        assert_eq!(
+            lines.filter(|l| *l == "Connection: close").count(),
+            1,
+            "{head}"
+        );
         assert_eq!(body, r#"{"detail":"busy"}"#);
     }
 

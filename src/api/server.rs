@@ -26,9 +26,9 @@ use parking_lot::Mutex;
 pub mod poller;
 
 use super::http;
-use poller::{Conn, Job, PollLimits, PollThread, Returner};
 use super::request::{self, Persist, ReadOutcome, Reply};
 use super::Ctx;
+use poller::{Conn, Job, PollLimits, PollThread, Returner};
 
 pub use super::request::with_common_headers;
 
@@ -196,6 +196,7 @@ pub fn raise_fd_limit() -> io::Result<u64> {
             );
         }
     }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is 32 bits on some 32-bit targets
     Ok(lim.rlim_cur as u64)
 }
 
@@ -229,8 +230,7 @@ fn serve(job: Job, ctx: &Arc<Ctx>) -> Option<Conn> {
     } = job;
     let peer = conn.peer;
     let _ = conn.stream.set_write_timeout(Some(limits.write_timeout));
-    let req = match request::read_body(&mut conn.stream, &mut conn.buf, req, body_len, deadline)
-    {
+    let req = match request::read_body(&mut conn.stream, &mut conn.buf, req, body_len, deadline) {
         ReadOutcome::Request(r) => r,
         ReadOutcome::Closed => return None,
         ReadOutcome::Bad(status, detail) => {
@@ -278,4 +278,3 @@ fn serve(job: Job, ctx: &Arc<Ctx>) -> Option<Conn> {
         }
     }
 }
-

@@ -233,10 +233,10 @@ impl Loop {
                 None => self.next_sweep,
             };
             events.clear();
-            if let Err(e) = self
-                .poller
-                .wait(&mut events, Some(wake.saturating_duration_since(Instant::now())))
-            {
+            if let Err(e) = self.poller.wait(
+                &mut events,
+                Some(wake.saturating_duration_since(Instant::now())),
+            ) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("poll failed: {e}");
                     std::thread::sleep(ACCEPT_PAUSE);
@@ -497,8 +497,7 @@ impl Loop {
 
     /// A worker answered a request and the connection stays open.
     fn take_back(&mut self, conn: Conn) {
-        if conn.served >= self.limits.max_requests || conn.stream.set_nonblocking(true).is_err()
-        {
+        if conn.served >= self.limits.max_requests || conn.stream.set_nonblocking(true).is_err() {
             return;
         }
         let now = Instant::now();
