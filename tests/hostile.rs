@@ -419,6 +419,77 @@ fn head_deadline_closes_slow_connections() {
     assert!(!app.proc.log_text().contains("panicked"));
 }
 
+/// An idle kept-alive connection is closed quietly (no bytes) after the idle timeout,
+/// not before.
+#[test]
+fn idle_keep_alive_is_closed_quietly() {
+    let app = Appliance::start(&[("PTZ_EDGE_IDLE_KEEP_ALIVE_MS", "500")]);
+    let mut s = connect_from(Ipv4Addr::LOCALHOST, app.addr);
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    assert_eq!(read_response(&mut s).expect("an answer").status, 200);
+    let t = Instant::now();
+    let rest = read_to_close(&mut s).expect("closed when idle");
+    let idle = t.elapsed();
+    eprintln!("idle keep-alive closed after {idle:?}");
+    assert!(rest.is_empty(), "an idle close sent {rest:?}");
+    assert!(idle >= Duration::from_millis(400), "closed early: {idle:?}");
+}
+
+/// When every worker is busy and the queue of complete heads is full, a further request
+/// gets 503 `{"detail":"Server is busy"}` at once, and the server recovers when the
+/// workers are free. One worker here, held by a body that never comes (until the body
+/// deadline of 3 s).
+#[test]
+fn full_worker_queue_is_503_and_recovers() {
+    let app = Appliance::start(&[
+        ("PTZ_EDGE_HTTP_WORKERS", "1"),
+        // Long enough that the queue is still full when /health comes on a loaded box.
+        ("PTZ_EDGE_HEAD_TIMEOUT_MS", "3000"),
+    ]);
+    let (a, _) = health_from(Ipv4Addr::LOCALHOST, app.addr);
+    assert_eq!(a.status, 200);
+    // 1 in the worker + 64 queued; each waits for a body that never comes.
+    let mut waiting = Vec::new();
+    for _ in 0..70 {
+        let mut s = connect_from(Ipv4Addr::new(127, 0, 3, 1), app.addr);
+        s.write_all(
+            b"POST /api/cameras/disconnect HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
+        )
+        .expect("write");
+        waiting.push(s);
+    }
+    let t = Instant::now();
+    let (a, took) = health_from(Ipv4Addr::LOCALHOST, app.addr);
+    let detail = assert_detail(&a, 503, "/health with the queue full");
+    assert_eq!(detail, "Server is busy");
+    eprintln!("queue full: 503 {detail} in {took:?}");
+    // The waiting ones get 408 (or 503 when they came after the queue filled).
+    let mut answers = std::collections::BTreeMap::new();
+    for s in waiting.iter_mut() {
+        let a = read_response(s).expect("an answer to a request without its body");
+        assert!(matches!(a.status, 408 | 503), "{a:?}");
+        assert_detail(&a, a.status, "a request without its body");
+        *answers.entry(a.status).or_insert(0) += 1;
+    }
+    eprintln!(
+        "bodies that never came: {answers:?} after {:?}",
+        t.elapsed()
+    );
+    assert!(answers.get(&503).copied().unwrap_or(0) >= 1, "{answers:?}");
+    let (a, _) = wait_for(
+        Duration::from_secs(10),
+        "/health once workers are free",
+        || {
+            let r = health_from(Ipv4Addr::LOCALHOST, app.addr);
+            (r.0.status == 200)
+                .then_some(r)
+                .ok_or("still busy".to_owned())
+        },
+    );
+    assert_eq!(a.status, 200);
+}
+
 /// Idle and silent connections do not delay shutdown: SIGTERM closes them at once and
 /// the appliance exits cleanly.
 #[test]

@@ -137,8 +137,7 @@ pub enum Head {
     Bad(u16, String),
 }
 
-/// Reads one request head and body from `stream`. `buf` carries bytes already read
-/// (pipelining); what follows this request stays in it.
+/// What reading a request (its body, or all of it) came to.
 pub enum ReadOutcome {
     Request(Request),
     /// The client closed or went idle between requests: close quietly.
@@ -242,6 +241,7 @@ impl ReadDeadline for TcpStream {
     }
 }
 
+#[cfg(test)]
 impl ReadDeadline for io::Cursor<Vec<u8>> {
     fn read_within(&mut self, _: Duration) -> io::Result<()> {
         Ok(())
@@ -284,6 +284,7 @@ pub fn read_body<S: Read + Write + ReadDeadline>(
 
 /// Reads one whole request from a blocking stream (head, then body): the tests' way in.
 /// The server reads heads in its poll thread instead ([`parse_head`]).
+#[cfg(test)]
 pub fn read_request<S: Read + Write + ReadDeadline>(
     stream: &mut S,
     buf: &mut Vec<u8>,

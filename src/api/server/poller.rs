@@ -44,7 +44,8 @@ pub const TOTAL_CAP_DETAIL: &str = "too many connections";
 pub const BUSY_DETAIL: &str = "Server is busy";
 
 /// A connection and what has been read from it. It counts against its peer's cap and
-/// the overall cap for as long as it lives.
+/// the overall cap for as long as it lives (peers are told apart by IP address). A
+/// WebSocket or MJPEG takeover leaves the count: those sessions have their own caps.
 pub struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
