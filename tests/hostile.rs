@@ -182,6 +182,19 @@ fn read_to_close(s: &mut TcpStream) -> Result<Vec<u8>, String> {
     }
 }
 
+/// Resident memory of `pid` (VmRSS), in kB.
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[i]
@@ -209,6 +222,7 @@ fn idle_silent_and_half_head_connections_hold_no_worker() {
     let threads_before = thread_count(pid);
     let names_before = thread_names(pid);
     let fds_before = fd_count(pid);
+    let rss_before = rss_kb(pid);
 
     // 200 connections per source address: under the default per-peer cap of 256.
     let peer = |n: usize| Ipv4Addr::new(127, 0, 1 + (n / 200) as u8, 1);
@@ -262,6 +276,10 @@ fn idle_silent_and_half_head_connections_hold_no_worker() {
     times.sort();
     let (p50, max) = (percentile(&times, 0.5), times[times.len() - 1]);
     let threads_during = thread_count(pid);
+    eprintln!(
+        "RSS {rss_before} kB -> {} kB with the connections open",
+        rss_kb(pid)
+    );
     eprintln!(
         "/health with 1,000 idle + 300 silent + 50 half-head connections: p50 {:.2} ms, max {:.2} ms \
          ({} requests); threads {threads_before} -> {threads_during}; fds {fds_before} -> {fds_during}",
@@ -488,6 +506,21 @@ fn full_worker_queue_is_503_and_recovers() {
         },
     );
     assert_eq!(a.status, 200);
+}
+
+/// Bytes that are no HTTP at all (a TLS hello to the plain port) get 400 `{"detail"}`
+/// at once, without a line end and without waiting for the head deadline.
+#[test]
+fn garbage_without_a_line_end_is_refused_at_once() {
+    let app = Appliance::start(&[]);
+    let mut s = connect_from(Ipv4Addr::LOCALHOST, app.addr);
+    let t = Instant::now();
+    s.write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        .expect("write");
+    let a = read_response(&mut s).expect("an answer to a TLS hello");
+    let detail = assert_detail(&a, 400, "a TLS hello");
+    eprintln!("TLS hello: 400 {detail} in {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(5));
 }
 
 /// Idle and silent connections do not delay shutdown: SIGTERM closes them at once and

@@ -73,8 +73,8 @@ impl Server {
                 .clamp(64, DERIVED_MAX_CONNECTIONS) as usize,
             n => n,
         };
-        log::debug!(
-            "file descriptors: {fd_limit}; connections: at most {max_connections}, {} per peer",
+        log::info!(
+            "open files: at most {fd_limit}; connections: at most {max_connections}, {} per peer",
             limits.max_conn_per_peer
         );
         let listener = TcpListener::bind((ctx.config.bind, ctx.config.port))?;

@@ -435,8 +435,9 @@ impl Loop {
             }
         }
         // A head ends with an empty line: parse again only when a line ended (a head
-        // that trickles in byte by byte costs one parse per line, not per byte).
-        let line_ended = slot.conn.buf[before.saturating_sub(1)..].contains(&b'\n');
+        // that trickles in byte by byte costs one parse per line, not per byte), or on
+        // the first bytes (garbage such as a TLS hello is refused at once).
+        let line_ended = before == 0 || slot.conn.buf[before.saturating_sub(1)..].contains(&b'\n');
         let full = slot.conn.buf.len() > MAX_HEAD;
         if let Some(d) = new_deadline {
             self.next_sweep = self.next_sweep.min(d);
