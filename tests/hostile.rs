@@ -71,12 +71,17 @@ impl Answer {
 /// `Content-Length` bytes, or to the end when there is none. `101` and `multipart`
 /// streams end at their head. Fails on a timeout (a hang) or a malformed answer.
 fn read_response(s: &mut TcpStream) -> Result<Answer, String> {
-    let mut data = Vec::new();
+    read_response_after(s, &mut Vec::new())
+}
+
+/// [`read_response`] for a connection with several answers: `data` holds bytes read
+/// before and keeps what follows this answer.
+fn read_response_after(s: &mut TcpStream, data: &mut Vec<u8>) -> Result<Answer, String> {
     let mut chunk = [0u8; 8192];
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&data) {
+        match resp.parse(data) {
             Ok(httparse::Status::Complete(n)) => {
                 let status = resp.code.unwrap_or(0);
                 let hs: Vec<(String, String)> = resp
@@ -111,10 +116,12 @@ fn read_response(s: &mut TcpStream) -> Result<Answer, String> {
                             .map_err(|e| format!("Content-Length: {e}"))
                     })
                     .transpose()?;
-                let mut body = data[n..].to_vec();
+                let mut body: Vec<u8> = data.drain(..).skip(n).collect();
                 loop {
-                    if len.is_some_and(|l| body.len() >= l) {
-                        body.truncate(len.unwrap_or(0));
+                    if let Some(l) = len.filter(|l| body.len() >= *l) {
+                        // What follows belongs to the next answer.
+                        data.extend_from_slice(&body[l..]);
+                        body.truncate(l);
                         break;
                     }
                     match s.read(&mut chunk) {
@@ -131,7 +138,7 @@ fn read_response(s: &mut TcpStream) -> Result<Answer, String> {
             Err(e) => {
                 return Err(format!(
                     "malformed answer ({e}): {:?}",
-                    String::from_utf8_lossy(&data)
+                    String::from_utf8_lossy(data)
                 ))
             }
         }
@@ -521,6 +528,37 @@ fn garbage_without_a_line_end_is_refused_at_once() {
     let detail = assert_detail(&a, 400, "a TLS hello");
     eprintln!("TLS hello: 400 {detail} in {:?}", t.elapsed());
     assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+/// Requests pipelined in one write are all answered, in order, on one connection: the
+/// worker gives the connection back with the next head already buffered.
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let app = Appliance::start(&[]);
+    let mut s = connect_from(Ipv4Addr::LOCALHOST, app.addr);
+    let body = br#"{"cameraId":"nope"}"#;
+    let mut raw = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    raw.extend_from_slice(
+        format!(
+            "POST /api/cameras/disconnect HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    raw.extend_from_slice(body);
+    raw.extend_from_slice(b"GET /api/cameras/nope/status HTTP/1.1\r\nHost: x\r\n\r\n");
+    raw.extend_from_slice(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(&raw).expect("write");
+    let mut data = Vec::new();
+    let statuses: Vec<u16> = (0..4)
+        .map(|n| {
+            read_response_after(&mut s, &mut data)
+                .unwrap_or_else(|e| panic!("pipelined answer #{n}: {e}"))
+                .status
+        })
+        .collect();
+    assert_eq!(statuses, [200, 200, 404, 200]);
+    read_to_close(&mut s).expect("closed after Connection: close");
 }
 
 /// Idle and silent connections do not delay shutdown: SIGTERM closes them at once and
