@@ -51,6 +51,13 @@ pub struct Limits {
     pub max_ws_message_bytes: usize,
     pub idle_keep_alive: Duration,
     pub write_timeout: Duration,
+    /// How long a request head may take to arrive (from the connection, or from its first
+    /// byte on a kept-alive one), and a body after it; then 408 and close.
+    pub head_timeout: Duration,
+    /// Open connections from one peer address; more are refused with 503.
+    pub max_conn_per_peer: usize,
+    /// Open connections in all; 0 derives it from the file descriptor limit.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -64,6 +71,9 @@ impl Default for Limits {
             max_ws_message_bytes: 64 * 1024,
             idle_keep_alive: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
+            head_timeout: Duration::from_secs(10),
+            max_conn_per_peer: 256,
+            max_connections: 0,
         }
     }
 }
@@ -155,6 +165,20 @@ impl Config {
         if let Some(v) = nonempty("PTZ_EDGE_HTTP_WORKERS") {
             l.http_workers = parse::<usize>(&v, "PTZ_EDGE_HTTP_WORKERS")?.max(1);
         }
+        if let Some(v) = nonempty("PTZ_EDGE_MAX_CONN_PER_PEER") {
+            l.max_conn_per_peer = parse::<usize>(&v, "PTZ_EDGE_MAX_CONN_PER_PEER")?.max(1);
+        }
+        if let Some(v) = nonempty("PTZ_EDGE_MAX_CONNECTIONS") {
+            l.max_connections = parse(&v, "PTZ_EDGE_MAX_CONNECTIONS")?;
+        }
+        if let Some(v) = nonempty("PTZ_EDGE_IDLE_KEEP_ALIVE_MS") {
+            let ms: u64 = parse(&v, "PTZ_EDGE_IDLE_KEEP_ALIVE_MS")?;
+            l.idle_keep_alive = Duration::from_millis(ms.max(1));
+        }
+        if let Some(v) = nonempty("PTZ_EDGE_HEAD_TIMEOUT_MS") {
+            let ms: u64 = parse(&v, "PTZ_EDGE_HEAD_TIMEOUT_MS")?;
+            l.head_timeout = Duration::from_millis(ms.max(1));
+        }
         Ok(c)
     }
 }
@@ -203,6 +227,22 @@ mod tests {
         assert_eq!(c.decode, DecodeMode::OnDemand);
         assert!(c.token.is_none());
         assert!(c.state_file.is_none());
+        assert_eq!(c.limits.max_conn_per_peer, 256);
+        assert_eq!(c.limits.head_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn reads_connection_limits() {
+        let c = cfg(&[
+            ("PTZ_EDGE_MAX_CONN_PER_PEER", "12"),
+            ("PTZ_EDGE_MAX_CONNECTIONS", "500"),
+            ("PTZ_EDGE_HEAD_TIMEOUT_MS", "750"),
+        ])
+        .unwrap();
+        assert_eq!(c.limits.max_conn_per_peer, 12);
+        assert_eq!(c.limits.max_connections, 500);
+        assert_eq!(c.limits.head_timeout, Duration::from_millis(750));
+        assert!(cfg(&[("PTZ_EDGE_MAX_CONN_PER_PEER", "-1")]).is_err());
     }
 
     #[test]

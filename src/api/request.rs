@@ -2,6 +2,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 use tiny_http::{Header, Response, StatusCode};
 
@@ -80,8 +81,29 @@ pub enum Reply {
     Takeover(Box<dyn FnOnce(TcpStream, Vec<u8>) + Send>),
 }
 
+/// A response header. Never panics, whatever the value came from: a name is reduced to
+/// token characters (RFC 9110 §5.6.2) and a value to visible ASCII, space and tab, so
+/// request-derived bytes (non-ASCII, CR/LF) can neither fail nor split the response.
 pub fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header names are valid")
+    let name: Vec<u8> = name.bytes().filter(|b| is_tchar(*b)).collect();
+    let name = if name.is_empty() {
+        b"X-Invalid".to_vec()
+    } else {
+        name
+    };
+    let value: Vec<u8> = value
+        .bytes()
+        .map(|b| match b {
+            b'\t' | 0x20..=0x7e => b,
+            _ => b'?',
+        })
+        .collect();
+    Header::from_bytes(name, value).expect("a sanitised header is ASCII")
+}
+
+/// A `tchar` of RFC 9110 §5.6.2: what a header name or a token may hold.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A JSON reply.
@@ -100,8 +122,22 @@ pub fn error(status: u16, detail: impl Into<String>) -> Reply {
     json(status, &serde_json::json!({ "detail": detail.into() }))
 }
 
-/// Reads one request head and body from `stream`. `buf` carries bytes already read
-/// (pipelining); what follows this request stays in it.
+/// What a buffer holds so far.
+pub enum Head {
+    /// Not a complete head yet: read more (while within [`MAX_HEAD`]).
+    Partial,
+    /// A complete head: the request without its body, the head's length in the buffer,
+    /// and the length of the body that follows.
+    Complete {
+        req: Request,
+        head_len: usize,
+        body_len: usize,
+    },
+    /// A broken request: answer with this status and detail, then close.
+    Bad(u16, String),
+}
+
+/// What reading a request (its body, or all of it) came to.
 pub enum ReadOutcome {
     Request(Request),
     /// The client closed or went idle between requests: close quietly.
@@ -112,100 +148,163 @@ pub enum ReadOutcome {
 
 pub const MAX_HEAD: usize = 16 * 1024;
 
-pub fn read_request<S: Read + Write>(
+/// Parses the head at the start of `buf` (no I/O): whether it is complete, and if so
+/// what it asks and how long its body is. Checks the limits a head can break: size,
+/// framing (`Transfer-Encoding`, `Content-Length`) and the body's size.
+pub fn parse_head(buf: &[u8], peer: SocketAddr, max_body: usize) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+            return Head::Bad(431, "request head too large".into())
+        }
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Head::Bad(431, "request head too large".into())
+        }
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Head::Bad(431, "too many request headers (at most 64)".into())
+        }
+        Err(e) => return Head::Bad(400, format!("malformed HTTP request: {e}")),
+    };
+    let method = req.method.unwrap_or("").to_owned();
+    let target = req.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (target.to_owned(), None),
+    };
+    let http_minor = req.version.unwrap_or(1);
+    let headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).trim().to_owned(),
+            )
+        })
+        .collect();
+    let r = Request {
+        method,
+        path,
+        query,
+        headers,
+        body: Vec::new(),
+        peer,
+        http_minor,
+    };
+    if r.header("Transfer-Encoding").is_some() {
+        return Head::Bad(
+            411,
+            "chunked request bodies are not supported; send Content-Length".into(),
+        );
+    }
+    let lengths: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    // RFC 9112 §6.3: differing lengths make the message invalid.
+    if lengths.windows(2).any(|w| w[0] != w[1]) {
+        return Head::Bad(400, "conflicting Content-Length headers".into());
+    }
+    let body_len = match r.header("Content-Length").map(|v| v.parse::<usize>()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return Head::Bad(400, "invalid Content-Length".into()),
+    };
+    if body_len > max_body {
+        return Head::Bad(
+            413,
+            format!("request body too large (at most {max_body} bytes)"),
+        );
+    }
+    Head::Complete {
+        req: r,
+        head_len,
+        body_len,
+    }
+}
+
+/// A stream whose reads can be given a deadline.
+pub trait ReadDeadline {
+    /// The next read may wait at most `remaining`.
+    fn read_within(&mut self, remaining: Duration) -> io::Result<()>;
+}
+
+impl ReadDeadline for TcpStream {
+    fn read_within(&mut self, remaining: Duration) -> io::Result<()> {
+        // A zero timeout means "none" to the socket: never ask for it.
+        self.set_read_timeout(Some(remaining.max(Duration::from_millis(1))))
+    }
+}
+
+#[cfg(test)]
+impl ReadDeadline for io::Cursor<Vec<u8>> {
+    fn read_within(&mut self, _: Duration) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads the body of `req` (`len` bytes; those in `buf` first) by `deadline`; what
+/// follows the body stays in `buf`.
+pub fn read_body<S: Read + Write + ReadDeadline>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    mut req: Request,
+    len: usize,
+    deadline: Instant,
+) -> ReadOutcome {
+    // curl and others wait (a second, by default) for this before a body.
+    if buf.len() < len && req.header_has_token("Expect", "100-continue") {
+        let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    let mut chunk = [0u8; 4096];
+    while buf.len() < len {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() || stream.read_within(remaining).is_err() {
+            return ReadOutcome::Bad(408, "timed out reading the request body".into());
+        }
+        let want = (len - buf.len()).min(chunk.len());
+        match stream.read(&mut chunk[..want]) {
+            Ok(0) => return ReadOutcome::Closed,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => {
+                return ReadOutcome::Bad(408, "timed out reading the request body".into())
+            }
+            Err(_) => return ReadOutcome::Closed,
+        }
+    }
+    req.body = buf.drain(..len).collect();
+    ReadOutcome::Request(req)
+}
+
+/// Reads one whole request from a blocking stream (head, then body): the tests' way in.
+/// The server reads heads in its poll thread instead ([`parse_head`]).
+#[cfg(test)]
+pub fn read_request<S: Read + Write + ReadDeadline>(
     stream: &mut S,
     buf: &mut Vec<u8>,
     peer: SocketAddr,
     max_body: usize,
+    deadline: Instant,
 ) -> ReadOutcome {
     let mut chunk = [0u8; 4096];
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(buf) {
-            Ok(httparse::Status::Complete(head_len)) if head_len > MAX_HEAD => {
-                return ReadOutcome::Bad(431, "request head too large".into());
-            }
-            Ok(httparse::Status::Complete(head_len)) => {
-                let method = req.method.unwrap_or("").to_owned();
-                let target = req.path.unwrap_or("/");
-                let (path, query) = match target.split_once('?') {
-                    Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-                    None => (target.to_owned(), None),
-                };
-                let http_minor = req.version.unwrap_or(1);
-                let headers: Vec<(String, String)> = req
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_owned(),
-                            String::from_utf8_lossy(h.value).trim().to_owned(),
-                        )
-                    })
-                    .collect();
-                let mut r = Request {
-                    method,
-                    path,
-                    query,
-                    headers,
-                    body: Vec::new(),
-                    peer,
-                    http_minor,
-                };
-                if r.header("Transfer-Encoding").is_some() {
-                    return ReadOutcome::Bad(
-                        411,
-                        "chunked request bodies are not supported; send Content-Length".into(),
-                    );
-                }
-                let lengths: Vec<&str> = r
-                    .headers
-                    .iter()
-                    .filter(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
-                    .map(|(_, v)| v.as_str())
-                    .collect();
-                // RFC 9112 §6.3: differing lengths make the message invalid.
-                if lengths.windows(2).any(|w| w[0] != w[1]) {
-                    return ReadOutcome::Bad(400, "conflicting Content-Length headers".into());
-                }
-                let len = match r.header("Content-Length").map(|v| v.parse::<usize>()) {
-                    None => 0,
-                    Some(Ok(n)) => n,
-                    Some(Err(_)) => return ReadOutcome::Bad(400, "invalid Content-Length".into()),
-                };
-                if len > max_body {
-                    return ReadOutcome::Bad(
-                        413,
-                        format!("request body too large (at most {max_body} bytes)"),
-                    );
-                }
+        match parse_head(buf, peer, max_body) {
+            Head::Complete {
+                req,
+                head_len,
+                body_len,
+            } => {
                 buf.drain(..head_len);
-                // curl and others wait (a second, by default) for this before a body.
-                if buf.len() < len && r.header_has_token("Expect", "100-continue") {
-                    let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
-                }
-                while buf.len() < len {
-                    match stream.read(&mut chunk) {
-                        Ok(0) => return ReadOutcome::Closed,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        Err(_) => {
-                            return ReadOutcome::Bad(
-                                408,
-                                "timed out reading the request body".into(),
-                            )
-                        }
-                    }
-                }
-                r.body = buf.drain(..len).collect();
-                return ReadOutcome::Request(r);
+                return read_body(stream, buf, req, body_len, deadline);
             }
-            Ok(httparse::Status::Partial) => {
-                if buf.len() > MAX_HEAD {
-                    return ReadOutcome::Bad(431, "request head too large".into());
-                }
-            }
-            Err(e) => return ReadOutcome::Bad(400, format!("malformed HTTP request: {e}")),
+            Head::Bad(status, detail) => return ReadOutcome::Bad(status, detail),
+            Head::Partial => {}
         }
         match stream.read(&mut chunk) {
             Ok(0) => return ReadOutcome::Closed,
@@ -226,15 +325,91 @@ pub fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
+/// CORS for every origin, and who answers.
+pub fn with_common_headers(r: tiny_http::ResponseBox) -> tiny_http::ResponseBox {
+    r.with_header(header("Access-Control-Allow-Origin", "*"))
+        .with_header(header(
+            "Server",
+            concat!("ptz-edge/", env!("CARGO_PKG_VERSION")),
+        ))
+}
+
+/// Whether the connection stays open after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persist {
+    KeepAlive,
+    /// The response says `Connection: close` and the connection is closed after it.
+    Close,
+}
+
+/// The bytes of a `{"detail"}` error response that closes the connection, for answers
+/// written without a worker (refusals, broken or late heads).
+pub fn error_bytes(status: u16, detail: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Reply::Response(r) = error(status, detail) {
+        // Writing into a Vec cannot fail.
+        let _ = print(&mut out, with_common_headers(r), false, Persist::Close);
+    }
+    out
+}
+
 /// Writes a response (HTTP/1.1 framing by tiny_http).
 pub fn write_response(
     stream: &mut TcpStream,
     response: tiny_http::ResponseBox,
     head_only: bool,
+    persist: Persist,
 ) -> io::Result<()> {
     let mut w = io::BufWriter::with_capacity(16 * 1024, &mut *stream);
-    response.raw_print(&mut w, tiny_http::HTTPVersion(1, 1), &[], head_only, None)?;
+    print(&mut w, response, head_only, persist)?;
     w.flush()
+}
+
+fn print<W: Write>(
+    w: W,
+    response: tiny_http::ResponseBox,
+    head_only: bool,
+    persist: Persist,
+) -> io::Result<()> {
+    let v = tiny_http::HTTPVersion(1, 1);
+    match persist {
+        Persist::KeepAlive => response.raw_print(w, v, &[], head_only, None),
+        // tiny_http drops a `Connection` header given to a response: add it to the bytes.
+        Persist::Close => {
+            let w = ConnectionClose {
+                inner: w,
+                added: false,
+            };
+            response.raw_print(w, v, &[], head_only, None)
+        }
+    }
+}
+
+/// Puts `Connection: close` after the status line of what passes through.
+struct ConnectionClose<W> {
+    inner: W,
+    added: bool,
+}
+
+impl<W: Write> Write for ConnectionClose<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.added {
+            return self.inner.write(buf);
+        }
+        match buf.iter().position(|b| *b == b'\n') {
+            None => self.inner.write(buf),
+            Some(i) => {
+                self.inner.write_all(&buf[..=i])?;
+                self.inner.write_all(b"Connection: close\r\n")?;
+                self.added = true;
+                Ok(i + 1)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]
@@ -242,13 +417,23 @@ mod tests {
     use super::*;
     use std::io::Cursor;
 
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
     fn peer() -> SocketAddr {
         "127.0.0.1:9".parse().unwrap()
     }
 
     fn read(bytes: &[u8]) -> ReadOutcome {
         let mut buf = Vec::new();
-        read_request(&mut Cursor::new(bytes.to_vec()), &mut buf, peer(), 1024)
+        read_request(
+            &mut Cursor::new(bytes.to_vec()),
+            &mut buf,
+            peer(),
+            1024,
+            later(),
+        )
     }
 
     #[test]
@@ -256,7 +441,7 @@ mod tests {
         let raw = b"POST /api/cameras/connect?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}GET / HTTP/1.1\r\n\r\n";
         let mut buf = Vec::new();
         let mut c = Cursor::new(raw.to_vec());
-        let ReadOutcome::Request(r) = read_request(&mut c, &mut buf, peer(), 1024) else {
+        let ReadOutcome::Request(r) = read_request(&mut c, &mut buf, peer(), 1024, later()) else {
             panic!("no request")
         };
         assert_eq!(
@@ -266,7 +451,7 @@ mod tests {
         assert_eq!(r.query_param("x").as_deref(), Some("1"));
         assert_eq!(r.body, b"{}");
         assert!(r.keep_alive());
-        let ReadOutcome::Request(r2) = read_request(&mut c, &mut buf, peer(), 1024) else {
+        let ReadOutcome::Request(r2) = read_request(&mut c, &mut buf, peer(), 1024, later()) else {
             panic!("no second request")
         };
         assert_eq!(r2.path, "/");
@@ -310,6 +495,36 @@ mod tests {
                 let _ = r.keep_alive();
             }
         }
+    }
+
+    #[test]
+    fn headers_from_request_bytes_never_panic_nor_split() {
+        let h = header("Access-Control-Allow-Headers", "x-é\r\nSet-Cookie: a\u{0}");
+        let v = h.value.as_str();
+        assert!(
+            v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)),
+            "{v:?}"
+        );
+        assert!(!v.contains('\r') && !v.contains('\n'));
+        assert_eq!(
+            header("bad name\u{1}", "x").field.as_str().as_str(),
+            "badname"
+        );
+        assert_eq!(header("", "x").field.as_str().as_str(), "X-Invalid");
+    }
+
+    #[test]
+    fn closing_responses_say_so() {
+        let text = String::from_utf8(error_bytes(503, "busy")).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        assert!(lines.next().unwrap().starts_with("HTTP/1.1 503 "), "{head}");
+        assert_eq!(
+            lines.filter(|l| *l == "Connection: close").count(),
+            1,
+            "{head}"
+        );
+        assert_eq!(body, r#"{"detail":"busy"}"#);
     }
 
     #[test]

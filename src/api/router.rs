@@ -86,10 +86,22 @@ fn index() -> Reply {
 }
 
 fn preflight(req: &Request) -> Reply {
-    let allow_headers = req
-        .header("Access-Control-Request-Headers")
-        .unwrap_or("Content-Type, Authorization")
-        .to_owned();
+    // Echo what the browser asks for only when it is a plain list of header names
+    // (RFC 9110 tokens); anything else (non-ASCII, control bytes, a huge list) gets the
+    // headers the API reads.
+    const USUAL: &str = "Content-Type, Authorization";
+    let asked = req.header("Access-Control-Request-Headers").and_then(|v| {
+        let names: Vec<&str> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        let tokens = names
+            .iter()
+            .all(|n| n.bytes().all(super::request::is_tchar));
+        (tokens && !names.is_empty() && v.len() <= 1024).then(|| names.join(", "))
+    });
+    let allow_headers = asked.unwrap_or_else(|| USUAL.to_owned());
     Reply::Response(
         Response::empty(StatusCode(204))
             .with_header(header("Access-Control-Allow-Methods", "GET, POST, OPTIONS"))
