@@ -96,12 +96,24 @@ pub struct Config {
     pub limits: Limits,
 }
 
-#[derive(Debug)]
-pub struct ConfigError(pub String);
+/// A setting that cannot be used. The appliance does not start: fix the variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Variable `name` has a value that does not parse or is out of range (`why`).
+    Invalid {
+        name: &'static str,
+        value: String,
+        why: String,
+    },
+}
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "configuration: {}", self.0)
+        match self {
+            ConfigError::Invalid { name, value, why } => {
+                write!(f, "configuration: {name}={value:?}: {why}")
+            }
+        }
     }
 }
 
@@ -140,7 +152,7 @@ impl Config {
             c.bind = parse(&v, "BIND")?;
         }
         if let Some(v) = nonempty("PTZ_EDGE_DECODE") {
-            c.decode = v.parse().map_err(ConfigError)?;
+            c.decode = parse(&v, "PTZ_EDGE_DECODE")?;
         }
         c.decoder = nonempty("PTZ_EDGE_DECODER");
         c.state_file = match nonempty("PTZ_EDGE_STATE") {
@@ -153,7 +165,7 @@ impl Config {
             c.decoder_threads = parse(&v, "PTZ_EDGE_DECODER_THREADS")?;
         }
         if let Some(v) = nonempty("PTZ_EDGE_MDNS") {
-            c.mdns = v.parse().map_err(ConfigError)?;
+            c.mdns = parse(&v, "PTZ_EDGE_MDNS")?;
         }
         let l = &mut c.limits;
         if let Some(v) = nonempty("PTZ_EDGE_MAX_CAMERAS") {
@@ -197,13 +209,15 @@ fn default_state_file(get: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> 
     Some(base.join("ptz-edge").join("cameras.json"))
 }
 
-fn parse<T: FromStr>(v: &str, name: &str) -> Result<T, ConfigError>
+fn parse<T: FromStr>(v: &str, name: &'static str) -> Result<T, ConfigError>
 where
     T::Err: fmt::Display,
 {
-    v.trim()
-        .parse()
-        .map_err(|e| ConfigError(format!("{name}={v:?}: {e}")))
+    v.trim().parse::<T>().map_err(|e| ConfigError::Invalid {
+        name,
+        value: v.to_owned(),
+        why: e.to_string(),
+    })
 }
 
 #[cfg(test)]
