@@ -46,7 +46,7 @@ impl ApiError {
                 PtzError::Camera(_) => 502,
                 PtzError::Busy | PtzError::Closed => 503,
             },
-            ApiError::Picture(_, PictureError::NotYet) => 404,
+            ApiError::Picture(_, PictureError::NotYet { .. }) => 404,
             ApiError::Picture(_, PictureError::Out { .. }) => 503,
             ApiError::Busy(_) => 503,
             ApiError::Internal(_) => 500,
@@ -63,8 +63,12 @@ impl fmt::Display for ApiError {
             | ApiError::Internal(s) => f.write_str(s),
             ApiError::Fleet(e) => e.fmt(f),
             ApiError::Ptz(e) => e.fmt(f),
-            ApiError::Picture(id, PictureError::NotYet) => {
-                write!(f, "No frame available yet for camera {id}")
+            ApiError::Picture(id, PictureError::NotYet { why }) => {
+                write!(f, "No frame available yet for camera {id}")?;
+                if let Some(why) = why {
+                    write!(f, ": {why}")?;
+                }
+                Ok(())
             }
             ApiError::Picture(id, PictureError::Out { since, why }) => {
                 write!(f, "Camera {id} has no live picture")?;
@@ -114,7 +118,7 @@ mod tests {
 
     #[test]
     fn picture_statuses() {
-        let nf = ApiError::Picture("c".into(), PictureError::NotYet);
+        let nf = ApiError::Picture("c".into(), PictureError::NotYet { why: None });
         assert_eq!(nf.status(), 404);
         let out = ApiError::Picture(
             "c".into(),

@@ -345,8 +345,9 @@ impl Drop for Handle {
 /// Why no picture can be served now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PictureError {
-    /// The camera has not given a picture yet: ask again shortly (404 in the API).
-    NotYet,
+    /// The camera has not given a picture yet (none since it was connected): ask again
+    /// shortly (404 in the API). `why` is the camera's last error, if any.
+    NotYet { why: Option<String> },
     /// The camera is out (no packet for longer than [`LIVE_WITHIN`]): the caller must not
     /// show an old picture as current (503 in the API). `since` is how long ago the last
     /// packet came, `why` the camera's last error.
@@ -430,7 +431,7 @@ impl Camera {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return latest.ok_or(PictureError::NotYet);
+                return latest.ok_or(PictureError::NotYet { why: None });
             }
             let _ = waiter.wakeups().recv_timeout(left);
         }
@@ -438,8 +439,12 @@ impl Camera {
 
     fn out_or_not_yet(&self) -> PictureError {
         let since = self.since_last_packet();
-        if since.is_none() && self.state() == CameraState::Connecting {
-            return PictureError::NotYet;
+        if since.is_none() {
+            // Never a packet since it was connected: no picture yet (the contract's 404),
+            // never an outage of a picture someone saw.
+            return PictureError::NotYet {
+                why: self.last_error(),
+            };
         }
         PictureError::Out {
             since,
