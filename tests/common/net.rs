@@ -35,7 +35,7 @@ pub fn silent_server() -> (u16, mpsc::Receiver<()>) {
 
 /// Raises this process's soft limit of open files to its hard limit (children inherit
 /// it); returns (soft before, soft now).
-pub fn raise_nofile() -> std::io::Result<(u64, u64)> {
+pub fn raise_nofile() -> std::io::Result<(libc::rlim_t, libc::rlim_t)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -44,7 +44,7 @@ pub fn raise_nofile() -> std::io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let before = lim.rlim_cur as u64;
+    let before = lim.rlim_cur;
     if lim.rlim_cur < lim.rlim_max {
         lim.rlim_cur = lim.rlim_max;
         // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard
@@ -53,7 +53,7 @@ pub fn raise_nofile() -> std::io::Result<(u64, u64)> {
             return Err(std::io::Error::last_os_error());
         }
     }
-    Ok((before, lim.rlim_cur as u64))
+    Ok((before, lim.rlim_cur))
 }
 
 /// Client connections that never send a byte (or only `prefix`, e.g. half a request

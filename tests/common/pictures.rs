@@ -64,9 +64,11 @@ pub fn read_code(jpeg: &[u8]) -> Result<(u32, u32, FrameCode), String> {
     let (w, h) = (u32::from(w), u32::from(h));
     let lines = barcode::code_height(w).min(h);
     let luma = to_luma(&pixels, info.pixel_format, (lines * w) as usize)?;
-    barcode::read(&luma, w as usize, w, lines).map(|code| (full_w, full_h, code)).ok_or_else(|| {
-        format!("no frame code readable in a {full_w}x{full_h} JPEG (read at {w}x{h})")
-    })
+    barcode::read(&luma, w as usize, w, lines)
+        .map(|code| (full_w, full_h, code))
+        .ok_or_else(|| {
+            format!("no frame code readable in a {full_w}x{full_h} JPEG (read at {w}x{h})")
+        })
 }
 
 /// BT.601 luma of the first `n` pixels.
