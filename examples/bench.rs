@@ -708,6 +708,27 @@ struct Row {
     error: Option<String>,
 }
 
+impl Row {
+    /// Takes the window's CPU / RSS figures.
+    fn take_measured(&mut self, m: Measured) {
+        self.window_s = m.secs;
+        self.app = m.app;
+        self.sim = Some(m.sim);
+        self.bench_cpu = Some(m.bench_cpu);
+        self.machine_busy = Some(m.machine_busy);
+    }
+
+    /// The latency over all viewers' samples.
+    fn pool_latency(&mut self) {
+        let mut all: Vec<f64> = self
+            .viewers
+            .iter()
+            .flat_map(|v| v.latencies.iter().copied())
+            .collect();
+        self.latency = percentiles(&mut all);
+    }
+}
+
 fn run_scenario(env: &mut Env, sc: Scenario, app_bin: &Path) -> Row {
     let args = env.args;
     let title = match sc {
@@ -772,6 +793,21 @@ fn connect(env: &Env, addr: SocketAddr, i: usize) -> Result<Duration, String> {
         return Err(format!("connect {}: {v}", camera_id(i)));
     }
     Ok(t.elapsed())
+}
+
+/// Connects cameras 0..n, noting how long the first (and any slow) connect took.
+fn connect_all(env: &Env, addr: SocketAddr, n: usize, row: &mut Row) -> Result<(), String> {
+    for i in 0..n {
+        let took = connect(env, addr, i)?;
+        if i == 0 || took > Duration::from_secs(2) {
+            row.notes.push(format!(
+                "connect {} answered in {:.0} ms",
+                camera_id(i),
+                took.as_secs_f64() * 1000.0
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn status(addr: SocketAddr, i: usize) -> Result<Value, String> {
@@ -865,11 +901,7 @@ fn idle(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
     if let Some(n) = delta(&before, &after, "frameCount") {
         row.camera_au_fps.push(n as f64 / measured.secs);
     }
-    row.window_s = measured.secs;
-    row.app = measured.app;
-    row.sim = Some(measured.sim);
-    row.bench_cpu = Some(measured.bench_cpu);
-    row.machine_busy = Some(measured.machine_busy);
+    row.take_measured(measured);
 
     // Outside the window: how fresh is a /frame asked for while idle?
     let t = Instant::now();
@@ -951,34 +983,12 @@ fn viewers_scenario(
         let (a, ad) = start_appliance(env, sc.key(), app_bin)?;
         app = Some(a);
         addr = Some(ad);
-        for i in 0..cameras {
-            let took = connect(env, ad, i)?;
-            if i == 0 || took > Duration::from_secs(2) {
-                row.notes.push(format!(
-                    "connect {} answered in {:.0} ms",
-                    camera_id(i),
-                    took.as_secs_f64() * 1000.0
-                ));
-            }
-        }
+        connect_all(env, ad, cameras, row)?;
     }
 
     let started = Instant::now();
-    let mut viewers = Vec::new();
-    for (n, spec) in specs.iter().enumerate() {
-        viewers.push(Viewer::start(n + 1, spec, addr)?);
-    }
     // Every viewer must be receiving before the warm-up counts.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while viewers.iter().any(|v| v.received() == 0) {
-        if let Some(v) = viewers.iter().find(|v| v.ended()) {
-            return Err(format!("{} ended before its first frame", v.label));
-        }
-        if Instant::now() > deadline {
-            return Err("a viewer got no frame within 10 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut viewers = start_viewers(&specs, addr, Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_secs_f64(args.warmup));
 
     let before: Vec<(Instant, Value)> = match addr {
@@ -1056,17 +1066,8 @@ fn viewers_scenario(
         }
         row.viewers.push(st);
     }
-    let mut all: Vec<f64> = row
-        .viewers
-        .iter()
-        .flat_map(|v| v.latencies.iter().copied())
-        .collect();
-    row.latency = percentiles(&mut all);
-    row.window_s = measured.secs;
-    row.app = measured.app;
-    row.sim = Some(measured.sim);
-    row.bench_cpu = Some(measured.bench_cpu);
-    row.machine_busy = Some(measured.machine_busy);
+    row.pool_latency();
+    row.take_measured(measured);
     Ok(())
 }
 
@@ -1090,10 +1091,14 @@ fn mb(rss: Option<probes::Rss>) -> Option<f64> {
 }
 
 /// Starts one viewer per spec and waits (up to `wait`) until each has a first frame.
-fn start_viewers(specs: &[Spec], addr: SocketAddr, wait: Duration) -> Result<Vec<Viewer>, String> {
+fn start_viewers(
+    specs: &[Spec],
+    addr: Option<SocketAddr>,
+    wait: Duration,
+) -> Result<Vec<Viewer>, String> {
     let mut viewers = Vec::new();
     for (n, spec) in specs.iter().enumerate() {
-        viewers.push(Viewer::start(n + 1, spec, Some(addr))?);
+        viewers.push(Viewer::start(n + 1, spec, addr)?);
     }
     let deadline = Instant::now() + wait;
     while viewers.iter().any(|v| v.received() == 0) {
@@ -1157,16 +1162,7 @@ fn overload(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> 
     let fps = args.ask_fps.unwrap_or(f64::from(args.fps));
     row.asked_fps = fps;
     let (mut app, addr) = start_appliance(env, "overload", app_bin)?;
-    for i in 0..n {
-        let took = connect(env, addr, i)?;
-        if i == 0 || took > Duration::from_secs(2) {
-            row.notes.push(format!(
-                "connect {} answered in {:.0} ms",
-                camera_id(i),
-                took.as_secs_f64() * 1000.0
-            ));
-        }
-    }
+    connect_all(env, addr, n, row)?;
     let specs: Vec<Spec> = (0..n)
         .map(|i| Spec {
             kind: Kind::WsBinary,
@@ -1177,7 +1173,7 @@ fn overload(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> 
         })
         .collect();
     let started = Instant::now();
-    let viewers = start_viewers(&specs, addr, Duration::from_secs(30))?;
+    let viewers = start_viewers(&specs, Some(addr), Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_secs_f64(args.warmup));
 
     let status_timeout = Duration::from_secs(5);
@@ -1279,11 +1275,8 @@ fn overload(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> 
     }
     let min_fps = stats.iter().map(|v| v.fps).fold(f64::INFINITY, f64::min);
     let max_fps = stats.iter().map(|v| v.fps).fold(0.0, f64::max);
-    let mut all: Vec<f64> = stats
-        .iter()
-        .flat_map(|v| v.latencies.iter().copied())
-        .collect();
-    row.latency = percentiles(&mut all);
+    row.viewers = stats;
+    row.pool_latency();
     row.figures.push(format!(
         "overall: lat {}, fps per viewer min {min_fps:.1} / max {max_fps:.1} (asked {fps:.0}), \
          dropped {} in {window_s:.0} s",
@@ -1342,12 +1335,7 @@ fn overload(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> 
                 .collect::<Vec<_>>(),
         ),
     );
-    row.viewers = stats;
-    row.window_s = window_s;
-    row.app = measured.app;
-    row.sim = Some(measured.sim);
-    row.bench_cpu = Some(measured.bench_cpu);
-    row.machine_busy = Some(measured.machine_busy);
+    row.take_measured(measured);
     Ok(())
 }
 
@@ -1380,7 +1368,7 @@ fn sweep(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
         url: String::new(),
     }];
     let started = Instant::now();
-    let viewers = start_viewers(&specs, addr, Duration::from_secs(10))?;
+    let viewers = start_viewers(&specs, Some(addr), Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_secs_f64(args.warmup));
     let pid = app.pid();
     let (threads_before, rss_before) = settled_use(pid);
@@ -1503,40 +1491,61 @@ fn sweep(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
     if let (Some(b), Some(s)) = (b, s) {
         row.extra.insert("rssSettledDeltaMb".into(), json!(s - b));
     }
-    let mut all: Vec<f64> = stats
-        .iter()
-        .flat_map(|v| v.latencies.iter().copied())
-        .collect();
-    row.latency = percentiles(&mut all);
     row.viewers = stats;
-    row.window_s = measured.secs;
-    row.app = measured.app;
-    row.sim = Some(measured.sim);
-    row.bench_cpu = Some(measured.bench_cpu);
-    row.machine_busy = Some(measured.machine_busy);
+    row.pool_latency();
+    row.take_measured(measured);
     Ok(())
 }
 
-/// `GET /health` `n` times in a row (each bounded by 5 s): times in ms and status counts
-/// (`error` for a failed or timed-out request), and the first error.
-fn health_probe(addr: SocketAddr, n: usize) -> (Vec<f64>, BTreeMap<String, usize>, Option<String>) {
-    let mut times = Vec::new();
-    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
-    let mut first_err = None;
-    for _ in 0..n {
-        let t = Instant::now();
-        let r = http::request(addr, "GET", "/health", &[], b"", Duration::from_secs(5));
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
-        let key = match r {
-            Ok(r) => r.status.to_string(),
-            Err(e) => {
-                first_err.get_or_insert(e);
-                "error".into()
-            }
-        };
-        *codes.entry(key).or_default() += 1;
+/// `GET /health` times (each request bounded by 5 s) and what came back.
+struct Health {
+    ms: Option<Pct>,
+    /// Status code (or `error` for a failed or timed-out request) → count.
+    codes: BTreeMap<String, usize>,
+    first_error: Option<String>,
+}
+
+impl Health {
+    /// `GET /health` `n` times in a row.
+    fn probe(addr: SocketAddr, n: usize) -> Health {
+        let mut times = Vec::new();
+        let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+        let mut first_error = None;
+        for _ in 0..n {
+            let t = Instant::now();
+            let r = http::request(addr, "GET", "/health", &[], b"", Duration::from_secs(5));
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            let key = match r {
+                Ok(r) => r.status.to_string(),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    "error".into()
+                }
+            };
+            *codes.entry(key).or_default() += 1;
+        }
+        Health {
+            ms: percentiles(&mut times),
+            codes,
+            first_error,
+        }
     }
-    (times, codes, first_err)
+
+    fn line(&self) -> String {
+        format!(
+            "{} {:?}{}",
+            fmt_pct(self.ms.as_ref()),
+            self.codes,
+            self.first_error
+                .as_ref()
+                .map(|e| format!(", first error: {e}"))
+                .unwrap_or_default()
+        )
+    }
+
+    fn json(&self) -> Value {
+        json!({"ms": pct_json(self.ms.as_ref()), "status": self.codes, "firstError": self.first_error})
+    }
 }
 
 /// Idle sockets: `/health` times with no other client, then with `--idle-sockets`
@@ -1563,7 +1572,7 @@ fn idle_sockets(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), Stri
         .unwrap_or_else(|| "?".into());
     let probes_n = 20;
     let mut meter = Meter::start(Some(pid), env.sim.proc.pid());
-    let (mut base, base_codes, _) = health_probe(addr, probes_n);
+    let alone = Health::probe(addr, probes_n);
     let threads_before = probes::thread_ticks(pid).len();
     let fds_before = probes::fd_count(pid);
 
@@ -1571,90 +1580,63 @@ fn idle_sockets(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), Stri
     let idle =
         kit::net::IdleConnections::open(addr, args.idle_sockets, b"", Duration::from_secs(2));
     let open_took = t.elapsed().as_secs_f64();
-    let (mut loaded, loaded_codes, loaded_err) = health_probe(addr, probes_n);
+    let loaded = Health::probe(addr, probes_n);
     let threads_loaded = probes::thread_ticks(pid).len();
     let fds_loaded = probes::fd_count(pid);
     app.proc.check_alive()?;
     meter.run_until(Instant::now() + Duration::from_secs(10), || {
         app.proc.check_alive()
     })?;
-    let (mut later, later_codes, later_err) = health_probe(addr, probes_n);
+    let later = Health::probe(addr, probes_n);
     let fds_later = probes::fd_count(pid);
     let closed = idle.closed_by_server();
     let held = idle.sockets.len();
-    let failed = (idle.failed, idle.first_error.clone());
+    let (failed, first_failure) = (idle.failed, idle.first_error.clone());
     drop(idle);
-    let (mut freed, freed_codes, _) = health_probe(addr, 5);
+    let freed = Health::probe(addr, 5);
     app.proc.check_alive()?;
     let measured = meter.finish();
     stop_appliance(&mut app, row);
 
-    let (pb, pl, pt, pf) = (
-        percentiles(&mut base),
-        percentiles(&mut loaded),
-        percentiles(&mut later),
-        percentiles(&mut freed),
-    );
-    row.figures.push(format!(
-        "fd limit: bench soft {} -> {} (children inherit it); appliance soft/hard {app_limit}",
-        limits.0, limits.1
-    ));
-    row.figures.push(format!(
-        "opened {held} idle connections in {open_took:.1} s ({} failed{})",
-        failed.0,
-        failed
-            .1
-            .map(|e| format!(", first: {e}"))
-            .unwrap_or_default()
-    ));
-    row.figures.push(format!(
-        "/health alone: {} {base_codes:?}",
-        fmt_pct(pb.as_ref())
-    ));
-    row.figures.push(format!(
-        "/health with {held} idle sockets open: {} {loaded_codes:?}{}",
-        fmt_pct(pl.as_ref()),
-        loaded_err
-            .map(|e| format!(" first error: {e}"))
-            .unwrap_or_default()
-    ));
-    row.figures.push(format!(
-        "/health 10 s later: {} {later_codes:?}{}; the appliance had closed {closed} of them",
-        fmt_pct(pt.as_ref()),
-        later_err
-            .map(|e| format!(" first error: {e}"))
-            .unwrap_or_default()
-    ));
-    row.figures.push(format!(
-        "/health after closing them: {} {freed_codes:?}",
-        fmt_pct(pf.as_ref())
-    ));
-    row.figures.push(format!(
-        "appliance threads {threads_before} -> {threads_loaded}; fds {fds_before} -> \
-         {fds_loaded} -> {fds_later} (10 s later)"
-    ));
-    row.extra.insert("idleSockets".into(), json!(held));
-    row.extra.insert("connectFailed".into(), json!(failed.0));
-    row.extra
-        .insert("healthAloneMs".into(), pct_json(pb.as_ref()));
-    row.extra
-        .insert("healthWithIdleMs".into(), pct_json(pl.as_ref()));
-    row.extra
-        .insert("healthWithIdleStatus".into(), json!(loaded_codes));
-    row.extra
-        .insert("healthLaterMs".into(), pct_json(pt.as_ref()));
-    row.extra
-        .insert("healthLaterStatus".into(), json!(later_codes));
-    row.extra.insert("closedByServer".into(), json!(closed));
-    row.extra.insert(
-        "fds".into(),
-        json!({"before": fds_before, "loaded": fds_loaded, "later": fds_later}),
-    );
-    row.window_s = measured.secs;
-    row.app = measured.app;
-    row.sim = Some(measured.sim);
-    row.bench_cpu = Some(measured.bench_cpu);
-    row.machine_busy = Some(measured.machine_busy);
+    row.figures.extend([
+        format!(
+            "fd limit: bench soft {} -> {} (children inherit it); appliance soft/hard {app_limit}",
+            limits.0, limits.1
+        ),
+        format!(
+            "opened {held} idle connections in {open_took:.1} s ({failed} failed{})",
+            first_failure
+                .map(|e| format!(", first: {e}"))
+                .unwrap_or_default()
+        ),
+        format!("/health alone: {}", alone.line()),
+        format!("/health with {held} idle sockets open: {}", loaded.line()),
+        format!(
+            "/health 10 s later: {}; the appliance had closed {closed} of them",
+            later.line()
+        ),
+        format!("/health after closing them: {}", freed.line()),
+        format!(
+            "appliance threads {threads_before} -> {threads_loaded}; fds {fds_before} -> \
+             {fds_loaded} -> {fds_later} (10 s later)"
+        ),
+    ]);
+    let extra = json!({
+        "idleSockets": held,
+        "connectFailed": failed,
+        "healthAlone": alone.json(),
+        "healthWithIdle": loaded.json(),
+        "healthWithIdleMs": pct_json(loaded.ms.as_ref()),
+        "healthLater": later.json(),
+        "healthAfter": freed.json(),
+        "closedByServer": closed,
+        "fds": {"before": fds_before, "loaded": fds_loaded, "later": fds_later},
+        "threads": {"before": threads_before, "loaded": threads_loaded},
+    });
+    if let Value::Object(m) = extra {
+        row.extra.extend(m);
+    }
+    row.take_measured(measured);
     Ok(())
 }
 
