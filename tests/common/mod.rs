@@ -60,6 +60,17 @@ impl Sim {
     pub fn simple(size: &str, fps: u32) -> Sim {
         Sim::start(&["--path", "/1", "--size", size, "--fps", &fps.to_string()])
     }
+
+    /// Like [`Sim::simple`], asking for user `admin` with `password`; `extra` arguments
+    /// (e.g. `--ptz`) come before the credentials.
+    #[track_caller]
+    pub fn with_password(size: &str, fps: u32, password: &str, extra: &[&str]) -> Sim {
+        let fps = fps.to_string();
+        let mut args = vec!["--path", "/1", "--size", size, "--fps", &fps];
+        args.extend_from_slice(extra);
+        args.extend(["--user", "admin", "--password", password]);
+        Sim::start(&args)
+    }
 }
 
 impl Appliance {

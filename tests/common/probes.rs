@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::wait::{settled, try_wait_for};
 
 /// Threads of process `pid` (entries of `/proc/PID/task`).
 pub fn thread_count(pid: u32) -> usize {
@@ -31,6 +34,68 @@ pub fn thread_names(pid: u32) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// The thread count of `pid` once it has not changed for a second (threads of finished
+/// work may still be winding down); panics if it keeps changing for 15 s.
+#[track_caller]
+pub fn settled_threads(pid: u32) -> usize {
+    settled(
+        Duration::from_secs(15),
+        Duration::from_secs(1),
+        "the thread count to settle",
+        || thread_count(pid),
+    )
+}
+
+/// Waits up to `timeout` until `pid` has at most `limit` threads (a leak probe);
+/// panics with `what`, the count and the thread names (what is left over) otherwise.
+/// Returns how long it took.
+#[track_caller]
+pub fn await_threads_at_most(pid: u32, limit: usize, timeout: Duration, what: &str) -> Duration {
+    await_at_most(
+        limit,
+        timeout,
+        what,
+        || thread_count(pid),
+        |n| format!("{n} threads > {limit}: {:?}", thread_names(pid)),
+    )
+}
+
+/// Waits up to `timeout` until `pid` has at most `limit` open file descriptors (a leak
+/// probe); panics with `what` and the count otherwise. Returns how long it took.
+#[track_caller]
+pub fn await_fds_at_most(pid: u32, limit: usize, timeout: Duration, what: &str) -> Duration {
+    await_at_most(
+        limit,
+        timeout,
+        what,
+        || fd_count(pid),
+        |n| format!("{n} fds > {limit}"),
+    )
+}
+
+#[track_caller]
+fn await_at_most(
+    limit: usize,
+    timeout: Duration,
+    what: &str,
+    mut count: impl FnMut() -> usize,
+    over: impl Fn(usize) -> String,
+) -> Duration {
+    let started = Instant::now();
+    let r = try_wait_for(timeout, what, || {
+        let n = count();
+        if n <= limit {
+            Ok(())
+        } else {
+            Err(over(n))
+        }
+    });
+    match r {
+        Ok(()) => started.elapsed(),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// Resident memory from `/proc/PID/status`, in KiB.
