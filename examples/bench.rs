@@ -1247,6 +1247,9 @@ fn overload(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> 
             *dropped_total.get_or_insert(0) += d;
         }
         let aus = delta(&before[i], &after[i], "frameCount").map(|d| d as f64 / window_s);
+        // A reconnect restarts the simulator's frame counter: its codes repeat ("dup")
+        // while the appliance's seq does not.
+        let reconnects = delta(&before[i], &after[i], "reconnects");
         let lag = if has_lagging {
             format!(
                 "lagging {}/{} polls (now {})",
@@ -1256,12 +1259,15 @@ fn overload(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> 
             "no lagging field".into()
         };
         row.figures.push(format!(
-            "{}: lat {}, {:.1} fps delivered of {} AUs/s received, dup {}, dropped {}, {lag}",
+            "{}: lat {}, {:.1} fps delivered of {} AUs/s received, dup {} (seq-dup {}), \
+             reconnects {}, dropped {}, {lag}",
             camera_id(i),
             fmt_pct(p.as_ref()),
             st.fps,
             fmt_opt(aus, 1),
             st.dups,
+            st.seq_dups,
+            reconnects.map_or("-".into(), |r| r.to_string()),
             dropped.map_or("- (no droppedFrames field)".into(), |d| format!(
                 "{d} ({:.1}/s)",
                 d as f64 / window_s
@@ -1272,6 +1278,8 @@ fn overload(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> 
             "latencyMs": pct_json(p.as_ref()),
             "fps": st.fps,
             "duplicates": st.dups,
+            "seqDuplicates": st.seq_dups,
+            "reconnects": reconnects,
             "auPerSecond": aus,
             "droppedFrames": dropped,
             "laggingPolls": has_lagging.then(|| json!([lagging[i].0, lagging[i].1])),
