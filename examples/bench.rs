@@ -7,18 +7,41 @@
 //! ```text
 //! cargo build --release --bins
 //! cargo run --release --example bench -- [--cameras 4] [--seconds 10] [--size 1920x1080]
-//!     [--fps 30] [--scenario all|sim,idle,text,binary,four,mjpeg,multicam] [--json]
+//!     [--fps 30] [--scenario all|sim,idle,text,binary,four,mjpeg,multicam,overload,sweep,
+//!     idle-sockets] [--overload-cameras 6] [--overload-seconds 120] [--json]
 //! ```
+//!
+//! Issue #10's scenarios: `overload` (more watched 1080p30 cameras than 2 cores decode:
+//! latency and fps per camera, RSS over minutes, decoder drops), `sweep` (threads and RSS
+//! around 2,000 distinct width/quality `/frame` requests) and `idle-sockets` (`/health`
+//! with 1,000 idle connections open). The clients, launchers and probes are the test
+//! kit's (`tests/common/`).
 //!
 //! Latency is `arrival - sent_ms`: `sent_ms` is the wall clock when the simulator drew
 //! the frame (before H.264 encoding); arrival is stamped by the viewer's receiving
 //! thread as soon as the whole message is in, before any parsing or JPEG decoding, which
 //! happen on a separate nice-19 thread per viewer.
 
-#[path = "bench/http.rs"]
-mod http;
-#[path = "bench/procs.rs"]
-mod procs;
+/// The test kit: the very files of `tests/common/` the integration tests use (one copy),
+/// without their `mod.rs` (which adds what only tests have).
+#[path = "../tests/common"]
+#[allow(dead_code, unused_imports)]
+mod kit {
+    #[path = "http.rs"]
+    pub mod http;
+    #[path = "net.rs"]
+    pub mod net;
+    #[path = "pictures.rs"]
+    pub mod pictures;
+    #[path = "probes.rs"]
+    pub mod probes;
+    #[path = "procs.rs"]
+    pub mod procs;
+    #[path = "wait.rs"]
+    pub mod wait;
+    #[path = "ws.rs"]
+    pub mod ws;
+}
 #[path = "bench/viewer.rs"]
 mod viewer;
 
@@ -26,13 +49,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use ptz_edge::sim::barcode;
 use serde_json::{json, Value};
 
-use procs::Child;
+use kit::http;
+use kit::probes;
+use kit::procs::{Appliance, Launch, Sim};
 use viewer::{Kind, Outcome, Spec, Viewer};
 
 const USAGE: &str = "\
@@ -51,7 +75,13 @@ Options:
                     multicam viewers for half)                  [30]
   --width W         ask viewers for a scaled JPEG (width=W)     [source size]
   --ask-fps F       fps the full-rate viewers ask for           [--fps]
-  --scenario LIST   all | comma list of sim,idle,text,binary,four,mjpeg,multicam [all]
+  --scenario LIST   all | comma list of sim,idle,text,binary,four,mjpeg,multicam,
+                    overload,sweep,idle-sockets                 [all]
+  --overload-cameras N  cameras watched in the overload scenario [6]
+  --overload-seconds S  overload window (RSS is read at minute 1,
+                    or half-way in a shorter window, and at the end) [120]
+  --sweep-requests N  distinct width/quality /frame requests     [2000]
+  --idle-sockets N  idle connections held in idle-sockets        [1000]
   --decode MODE     PTZ_EDGE_DECODE for the appliance           [on-demand]
   --bin-dir DIR     where ptz-edge and camera-sim are           [target/release]
   --json            print the results as JSON on stdout (progress goes to stderr)
@@ -67,6 +97,12 @@ const FOUR_VS_ONE: f64 = 1.3;
 const FOUR_RSS_MB: f64 = 80.0;
 /// "Full rate": delivered fps at least this share of the asked rate.
 const FULL_RATE: f64 = 0.95;
+/// Targets from issue #10: every viewer's latency bounded under overload, `/health`
+/// answering with idle sockets open, resident memory back near one viewer's after the
+/// encoder sweep.
+const OVERLOAD_P95_MS: f64 = 1000.0;
+const HEALTH_P95_MS: f64 = 1000.0;
+const SWEEP_RSS_MB: f64 = 5.0;
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -80,6 +116,10 @@ struct Args {
     viewer_width: Option<u32>,
     ask_fps: Option<f64>,
     scenarios: Vec<Scenario>,
+    overload_cameras: usize,
+    overload_seconds: f64,
+    sweep_requests: usize,
+    idle_sockets: usize,
     decode: String,
     bin_dir: PathBuf,
     json: bool,
@@ -94,9 +134,12 @@ enum Scenario {
     Four,
     Mjpeg,
     Multicam,
+    Overload,
+    Sweep,
+    IdleSockets,
 }
 
-const ALL: [Scenario; 7] = [
+const ALL: [Scenario; 10] = [
     Scenario::Sim,
     Scenario::Idle,
     Scenario::Text,
@@ -104,6 +147,9 @@ const ALL: [Scenario; 7] = [
     Scenario::Four,
     Scenario::Mjpeg,
     Scenario::Multicam,
+    Scenario::Overload,
+    Scenario::Sweep,
+    Scenario::IdleSockets,
 ];
 
 impl Scenario {
@@ -116,6 +162,9 @@ impl Scenario {
             Scenario::Four => "four",
             Scenario::Mjpeg => "mjpeg",
             Scenario::Multicam => "multicam",
+            Scenario::Overload => "overload",
+            Scenario::Sweep => "sweep",
+            Scenario::IdleSockets => "idle-sockets",
         }
     }
 
@@ -150,6 +199,10 @@ fn parse_args() -> Result<Option<Args>, String> {
         viewer_width: None,
         ask_fps: None,
         scenarios: ALL.to_vec(),
+        overload_cameras: 6,
+        overload_seconds: 120.0,
+        sweep_requests: 2000,
+        idle_sockets: 1000,
         decode: "on-demand".into(),
         bin_dir: target.join("release"),
         json: false,
@@ -180,6 +233,10 @@ fn parse_args() -> Result<Option<Args>, String> {
                 (a.width, a.height) = (w, h);
             }
             "--scenario" => a.scenarios = Scenario::parse(&value()?)?,
+            "--overload-cameras" => a.overload_cameras = num(value()?)?.clamp(1.0, 16.0) as usize,
+            "--overload-seconds" => a.overload_seconds = num(value()?)?.clamp(5.0, 3600.0),
+            "--sweep-requests" => a.sweep_requests = num(value()?)?.clamp(1.0, 100_000.0) as usize,
+            "--idle-sockets" => a.idle_sockets = num(value()?)?.clamp(1.0, 60_000.0) as usize,
             "--decode" => a.decode = value()?,
             "--bin-dir" => a.bin_dir = PathBuf::from(value()?),
             other => return Err(format!("unknown argument {other:?}")),
@@ -223,15 +280,29 @@ fn main() {
 /// SIGKILL the children (the Drop guards cannot run when we `exit`).
 fn guard_rails(args: &Args) {
     let per = args.seconds + args.warmup + 45.0;
+    let has = |sc| args.scenarios.contains(&sc);
+    let mut extra = 0.0;
+    if has(Scenario::Overload) {
+        extra += args.overload_seconds + 60.0 + 10.0 * args.overload_cameras as f64;
+    }
+    if has(Scenario::Sweep) {
+        extra += 120.0 + 0.3 * args.sweep_requests as f64;
+    }
+    if has(Scenario::IdleSockets) {
+        extra += 120.0 + 0.01 * args.idle_sockets as f64;
+    }
     let budget = Duration::from_secs_f64(
-        60.0 + args.idle_seconds + per * args.scenarios.len() as f64 + 5.0 * args.cameras as f64,
+        60.0 + args.idle_seconds
+            + per * args.scenarios.len() as f64
+            + 5.0 * args.cameras as f64
+            + extra,
     );
     std::thread::Builder::new()
         .name("watchdog".into())
         .spawn(move || {
             std::thread::sleep(budget);
             eprintln!("bench: watchdog: the run exceeded {budget:?}; killing the children");
-            procs::kill_all_children();
+            kit::procs::kill_all_children();
             std::process::exit(3);
         })
         .expect("watchdog thread");
@@ -244,7 +315,7 @@ fn guard_rails(args: &Args) {
             .spawn(move || {
                 if let Some(sig) = signals.forever().next() {
                     eprintln!("bench: signal {sig}; killing the children");
-                    procs::kill_all_children();
+                    kit::procs::kill_all_children();
                     std::process::exit(130);
                 }
             })
@@ -264,7 +335,7 @@ struct Report {
 /// Everything a scenario needs.
 struct Env<'a> {
     args: &'a Args,
-    sim: &'a mut Child,
+    sim: &'a mut Sim,
     rtsp_port: u16,
     logs: PathBuf,
 }
@@ -289,35 +360,25 @@ fn run(args: &Args) -> Result<Report, String> {
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     progress(format!("logs in {}", logs.display()));
 
-    let paths = args.cameras.max(1);
-    let mut cmd = Command::new(&sim_bin);
-    cmd.args(["--bind", "127.0.0.1", "--port", "0"])
-        .args(["--size", &format!("{}x{}", args.width, args.height)])
-        .args(["--fps", &args.fps.to_string()]);
-    for i in 1..=paths {
-        cmd.args(["--path", &format!("/{i}")]);
+    let mut paths = args.cameras.max(1);
+    if args.scenarios.contains(&Scenario::Overload) {
+        paths = paths.max(args.overload_cameras);
     }
-    if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "info");
+    let size = format!("{}x{}", args.width, args.height);
+    let fps = args.fps.to_string();
+    let path_names: Vec<String> = (1..=paths).map(|i| format!("/{i}")).collect();
+    let mut sim_args = vec!["--size", &size, "--fps", &fps];
+    for p in &path_names {
+        sim_args.extend(["--path", p.as_str()]);
     }
-    let (mut sim, line) = Child::spawn(
-        "camera-sim",
-        cmd,
-        &logs.join("camera-sim.log"),
-        Duration::from_secs(15),
-    )?;
-    let ready: Value =
-        serde_json::from_str(&line).map_err(|e| format!("sim ready line {line:?}: {e}"))?;
-    let rtsp_port = ready["rtsp_port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .ok_or_else(|| format!("sim ready line without rtsp_port: {line}"))?;
+    let mut sim = Sim::launch(&sim_bin, &sim_args, Launch::in_dir(&logs, "camera-sim.log"))?;
+    let rtsp_port = sim.rtsp_port;
     progress(format!(
         "camera-sim pid {} on rtsp port {rtsp_port}",
-        sim.pid
+        sim.proc.pid()
     ));
 
-    let load_start = procs::loadavg();
+    let load_start = probes::loadavg();
     let started = Instant::now();
     let mut rows = Vec::new();
     let mut env = Env {
@@ -327,11 +388,11 @@ fn run(args: &Args) -> Result<Report, String> {
         logs,
     };
     for &sc in &args.scenarios {
-        env.sim.check_alive()?;
+        env.sim.proc.check_alive()?;
         progress(format!(
             "scenario {} (load {:.2})",
             sc.key(),
-            procs::loadavg().0
+            probes::loadavg().0
         ));
         let row = run_scenario(&mut env, sc, &app_bin);
         if let Some(e) = &row.error {
@@ -339,8 +400,8 @@ fn run(args: &Args) -> Result<Report, String> {
         }
         rows.push(row);
     }
-    let load_end = procs::loadavg();
-    let sim_stop = env.sim.stop(Duration::from_secs(3));
+    let load_end = probes::loadavg();
+    let sim_stop = env.sim.proc.stop(Duration::from_secs(3));
     if sim_stop.killed {
         warnings.push(format!(
             "camera-sim did not stop within 3 s of SIGTERM (killed after {:?})",
@@ -404,12 +465,12 @@ struct ProcUse {
 /// CPU / RSS / thread snapshots over one window.
 struct Meter {
     t0: Instant,
-    app: Option<(u32, u64, procs::Threads)>,
+    app: Option<(u32, u64, probes::Threads)>,
     sim: (u32, u64),
     me: u64,
     machine: (u64, u64),
-    app_rss: procs::Rss,
-    sim_rss: procs::Rss,
+    app_rss: probes::Rss,
+    sim_rss: probes::Rss,
 }
 
 impl Meter {
@@ -417,18 +478,18 @@ impl Meter {
         let app = app.map(|pid| {
             (
                 pid,
-                procs::cpu_ticks(pid).unwrap_or(0),
-                procs::thread_ticks(pid),
+                probes::cpu_ticks(pid).unwrap_or(0),
+                probes::thread_ticks(pid),
             )
         });
         let mut m = Meter {
             t0: Instant::now(),
             app,
-            sim: (sim, procs::cpu_ticks(sim).unwrap_or(0)),
-            me: procs::self_ticks().unwrap_or(0),
-            machine: procs::machine_jiffies(),
-            app_rss: procs::Rss::default(),
-            sim_rss: procs::Rss::default(),
+            sim: (sim, probes::cpu_ticks(sim).unwrap_or(0)),
+            me: probes::self_ticks().unwrap_or(0),
+            machine: probes::machine_jiffies(),
+            app_rss: probes::Rss::default(),
+            sim_rss: probes::Rss::default(),
         };
         m.sample();
         m
@@ -437,9 +498,9 @@ impl Meter {
     /// Records RSS maxima; call every ~100 ms.
     fn sample(&mut self) {
         if let Some((pid, ..)) = self.app {
-            peak(&mut self.app_rss, procs::rss(pid));
+            peak(&mut self.app_rss, probes::rss(pid));
         }
-        peak(&mut self.sim_rss, procs::rss(self.sim.0));
+        peak(&mut self.sim_rss, probes::rss(self.sim.0));
     }
 
     /// Sleeps until `until`, sampling; `check` runs every ~100 ms (errors abort).
@@ -459,11 +520,11 @@ impl Meter {
     fn finish(mut self) -> Measured {
         self.sample();
         let secs = self.t0.elapsed().as_secs_f64();
-        let tck = procs::clk_tck();
+        let tck = probes::clk_tck();
         let pct = |ticks: u64| ticks as f64 / tck / secs * 100.0;
         let app = self.app.as_ref().map(|(pid, ticks, threads)| {
-            let cpu_pct = pct(procs::cpu_ticks(*pid).unwrap_or(0).saturating_sub(*ticks));
-            let mut threads = procs::thread_breakdown(threads, &procs::thread_ticks(*pid), secs);
+            let cpu_pct = pct(probes::cpu_ticks(*pid).unwrap_or(0).saturating_sub(*ticks));
+            let mut threads = probes::thread_breakdown(threads, &probes::thread_ticks(*pid), secs);
             // Threads that ended during the window count in the total only.
             let gone = cpu_pct - threads.iter().map(|t| t.2).sum::<f64>();
             if gone >= 0.3 {
@@ -480,7 +541,7 @@ impl Meter {
             threads,
         });
         let sim = ProcUse {
-            cpu_pct: pct(procs::cpu_ticks(self.sim.0)
+            cpu_pct: pct(probes::cpu_ticks(self.sim.0)
                 .unwrap_or(0)
                 .saturating_sub(self.sim.1)),
             rss_max_mb: self.sim_rss.total as f64 / 1024.0,
@@ -488,8 +549,8 @@ impl Meter {
             rss_file_mb: self.sim_rss.file as f64 / 1024.0,
             threads: Vec::new(),
         };
-        let bench_cpu = pct(procs::self_ticks().unwrap_or(0).saturating_sub(self.me));
-        let (busy, total) = procs::machine_jiffies();
+        let bench_cpu = pct(probes::self_ticks().unwrap_or(0).saturating_sub(self.me));
+        let (busy, total) = probes::machine_jiffies();
         let machine_busy = (busy.saturating_sub(self.machine.0)) as f64
             / (total.saturating_sub(self.machine.1)).max(1) as f64
             * 100.0;
@@ -506,7 +567,7 @@ impl Meter {
 }
 
 /// Keeps the sample with the highest VmRSS.
-fn peak(max: &mut procs::Rss, now: Option<procs::Rss>) {
+fn peak(max: &mut probes::Rss, now: Option<probes::Rss>) {
     if let Some(now) = now {
         if now.total > max.total {
             *max = now;
@@ -647,8 +708,32 @@ struct Row {
     camera_au_fps: Vec<f64>,
     idle_decode_off_s: Option<f64>,
     idle_cpu_after_off: Option<f64>,
+    /// Scenario-specific figures: lines for the text report, fields for the JSON one.
+    figures: Vec<String>,
+    extra: serde_json::Map<String, Value>,
     notes: Vec<String>,
     error: Option<String>,
+}
+
+impl Row {
+    /// Takes the window's CPU / RSS figures.
+    fn take_measured(&mut self, m: Measured) {
+        self.window_s = m.secs;
+        self.app = m.app;
+        self.sim = Some(m.sim);
+        self.bench_cpu = Some(m.bench_cpu);
+        self.machine_busy = Some(m.machine_busy);
+    }
+
+    /// The latency over all viewers' samples.
+    fn pool_latency(&mut self) {
+        let mut all: Vec<f64> = self
+            .viewers
+            .iter()
+            .flat_map(|v| v.latencies.iter().copied())
+            .collect();
+        self.latency = percentiles(&mut all);
+    }
 }
 
 fn run_scenario(env: &mut Env, sc: Scenario, app_bin: &Path) -> Row {
@@ -661,6 +746,12 @@ fn run_scenario(env: &mut Env, sc: Scenario, app_bin: &Path) -> Row {
         Scenario::Four => "4 viewers WS binary".to_owned(),
         Scenario::Mjpeg => "1 viewer MJPEG".to_owned(),
         Scenario::Multicam => format!("{} cams x 1 viewer", args.cameras),
+        Scenario::Overload => format!(
+            "overload {} cams x 1 vw {:.0}s",
+            args.overload_cameras, args.overload_seconds
+        ),
+        Scenario::Sweep => format!("sweep {} w/q pairs", args.sweep_requests),
+        Scenario::IdleSockets => format!("/health, {} idle socks", args.idle_sockets),
     };
     let mut row = Row {
         key: sc.key(),
@@ -669,38 +760,32 @@ fn run_scenario(env: &mut Env, sc: Scenario, app_bin: &Path) -> Row {
     };
     let result = match sc {
         Scenario::Idle => idle(env, app_bin, &mut row),
+        Scenario::Overload => overload(env, app_bin, &mut row),
+        Scenario::Sweep => sweep(env, app_bin, &mut row),
+        Scenario::IdleSockets => idle_sockets(env, app_bin, &mut row),
         _ => viewers_scenario(env, sc, app_bin, &mut row),
     };
     if let Err(e) = result {
         row.error = Some(e);
     }
-    row.load1 = procs::loadavg().0;
+    row.load1 = probes::loadavg().0;
     row
 }
 
-fn start_appliance(env: &Env, key: &str, app_bin: &Path) -> Result<(Child, SocketAddr), String> {
-    let mut cmd = Command::new(app_bin);
-    cmd.env("PORT", "0")
-        .env("BIND", "127.0.0.1")
-        .env("PTZ_EDGE_STATE", "off")
-        .env("PTZ_EDGE_DECODE", &env.args.decode);
-    if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "info");
-    }
-    let (child, line) = Child::spawn(
-        "ptz-edge",
-        cmd,
-        &env.logs.join(format!("ptz-edge-{key}.log")),
-        Duration::from_secs(15),
+fn start_appliance(
+    env: &Env,
+    key: &str,
+    app_bin: &Path,
+) -> Result<(Appliance, SocketAddr), String> {
+    let app = Appliance::launch(
+        app_bin,
+        Path::new("off"),
+        &[("PTZ_EDGE_DECODE", &env.args.decode)],
+        Launch::in_dir(&env.logs, &format!("ptz-edge-{key}.log")),
     )?;
-    let v: Value =
-        serde_json::from_str(&line).map_err(|e| format!("appliance ready line {line:?}: {e}"))?;
-    let addr: SocketAddr = v["listening"]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| format!("appliance ready line without an address: {line}"))?;
-    progress(format!("ptz-edge pid {} on {addr}", child.pid));
-    Ok((child, addr))
+    let addr = app.addr;
+    progress(format!("ptz-edge pid {} on {addr}", app.pid()));
+    Ok((app, addr))
 }
 
 fn camera_id(i: usize) -> String {
@@ -709,20 +794,27 @@ fn camera_id(i: usize) -> String {
 
 fn connect(env: &Env, addr: SocketAddr, i: usize) -> Result<Duration, String> {
     let t = Instant::now();
-    let body = json!({
-        "cameraId": camera_id(i),
-        "ip": "127.0.0.1",
-        "port": env.rtsp_port,
-        "username": "",
-        "password": "",
-        "streamPath": format!("/{}", i + 1),
-        "transport": "tcp",
-    });
+    let body = kit::procs::camera_body(&camera_id(i), env.rtsp_port, &format!("/{}", i + 1));
     let v = http::post_json(addr, "/api/cameras/connect", &body, Duration::from_secs(20))?;
     if v["success"] != true {
         return Err(format!("connect {}: {v}", camera_id(i)));
     }
     Ok(t.elapsed())
+}
+
+/// Connects cameras 0..n, noting how long the first (and any slow) connect took.
+fn connect_all(env: &Env, addr: SocketAddr, n: usize, row: &mut Row) -> Result<(), String> {
+    for i in 0..n {
+        let took = connect(env, addr, i)?;
+        if i == 0 || took > Duration::from_secs(2) {
+            row.notes.push(format!(
+                "connect {} answered in {:.0} ms",
+                camera_id(i),
+                took.as_secs_f64() * 1000.0
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn status(addr: SocketAddr, i: usize) -> Result<Value, String> {
@@ -733,8 +825,8 @@ fn status(addr: SocketAddr, i: usize) -> Result<Value, String> {
     )
 }
 
-fn stop_appliance(app: &mut Child, row: &mut Row) {
-    let stopped = app.stop(Duration::from_secs(5));
+fn stop_appliance(app: &mut Appliance, row: &mut Row) {
+    let stopped = app.proc.stop(Duration::from_secs(5));
     let clean = stopped.status.is_some_and(|s| s.success());
     if stopped.killed || !clean || stopped.took > Duration::from_secs(2) {
         row.notes.push(format!(
@@ -752,7 +844,7 @@ fn idle(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
     let (mut app, addr) = start_appliance(env, "idle", app_bin)?;
     let connect_took = connect(env, addr, 0)?;
     let connected = Instant::now();
-    let mut meter = Meter::start(Some(app.pid), env.sim.pid);
+    let mut meter = Meter::start(Some(app.pid()), env.sim.proc.pid());
     let before = status(addr, 0)?;
     row.notes.push(format!(
         "connect answered in {:.0} ms",
@@ -764,7 +856,7 @@ fn idle(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
     let mut last_poll = Instant::now() - Duration::from_secs(1);
     let mut poll_err = None;
     meter.run_until(until, || {
-        app.check_alive()?;
+        app.proc.check_alive()?;
         if last_poll.elapsed() >= Duration::from_millis(250) {
             last_poll = Instant::now();
             match status(addr, 0) {
@@ -772,7 +864,7 @@ fn idle(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
                     let decoding = v["decoding"].as_bool().unwrap_or(true);
                     match (decoding, off_at) {
                         (false, None) => {
-                            let ticks = procs::cpu_ticks(app.pid);
+                            let ticks = probes::cpu_ticks(app.pid());
                             off_at = Some((connected.elapsed(), ticks));
                         }
                         (true, Some(_)) => back_on += 1,
@@ -784,7 +876,7 @@ fn idle(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
         }
         Ok(())
     })?;
-    let after_cpu_ticks = procs::cpu_ticks(app.pid);
+    let after_cpu_ticks = probes::cpu_ticks(app.pid());
     let measured = meter.finish();
     let after = status(addr, 0)?;
     match off_at {
@@ -794,7 +886,7 @@ fn idle(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
                 let secs = (measured.t1 - connected).as_secs_f64() - t.as_secs_f64();
                 if secs > 1.0 {
                     row.idle_cpu_after_off =
-                        Some(t1.saturating_sub(t0) as f64 / procs::clk_tck() / secs * 100.0);
+                        Some(t1.saturating_sub(t0) as f64 / probes::clk_tck() / secs * 100.0);
                 }
             }
         }
@@ -816,11 +908,7 @@ fn idle(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
     if let Some(n) = delta(&before, &after, "frameCount") {
         row.camera_au_fps.push(n as f64 / measured.secs);
     }
-    row.window_s = measured.secs;
-    row.app = measured.app;
-    row.sim = Some(measured.sim);
-    row.bench_cpu = Some(measured.bench_cpu);
-    row.machine_busy = Some(measured.machine_busy);
+    row.take_measured(measured);
 
     // Outside the window: how fresh is a /frame asked for while idle?
     let t = Instant::now();
@@ -828,14 +916,15 @@ fn idle(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
         addr,
         "GET",
         "/api/cameras/cam1/frame",
-        None,
+        &[],
+        b"",
         Duration::from_secs(10),
     ) {
         Ok(r) if r.status == 200 => {
             let at = barcode::now_ms32();
             let took = t.elapsed().as_secs_f64() * 1000.0;
-            match viewer::read_jpeg(&r.body) {
-                Ok(code) => row.notes.push(format!(
+            match kit::pictures::read_code(&r.body) {
+                Ok((_, _, code)) => row.notes.push(format!(
                     "wake-up GET /frame after idle: answered in {took:.0} ms, picture {} ms old",
                     barcode::latency_ms(&code, at)
                 )),
@@ -849,7 +938,7 @@ fn idle(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
         )),
         Err(e) => row.notes.push(format!("wake-up GET /frame: {e}")),
     }
-    app.check_alive()?;
+    app.proc.check_alive()?;
     stop_appliance(&mut app, row);
     Ok(())
 }
@@ -889,7 +978,9 @@ fn viewers_scenario(
                 .map(|i| ws(Kind::WsBinary, i, f64::from(args.fps) / 2.0))
                 .collect(),
         ),
-        Scenario::Idle => unreachable!("idle has its own runner"),
+        Scenario::Idle | Scenario::Overload | Scenario::Sweep | Scenario::IdleSockets => {
+            unreachable!("{} has its own runner", sc.key())
+        }
     };
     row.asked_fps = specs[0].fps;
 
@@ -899,34 +990,12 @@ fn viewers_scenario(
         let (a, ad) = start_appliance(env, sc.key(), app_bin)?;
         app = Some(a);
         addr = Some(ad);
-        for i in 0..cameras {
-            let took = connect(env, ad, i)?;
-            if i == 0 || took > Duration::from_secs(2) {
-                row.notes.push(format!(
-                    "connect {} answered in {:.0} ms",
-                    camera_id(i),
-                    took.as_secs_f64() * 1000.0
-                ));
-            }
-        }
+        connect_all(env, ad, cameras, row)?;
     }
 
     let started = Instant::now();
-    let mut viewers = Vec::new();
-    for (n, spec) in specs.iter().enumerate() {
-        viewers.push(Viewer::start(n + 1, spec, addr)?);
-    }
     // Every viewer must be receiving before the warm-up counts.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while viewers.iter().any(|v| v.received() == 0) {
-        if let Some(v) = viewers.iter().find(|v| v.ended()) {
-            return Err(format!("{} ended before its first frame", v.label));
-        }
-        if Instant::now() > deadline {
-            return Err("a viewer got no frame within 10 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut viewers = start_viewers(&specs, addr, Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_secs_f64(args.warmup));
 
     let before: Vec<(Instant, Value)> = match addr {
@@ -935,11 +1004,11 @@ fn viewers_scenario(
             .collect::<Result<_, _>>()?,
         None => Vec::new(),
     };
-    let mut meter = Meter::start(app.as_ref().map(|a| a.pid), env.sim.pid);
+    let mut meter = Meter::start(app.as_ref().map(|a| a.pid()), env.sim.proc.pid());
     let until = meter.t0 + Duration::from_secs_f64(args.seconds);
     meter.run_until(until, || {
         if let Some(a) = app.as_mut() {
-            a.check_alive()?;
+            a.proc.check_alive()?;
         }
         Ok(())
     })?;
@@ -979,7 +1048,7 @@ fn viewers_scenario(
         v.halt();
     }
     if let Some(a) = app.as_mut() {
-        a.check_alive()?;
+        a.proc.check_alive()?;
         stop_appliance(a, row);
     }
     let drain = Instant::now() + Duration::from_secs(60);
@@ -1004,17 +1073,590 @@ fn viewers_scenario(
         }
         row.viewers.push(st);
     }
-    let mut all: Vec<f64> = row
-        .viewers
-        .iter()
-        .flat_map(|v| v.latencies.iter().copied())
+    row.pool_latency();
+    row.take_measured(measured);
+    Ok(())
+}
+
+// ------------------------------------------------------------------ issue #10 scenarios
+
+fn fmt_pct(p: Option<&Pct>) -> String {
+    p.map_or("-".into(), |l| {
+        format!("{:.0}/{:.0}/{:.0} ms (n {})", l.p50, l.p95, l.max, l.n)
+    })
+}
+
+fn pct_json(p: Option<&Pct>) -> Value {
+    p.map_or(
+        Value::Null,
+        |l| json!({"n": l.n, "p50": l.p50, "p95": l.p95, "max": l.max}),
+    )
+}
+
+fn mb(rss: Option<probes::Rss>) -> Option<f64> {
+    rss.map(|r| r.total as f64 / 1024.0)
+}
+
+/// Starts one viewer per spec and waits (up to `wait`) until each has a first frame.
+fn start_viewers(
+    specs: &[Spec],
+    addr: Option<SocketAddr>,
+    wait: Duration,
+) -> Result<Vec<Viewer>, String> {
+    let mut viewers = Vec::new();
+    for (n, spec) in specs.iter().enumerate() {
+        viewers.push(Viewer::start(n + 1, spec, addr)?);
+    }
+    let deadline = Instant::now() + wait;
+    while viewers.iter().any(|v| v.received() == 0) {
+        if let Some(v) = viewers.iter().find(|v| v.ended()) {
+            return Err(format!("{} ended before its first frame", v.label));
+        }
+        if Instant::now() > deadline {
+            let waiting: Vec<&str> = viewers
+                .iter()
+                .filter(|v| v.received() == 0)
+                .map(|v| v.label.as_str())
+                .collect();
+            return Err(format!("no first frame within {wait:?} for {waiting:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(viewers)
+}
+
+/// Halts the viewers, stops the appliance, and turns what they got into stats for the
+/// window of `measured` (notes for early ends and undecoded arrivals).
+fn finish_viewers(
+    viewers: Vec<Viewer>,
+    specs: &[Spec],
+    app: &mut Appliance,
+    measured: &Measured,
+    started: Instant,
+    row: &mut Row,
+) -> Vec<ViewerStats> {
+    let mut viewers = viewers;
+    for v in &mut viewers {
+        v.halt();
+    }
+    stop_appliance(app, row);
+    let drain = Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    for (v, spec) in viewers.into_iter().zip(specs) {
+        let o = v.collect(drain);
+        let st = viewer_stats(&o, spec.fps, measured, started);
+        if let Some(e) = &st.error {
+            row.notes.push(format!("{} ended early: {e}", st.label));
+        }
+        if o.undecoded > 0 {
+            row.notes.push(format!(
+                "{}: {} arrivals left undecoded (they count for fps, not for latency)",
+                st.label, o.undecoded
+            ));
+        }
+        out.push(st);
+    }
+    out
+}
+
+/// Overload: `--overload-cameras` cameras at the simulator's size and rate, each watched
+/// by one binary WebSocket viewer at the full rate, for `--overload-seconds`: latency
+/// and fps per camera (fairness: the minimum), RSS at minute 1 against the end, CPU,
+/// and the decoder's drops (`droppedFrames`) and `lagging` flag where status has them.
+fn overload(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
+    let args = env.args;
+    let n = args.overload_cameras;
+    let fps = args.ask_fps.unwrap_or(f64::from(args.fps));
+    row.asked_fps = fps;
+    let (mut app, addr) = start_appliance(env, "overload", app_bin)?;
+    connect_all(env, addr, n, row)?;
+    let specs: Vec<Spec> = (0..n)
+        .map(|i| Spec {
+            kind: Kind::WsBinary,
+            camera_id: camera_id(i),
+            fps,
+            width: args.viewer_width,
+            url: String::new(),
+        })
         .collect();
-    row.latency = percentiles(&mut all);
-    row.window_s = measured.secs;
-    row.app = measured.app;
-    row.sim = Some(measured.sim);
-    row.bench_cpu = Some(measured.bench_cpu);
-    row.machine_busy = Some(measured.machine_busy);
+    let started = Instant::now();
+    let viewers = start_viewers(&specs, Some(addr), Duration::from_secs(30))?;
+    std::thread::sleep(Duration::from_secs_f64(args.warmup));
+
+    let status_timeout = Duration::from_secs(5);
+    let before: Vec<Value> = (0..n).map(|i| status(addr, i)).collect::<Result<_, _>>()?;
+    let pid = app.pid();
+    let mut meter = Meter::start(Some(pid), env.sim.proc.pid());
+    let window = Duration::from_secs_f64(args.overload_seconds);
+    // "Minute 1", or half-way through a shorter window.
+    let mark = Duration::from_secs(60).min(window / 2);
+    let until = meter.t0 + window;
+    let t0 = meter.t0;
+    let mut rss_mark: Option<(f64, probes::Rss)> = None;
+    let mut timeline: Vec<(f64, f64, usize)> = Vec::new();
+    let mut lagging = vec![(0usize, 0usize); n];
+    let mut has_lagging = false;
+    let mut poll_errors = 0;
+    let mut last_poll = Instant::now();
+    meter.run_until(until, || {
+        app.proc.check_alive()?;
+        let t = t0.elapsed();
+        if rss_mark.is_none() && t >= mark {
+            if let Some(r) = probes::rss(pid) {
+                rss_mark = Some((t.as_secs_f64(), r));
+            }
+        }
+        if last_poll.elapsed() >= Duration::from_secs(5) {
+            last_poll = Instant::now();
+            if let Some(r) = probes::rss(pid) {
+                let threads = probes::thread_ticks(pid).len();
+                timeline.push((t.as_secs_f64(), r.total as f64 / 1024.0, threads));
+            }
+            for (i, lag) in lagging.iter_mut().enumerate() {
+                match http::get_json(
+                    addr,
+                    &format!("/api/cameras/{}/status", camera_id(i)),
+                    status_timeout,
+                ) {
+                    Ok(v) => {
+                        if let Some(b) = v["lagging"].as_bool() {
+                            has_lagging = true;
+                            lag.0 += usize::from(b);
+                            lag.1 += 1;
+                        }
+                    }
+                    Err(_) => poll_errors += 1,
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let rss_end = probes::rss(pid);
+    let measured = meter.finish();
+    let after: Vec<Value> = (0..n).map(|i| status(addr, i)).collect::<Result<_, _>>()?;
+    let window_s = measured.secs;
+
+    let stats = finish_viewers(viewers, &specs, &mut app, &measured, started, row);
+    let mut cams = Vec::new();
+    let mut dropped_total: Option<u64> = None;
+    for (i, st) in stats.iter().enumerate() {
+        let mut l = st.latencies.clone();
+        let p = percentiles(&mut l);
+        let dropped = delta(&before[i], &after[i], "droppedFrames");
+        if let Some(d) = dropped {
+            *dropped_total.get_or_insert(0) += d;
+        }
+        let aus = delta(&before[i], &after[i], "frameCount").map(|d| d as f64 / window_s);
+        // A reconnect restarts the simulator's frame counter: its codes repeat ("dup")
+        // while the appliance's seq does not.
+        let reconnects = delta(&before[i], &after[i], "reconnects");
+        let lag = if has_lagging {
+            format!(
+                "lagging {}/{} polls (now {})",
+                lagging[i].0, lagging[i].1, after[i]["lagging"]
+            )
+        } else {
+            "no lagging field".into()
+        };
+        row.figures.push(format!(
+            "{}: lat {}, {:.1} fps delivered of {} AUs/s received, dup {} (seq-dup {}), \
+             reconnects {}, dropped {}, {lag}",
+            camera_id(i),
+            fmt_pct(p.as_ref()),
+            st.fps,
+            fmt_opt(aus, 1),
+            st.dups,
+            st.seq_dups,
+            reconnects.map_or("-".into(), |r| r.to_string()),
+            dropped.map_or("- (no droppedFrames field)".into(), |d| format!(
+                "{d} ({:.1}/s)",
+                d as f64 / window_s
+            )),
+        ));
+        cams.push(json!({
+            "cameraId": camera_id(i),
+            "latencyMs": pct_json(p.as_ref()),
+            "fps": st.fps,
+            "duplicates": st.dups,
+            "seqDuplicates": st.seq_dups,
+            "reconnects": reconnects,
+            "auPerSecond": aus,
+            "droppedFrames": dropped,
+            "laggingPolls": has_lagging.then(|| json!([lagging[i].0, lagging[i].1])),
+            "laggingAtEnd": after[i].get("lagging"),
+        }));
+    }
+    let min_fps = stats.iter().map(|v| v.fps).fold(f64::INFINITY, f64::min);
+    let max_fps = stats.iter().map(|v| v.fps).fold(0.0, f64::max);
+    row.viewers = stats;
+    row.pool_latency();
+    row.figures.push(format!(
+        "overall: lat {}, fps per viewer min {min_fps:.1} / max {max_fps:.1} (asked {fps:.0}), \
+         dropped {} in {window_s:.0} s",
+        fmt_pct(row.latency.as_ref()),
+        dropped_total.map_or("- (no droppedFrames field)".into(), |d| format!(
+            "{d} ({:.1}/s over all cameras)",
+            d as f64 / window_s
+        )),
+    ));
+    let (mark_s, mark_mb, mark_anon) = rss_mark.map_or((None, None, None), |(t, r)| {
+        (
+            Some(t),
+            Some(r.total as f64 / 1024.0),
+            Some(r.anon as f64 / 1024.0),
+        )
+    });
+    let end_mb = mb(rss_end);
+    row.figures.push(format!(
+        "RSS at {} s: {} MB (anon {}), at the end ({window_s:.0} s): {} MB (anon {}), change {} MB",
+        fmt_opt(mark_s, 0),
+        fmt_opt(mark_mb, 1),
+        fmt_opt(mark_anon, 1),
+        fmt_opt(end_mb, 1),
+        fmt_opt(rss_end.map(|r| r.anon as f64 / 1024.0), 1),
+        match (mark_mb, end_mb) {
+            (Some(a), Some(b)) => format!("{:+.1}", b - a),
+            _ => "-".into(),
+        }
+    ));
+    let tl: Vec<String> = timeline
+        .iter()
+        .step_by(3)
+        .map(|(t, m, th)| format!("{t:.0}s {m:.0}MB/{th}thr"))
+        .collect();
+    row.figures
+        .push(format!("RSS/threads every 15 s: {}", tl.join(", ")));
+    if poll_errors > 0 {
+        row.notes.push(format!(
+            "{poll_errors} status polls failed during the window"
+        ));
+    }
+    row.extra.insert("cameras".into(), Value::from(cams));
+    row.extra.insert("minFps".into(), json!(min_fps));
+    row.extra
+        .insert("droppedFrames".into(), json!(dropped_total));
+    row.extra.insert(
+        "rssMb".into(),
+        json!({"markSeconds": mark_s, "atMark": mark_mb, "atEnd": end_mb}),
+    );
+    row.extra.insert(
+        "timeline".into(),
+        Value::from(
+            timeline
+                .iter()
+                .map(|(t, m, th)| json!({"t": t, "rssMb": m, "threads": th}))
+                .collect::<Vec<_>>(),
+        ),
+    );
+    row.take_measured(measured);
+    Ok(())
+}
+
+/// Threads and RSS of `pid` once the thread count has been still for 2 s (at most 20 s).
+fn settled_use(pid: u32) -> (usize, Option<probes::Rss>) {
+    let threads = kit::wait::try_settled(
+        Duration::from_secs(20),
+        Duration::from_secs(2),
+        "threads",
+        || probes::thread_ticks(pid).len(),
+    )
+    .unwrap_or_else(|_| probes::thread_ticks(pid).len());
+    (threads, probes::rss(pid))
+}
+
+/// Sweep: one camera watched by one binary viewer; threads and RSS before and after
+/// `--sweep-requests` `GET /frame?width=N&quality=Q` with distinct pairs (4 clients),
+/// right after and 15 s later.
+fn sweep(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
+    let args = env.args;
+    let fps = args.ask_fps.unwrap_or(f64::from(args.fps));
+    row.asked_fps = fps;
+    let (mut app, addr) = start_appliance(env, "sweep", app_bin)?;
+    connect(env, addr, 0)?;
+    let specs = vec![Spec {
+        kind: Kind::WsBinary,
+        camera_id: camera_id(0),
+        fps,
+        width: args.viewer_width,
+        url: String::new(),
+    }];
+    let started = Instant::now();
+    let viewers = start_viewers(&specs, Some(addr), Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_secs_f64(args.warmup));
+    let pid = app.pid();
+    let (threads_before, rss_before) = settled_use(pid);
+    let fds_before = probes::fd_count(pid);
+
+    let mut meter = Meter::start(Some(pid), env.sim.proc.pid());
+    let total = args.sweep_requests;
+    let clients = 4;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..clients)
+        .map(|c| {
+            let next = std::sync::Arc::clone(&next);
+            std::thread::Builder::new()
+                .name(format!("sweep-{c}"))
+                .spawn(move || {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= total {
+                            return out;
+                        }
+                        // Distinct pairs: 100 widths x 20 qualities, then shifted by 1 px.
+                        let width = 160 + (i % 100) * 16 + i / 2000;
+                        let quality = 1 + ((i / 100) % 20) * 5;
+                        let path =
+                            format!("/api/cameras/cam1/frame?width={width}&quality={quality}");
+                        let t = Instant::now();
+                        let r =
+                            http::request(addr, "GET", &path, &[], b"", Duration::from_secs(20));
+                        let ms = t.elapsed().as_secs_f64() * 1000.0;
+                        out.push((r.map(|r| r.status), ms));
+                    }
+                })
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let mut peak_threads = threads_before;
+    let mut peak_fds = fds_before;
+    let mut check = || {
+        app.proc.check_alive()?;
+        peak_threads = peak_threads.max(probes::thread_ticks(pid).len());
+        peak_fds = peak_fds.max(probes::fd_count(pid));
+        Ok::<(), String>(())
+    };
+    while !workers
+        .iter()
+        .all(|w: &std::thread::JoinHandle<_>| w.is_finished())
+    {
+        meter.run_until(Instant::now() + Duration::from_millis(200), &mut check)?;
+    }
+    let sweep_took = meter.t0.elapsed().as_secs_f64();
+    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut lat = Vec::new();
+    let mut first_err = None;
+    for w in workers {
+        for (r, ms) in w.join().map_err(|_| "a sweep client panicked")? {
+            lat.push(ms);
+            let key = match r {
+                Ok(s) => s.to_string(),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    "error".into()
+                }
+            };
+            *codes.entry(key).or_default() += 1;
+        }
+    }
+    let threads_after = probes::thread_ticks(pid).len();
+    let rss_after = probes::rss(pid);
+    let settle_until = Instant::now() + Duration::from_secs(15);
+    meter.run_until(settle_until, &mut check)?;
+    let (threads_settled, rss_settled) = (probes::thread_ticks(pid).len(), probes::rss(pid));
+    let fds_settled = probes::fd_count(pid);
+    let measured = meter.finish();
+    let stats = finish_viewers(viewers, &specs, &mut app, &measured, started, row);
+
+    let lat_p = percentiles(&mut lat);
+    row.figures.push(format!(
+        "{total} requests by {clients} clients in {sweep_took:.1} s ({:.0}/s): status {codes:?}, \
+         time {}",
+        total as f64 / sweep_took.max(0.001),
+        fmt_pct(lat_p.as_ref())
+    ));
+    if let Some(e) = first_err {
+        row.figures.push(format!("first error: {e}"));
+    }
+    row.figures.push(format!(
+        "threads: {threads_before} with one viewer (settled), peak {peak_threads}, \
+         {threads_after} right after, {threads_settled} 15 s later; fds {fds_before} -> peak \
+         {peak_fds} -> {fds_settled}"
+    ));
+    let (b, a, s) = (mb(rss_before), mb(rss_after), mb(rss_settled));
+    row.figures.push(format!(
+        "RSS: {} MB with one viewer, peak {:.1} MB, {} MB right after, {} MB 15 s later \
+         ({} MB vs before)",
+        fmt_opt(b, 1),
+        measured.app.as_ref().map_or(0.0, |a| a.rss_max_mb),
+        fmt_opt(a, 1),
+        fmt_opt(s, 1),
+        match (b, s) {
+            (Some(b), Some(s)) => format!("{:+.1}", s - b),
+            _ => "-".into(),
+        }
+    ));
+    row.extra.insert("requests".into(), json!(total));
+    row.extra.insert("seconds".into(), json!(sweep_took));
+    row.extra.insert("status".into(), json!(codes));
+    row.extra
+        .insert("requestMs".into(), pct_json(lat_p.as_ref()));
+    row.extra.insert(
+        "threads".into(),
+        json!({"before": threads_before, "peak": peak_threads, "after": threads_after,
+               "settled": threads_settled}),
+    );
+    row.extra.insert(
+        "rssMb".into(),
+        json!({"before": b, "peak": measured.app.as_ref().map(|a| a.rss_max_mb),
+               "after": a, "settled": s}),
+    );
+    if let (Some(b), Some(s)) = (b, s) {
+        row.extra.insert("rssSettledDeltaMb".into(), json!(s - b));
+    }
+    row.viewers = stats;
+    row.pool_latency();
+    row.take_measured(measured);
+    Ok(())
+}
+
+/// `GET /health` times (each request bounded by 5 s) and what came back.
+struct Health {
+    ms: Option<Pct>,
+    /// Status code (`closed` without a reply, `error` for a failed or timed-out request)
+    /// → count.
+    codes: BTreeMap<String, usize>,
+    first_error: Option<String>,
+}
+
+impl Health {
+    /// `GET /health` `n` times in a row. A reply followed by a reset counts as the reply
+    /// (a refusing server may close before reading the request).
+    fn probe(addr: SocketAddr, n: usize) -> Health {
+        let mut times = Vec::new();
+        let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+        let mut first_error = None;
+        let raw = http::request_bytes(addr, "GET", "/health", &[], b"");
+        let wire = http::Wire {
+            reset_ends: true,
+            ..http::Wire::strict(Duration::from_secs(5))
+        };
+        for _ in 0..n {
+            let t = Instant::now();
+            let r = http::exchange(addr, &raw, wire);
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            let key = match r {
+                Ok(Some(r)) => r.status.to_string(),
+                Ok(None) => "closed".into(),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    "error".into()
+                }
+            };
+            *codes.entry(key).or_default() += 1;
+        }
+        Health {
+            ms: percentiles(&mut times),
+            codes,
+            first_error,
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{} {:?}{}",
+            fmt_pct(self.ms.as_ref()),
+            self.codes,
+            self.first_error
+                .as_ref()
+                .map(|e| format!(", first error: {e}"))
+                .unwrap_or_default()
+        )
+    }
+
+    fn json(&self) -> Value {
+        json!({"ms": pct_json(self.ms.as_ref()), "status": self.codes, "firstError": self.first_error})
+    }
+}
+
+/// Idle sockets: `/health` times with no other client, then with `--idle-sockets`
+/// connections open that never send a byte (right away and 10 s later), then after they
+/// are closed. No camera.
+fn idle_sockets(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
+    let args = env.args;
+    let limits = kit::net::raise_nofile().map_err(|e| format!("raise RLIMIT_NOFILE: {e}"))?;
+    let (mut app, addr) = start_appliance(env, "idle-sockets", app_bin)?;
+    let pid = app.pid();
+    let app_limit = std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .map(|l| {
+                    l.split_whitespace()
+                        .skip(3)
+                        .take(2)
+                        .collect::<Vec<_>>()
+                        .join("/")
+                })
+        })
+        .unwrap_or_else(|| "?".into());
+    let probes_n = 20;
+    let mut meter = Meter::start(Some(pid), env.sim.proc.pid());
+    let alone = Health::probe(addr, probes_n);
+    let threads_before = probes::thread_ticks(pid).len();
+    let fds_before = probes::fd_count(pid);
+
+    let t = Instant::now();
+    let idle =
+        kit::net::IdleConnections::open(addr, args.idle_sockets, b"", Duration::from_secs(2));
+    let open_took = t.elapsed().as_secs_f64();
+    let loaded = Health::probe(addr, probes_n);
+    let threads_loaded = probes::thread_ticks(pid).len();
+    let fds_loaded = probes::fd_count(pid);
+    app.proc.check_alive()?;
+    meter.run_until(Instant::now() + Duration::from_secs(10), || {
+        app.proc.check_alive()
+    })?;
+    let later = Health::probe(addr, probes_n);
+    let fds_later = probes::fd_count(pid);
+    let closed = idle.closed_by_server();
+    let held = idle.sockets.len();
+    let (failed, first_failure) = (idle.failed, idle.first_error.clone());
+    drop(idle);
+    let freed = Health::probe(addr, 5);
+    app.proc.check_alive()?;
+    let measured = meter.finish();
+    stop_appliance(&mut app, row);
+
+    row.figures.extend([
+        format!(
+            "fd limit: bench soft {} -> {} (children inherit it); appliance soft/hard {app_limit}",
+            limits.0, limits.1
+        ),
+        format!(
+            "opened {held} idle connections in {open_took:.1} s ({failed} failed{})",
+            first_failure
+                .map(|e| format!(", first: {e}"))
+                .unwrap_or_default()
+        ),
+        format!("/health alone: {}", alone.line()),
+        format!("/health with {held} idle sockets open: {}", loaded.line()),
+        format!(
+            "/health 10 s later: {}; the appliance had closed {closed} of them",
+            later.line()
+        ),
+        format!("/health after closing them: {}", freed.line()),
+        format!(
+            "appliance threads {threads_before} -> {threads_loaded}; fds {fds_before} -> \
+             {fds_loaded} -> {fds_later} (10 s later)"
+        ),
+    ]);
+    let extra = json!({
+        "idleSockets": held,
+        "connectFailed": failed,
+        "healthAlone": alone.json(),
+        "healthWithIdle": loaded.json(),
+        "healthLater": later.json(),
+        "healthAfter": freed.json(),
+        "closedByServer": closed,
+        "fds": {"before": fds_before, "loaded": fds_loaded, "later": fds_later},
+        "threads": {"before": threads_before, "loaded": threads_loaded},
+    });
+    if let Value::Object(m) = extra {
+        row.extra.extend(m);
+    }
+    row.take_measured(measured);
     Ok(())
 }
 
@@ -1045,8 +1687,10 @@ fn targets(rows: &[Row], args: &Args) -> Vec<Target> {
     let mut out = Vec::new();
     let find = |k: &str| rows.iter().find(|r| r.key == k && r.error.is_none());
     for r in rows.iter().filter(|r| r.error.is_none()) {
+        // Issue #4's targets are for the steady scenarios; issue #10's come below.
+        let steady = !matches!(r.key, "overload" | "sweep" | "idle-sockets");
         if let Some(l) = &r.latency {
-            if r.key != "sim" {
+            if r.key != "sim" && steady {
                 out.push(Target {
                     what: format!("latency p50 <= {LAT_P50_MS:.0} ms"),
                     scenario: r.key,
@@ -1061,7 +1705,7 @@ fn targets(rows: &[Row], args: &Args) -> Vec<Target> {
                 });
             }
         }
-        if !r.viewers.is_empty() && r.key != "multicam" {
+        if !r.viewers.is_empty() && r.key != "multicam" && steady {
             let min = r
                 .viewers
                 .iter()
@@ -1172,6 +1816,39 @@ fn targets(rows: &[Row], args: &Args) -> Vec<Target> {
             measured: format!("viewers min {min_v:.1}, cameras min {min_c:.1} fps"),
             ok: min_v >= FULL_RATE * r.asked_fps && min_c >= FULL_RATE * f64::from(args.fps),
         });
+    }
+    if let Some(l) = find("overload").and_then(|r| r.latency.as_ref()) {
+        out.push(Target {
+            what: format!("overload: every viewer's latency p95 < {OVERLOAD_P95_MS:.0} ms"),
+            scenario: "overload",
+            measured: format!("{:.0} ms overall", l.p95),
+            ok: l.p95 < OVERLOAD_P95_MS,
+        });
+    }
+    if let Some(r) = find("sweep") {
+        if let Some(d) = r.extra.get("rssSettledDeltaMb").and_then(Value::as_f64) {
+            out.push(Target {
+                what: format!("sweep: RSS back within {SWEEP_RSS_MB:.0} MB of one viewer's"),
+                scenario: "sweep",
+                measured: format!("{d:+.1} MB"),
+                ok: d <= SWEEP_RSS_MB,
+            });
+        }
+    }
+    if let Some(r) = find("idle-sockets") {
+        if let Some(p95) = r.extra["healthWithIdle"]["ms"]["p95"].as_f64() {
+            // A fast 503 is no answer: every probe must get 200.
+            let codes = &r.extra["healthWithIdle"]["status"];
+            let ok200 = codes
+                .as_object()
+                .is_some_and(|m| m.keys().all(|k| k == "200"));
+            out.push(Target {
+                what: format!("/health 200 with p95 < {HEALTH_P95_MS:.0} ms, idle sockets open"),
+                scenario: "idle-sockets",
+                measured: format!("{p95:.0} ms, {codes}"),
+                ok: ok200 && p95 < HEALTH_P95_MS,
+            });
+        }
     }
     out
 }
@@ -1392,7 +2069,15 @@ fn render(args: &Args, m: &Machine, rows: &[Row]) -> Report {
                     }
                 })
                 .collect();
-            let _ = writeln!(t, "    appliance threads (CPU %): {}", top.join(", "));
+            let top = if top.is_empty() {
+                "- (none >= 0.3)".to_owned()
+            } else {
+                top.join(", ")
+            };
+            let _ = writeln!(t, "    appliance threads (CPU %): {top}");
+        }
+        for line in &r.figures {
+            let _ = writeln!(t, "    {line}");
         }
         for note in &r.notes {
             let _ = writeln!(t, "    note: {note}");
@@ -1486,6 +2171,7 @@ fn row_json(r: &Row) -> Value {
         "cameraAuPerSecond": r.camera_au_fps,
         "idleDecodeOffSeconds": r.idle_decode_off_s,
         "idleCpuAfterOffPct": r.idle_cpu_after_off,
+        "figures": r.extra,
         "notes": r.notes,
     })
 }

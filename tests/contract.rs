@@ -449,18 +449,7 @@ fn token_guards_everything_but_health_and_preflight() {
 #[test]
 fn password_with_special_characters_works_and_never_leaks() {
     const PASSWORD: &str = "s3cr3t@:/#%";
-    let sim = Sim::start(&[
-        "--path",
-        "/1",
-        "--size",
-        "640x360",
-        "--fps",
-        "15",
-        "--user",
-        "admin",
-        "--password",
-        PASSWORD,
-    ]);
+    let sim = Sim::with_password("640x360", 15, PASSWORD, &[]);
     let app = Appliance::start(&[("RUST_LOG", "debug")]);
     let mut replies: Vec<(String, String)> = Vec::new();
 
@@ -683,19 +672,7 @@ fn every_transport_streams() {
 #[test]
 fn ptz_credentials_never_leak() {
     const PASSWORD: &str = "pt2-s3cr3t@:/#%";
-    let sim = Sim::start(&[
-        "--path",
-        "/1",
-        "--size",
-        "640x360",
-        "--fps",
-        "10",
-        "--ptz",
-        "--user",
-        "admin",
-        "--password",
-        PASSWORD,
-    ]);
+    let sim = Sim::with_password("640x360", 10, PASSWORD, &["--ptz"]);
     let cgi_port = sim.ready["ptz"]["http"]
         .as_u64()
         .unwrap_or_else(|| panic!("no ptz.http port in {}", sim.ready));

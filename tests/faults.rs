@@ -334,16 +334,6 @@ fn resources(pid: u32) -> Resources {
     }
 }
 
-/// The thread count once it has not changed for a second.
-fn settled_threads(pid: u32) -> usize {
-    settled(
-        Duration::from_secs(15),
-        Duration::from_secs(1),
-        "the thread count to settle",
-        || thread_count(pid),
-    )
-}
-
 /// Issue #5, case 3: 100 connect / disconnect cycles (each connect waits for the first
 /// picture; every 10th cycle also has a WebSocket viewer and a `/frame`): no growth of
 /// threads, file descriptors or memory beyond noise.
@@ -517,21 +507,13 @@ fn stalled_viewer_is_closed_and_does_not_slow_another() {
 
     // The server gives up on the stalled viewer (each write may wait 5 s; the kernel
     // still takes a little now and then, so it takes a few of those): its threads end.
-    let gone = wait_for(
+    await_threads_at_most(
+        pid,
+        threads_before,
         Duration::from_secs(45).saturating_sub(stalled_at.elapsed()),
         "the stalled viewer's threads to end (45 s after it stopped reading)",
-        || {
-            let n = thread_count(pid);
-            if n <= threads_before {
-                Ok(stalled_at.elapsed())
-            } else {
-                Err(format!(
-                    "{n} threads, {threads_before} before: {:?}",
-                    thread_names(pid)
-                ))
-            }
-        },
     );
+    let gone = stalled_at.elapsed();
     eprintln!("stalled viewer's threads gone {gone:?} after it stopped reading");
     // The reader's rate is measured over the 5 s after the stalled one's buffers filled.
     std::thread::sleep((full_at + WINDOW).saturating_duration_since(Instant::now()));
@@ -1204,29 +1186,11 @@ fn malformed_requests_and_messages_over_the_wire() {
     assert_eq!(h.status, 200, "{}", h.text());
     assert_eq!(h.json()["activeCameras"], 1);
     until_not_decoding(&app, CAM);
-    wait_for(Duration::from_secs(10), "no thread left over", || {
-        let n = thread_count(pid);
-        if n <= threads_before + 2 {
-            Ok(())
-        } else {
-            Err(format!(
-                "{n} threads, {threads_before} before: {:?}",
-                thread_names(pid)
-            ))
-        }
-    });
-    wait_for(
-        Duration::from_secs(10),
-        "no file descriptor left over",
-        || {
-            let n = fd_count(pid);
-            if n <= fds_before + 4 {
-                Ok(())
-            } else {
-                Err(format!("{n} fds, {fds_before} before"))
-            }
-        },
-    );
+    let ten = Duration::from_secs(10);
+    let what = format!("no thread left over ({threads_before} before, 2 may linger)");
+    await_threads_at_most(pid, threads_before + 2, ten, &what);
+    let what = format!("no file descriptor left over ({fds_before} before, 4 may linger)");
+    await_fds_at_most(pid, fds_before + 4, ten, &what);
     eprintln!(
         "after the abuse: {} threads ({threads_before} before), {} fds ({fds_before} before)",
         thread_count(pid),

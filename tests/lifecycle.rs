@@ -130,54 +130,12 @@ fn disconnect_frees_threads() {
         peak > baseline,
         "a connected camera should cost threads ({peak} vs {baseline})"
     );
-    let limit = baseline + 2;
-    wait_for(Duration::from_secs(10), "threads back to baseline", || {
-        let n = thread_count(pid);
-        if n <= limit {
-            Ok(())
-        } else {
-            Err(format!(
-                "{n} threads > {baseline} + 2 (peak {peak}): {:?}",
-                thread_names(pid)
-            ))
-        }
-    });
-    wait_for(
-        Duration::from_secs(10),
-        "file descriptors back to baseline",
-        || {
-            let n = fd_count(pid);
-            if n <= fds + 4 {
-                Ok(())
-            } else {
-                Err(format!("{n} fds > {fds} + 4"))
-            }
-        },
-    );
+    let ten = Duration::from_secs(10);
+    let what = format!("threads back to baseline {baseline} + 2 (peak {peak})");
+    await_threads_at_most(pid, baseline + 2, ten, &what);
+    let what = format!("file descriptors back to baseline {fds} + 4");
+    await_fds_at_most(pid, fds + 4, ten, &what);
     assert_eq!(app.get("/health").json()["activeCameras"], 0);
-}
-
-/// The thread count once it has not changed for a second (threads of a finished cycle
-/// may still be winding down).
-fn settled_threads(pid: u32) -> usize {
-    let mut last = thread_count(pid);
-    let mut since = Instant::now();
-    wait_for(
-        Duration::from_secs(15),
-        "the thread count to settle",
-        || {
-            let n = thread_count(pid);
-            if n != last {
-                last = n;
-                since = Instant::now();
-            }
-            if since.elapsed() >= Duration::from_secs(1) {
-                Ok(n)
-            } else {
-                Err(format!("{n} threads, changing"))
-            }
-        },
-    )
 }
 
 #[test]
@@ -455,18 +413,7 @@ fn disconnect_during_a_pending_connect() {
 #[test]
 fn restored_camera_with_special_password_streams() {
     const PASSWORD: &str = "p@ss:w/rd#%?&";
-    let sim = Sim::start(&[
-        "--path",
-        "/1",
-        "--size",
-        "640x360",
-        "--fps",
-        "15",
-        "--user",
-        "admin",
-        "--password",
-        PASSWORD,
-    ]);
+    let sim = Sim::with_password("640x360", 15, PASSWORD, &[]);
     let state = temp_dir("state").join("cameras.json");
     let body = json!({
         "cameraId": CAM,
@@ -519,17 +466,8 @@ fn mjpeg_viewer_of_a_disconnected_camera_is_freed() {
     for i in 1..=3 {
         cycle(i);
     }
-    wait_for(Duration::from_secs(10), "threads back to baseline", || {
-        let n = thread_count(pid);
-        if n <= baseline + 2 {
-            Ok(())
-        } else {
-            Err(format!(
-                "{n} threads > {baseline} + 2: {:?}",
-                thread_names(pid)
-            ))
-        }
-    });
+    let what = format!("threads back to baseline {baseline} + 2");
+    await_threads_at_most(pid, baseline + 2, Duration::from_secs(10), &what);
 }
 
 /// A camera that drops is reconnected by itself once it is back (the first version never

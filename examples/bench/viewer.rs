@@ -3,21 +3,22 @@
 //! message on; a second, low-priority (nice 19) thread per viewer decodes the JPEG and
 //! reads the barcode, off the receive path's timing.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use ptz_edge::sim::barcode::{self, FrameCode};
-use serde_json::Value;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+
+use crate::kit::http::Mjpeg;
+use crate::kit::pictures::read_code;
+use crate::kit::ws::{Ws, WsFrame};
 
 /// Frames waiting for the decoder beyond this are not decoded (counted as backlog).
 const BACKLOG: usize = 240;
@@ -144,16 +145,18 @@ impl Viewer {
         let (socket, body): (Option<TcpStream>, Body) = match spec.kind {
             Kind::WsText | Kind::WsBinary => {
                 let addr = addr.ok_or("no appliance address")?;
-                let (ws, clone) = ws_connect(addr, spec)?;
-                (Some(clone), Box::new(move |ctx| ws_loop(ws, ctx)))
+                let ws = ws_connect(addr, spec)?;
+                (Some(ws.raw_stream()), Box::new(move |ctx| ws_loop(ws, ctx)))
             }
             Kind::Mjpeg => {
                 let addr = addr.ok_or("no appliance address")?;
-                let (reader, boundary, clone) = mjpeg_connect(addr, spec)?;
-                (
-                    Some(clone),
-                    Box::new(move |ctx| mjpeg_loop(reader, &boundary, ctx)),
-                )
+                let mut path = format!("/api/cameras/{}/mjpeg?fps={}", spec.camera_id, spec.fps);
+                if let Some(w) = spec.width {
+                    path.push_str(&format!("&width={w}"));
+                }
+                let m = Mjpeg::try_open(addr, &path, STALL)?;
+                let clone = m.stream().map_err(|e| e.to_string())?;
+                (Some(clone), Box::new(move |ctx| mjpeg_loop(m, ctx)))
             }
             Kind::Direct => {
                 let client = direct::Client::play(&spec.url)?;
@@ -285,21 +288,9 @@ fn stamp() -> (Instant, u32) {
 
 // ---------------------------------------------------------------- WebSocket
 
-type Ws = tungstenite::WebSocket<TcpStream>;
-
-fn ws_connect(addr: SocketAddr, spec: &Spec) -> Result<(Ws, TcpStream), String> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("WS connect {addr}: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    let clone = stream.try_clone().map_err(|e| e.to_string())?;
-    let (mut ws, _resp) = tungstenite::client::client(format!("ws://{addr}/ws"), stream)
-        .map_err(|e| format!("WS handshake: {e}"))?;
+/// Connects with the kit's client and subscribes; reads then wait up to [`STALL`].
+fn ws_connect(addr: SocketAddr, spec: &Spec) -> Result<Ws, String> {
+    let mut ws = Ws::try_connect(addr, "/ws").map_err(|e| format!("WS connect {addr}: {e}"))?;
     let mut sub = serde_json::json!({
         "action": "subscribe",
         "cameraId": spec.camera_id,
@@ -309,18 +300,16 @@ fn ws_connect(addr: SocketAddr, spec: &Spec) -> Result<(Ws, TcpStream), String> 
     if let Some(w) = spec.width {
         sub["width"] = w.into();
     }
-    ws.send(tungstenite::Message::text(sub.to_string()))
+    ws.try_send(&sub)
         .map_err(|e| format!("WS subscribe: {e}"))?;
     // The stall guard: the appliance streams continuously once subscribed.
-    clone
-        .set_read_timeout(Some(STALL))
-        .map_err(|e| e.to_string())?;
-    Ok((ws, clone))
+    ws.set_read_timeout(STALL).map_err(|e| e.to_string())?;
+    Ok(ws)
 }
 
 fn ws_loop(mut ws: Ws, ctx: &mut RxCtx) -> Result<(), String> {
     loop {
-        let msg = ws.read();
+        let msg = ws.read_message();
         let (at, at_ms32) = stamp();
         if ctx.stopping() {
             return Ok(());
@@ -346,122 +335,22 @@ fn ws_loop(mut ws: Ws, ctx: &mut RxCtx) -> Result<(), String> {
 
 // ---------------------------------------------------------------- MJPEG
 
-fn mjpeg_connect(
-    addr: SocketAddr,
-    spec: &Spec,
-) -> Result<(BufReader<TcpStream>, String, TcpStream), String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("MJPEG connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(STALL))
-        .map_err(|e| e.to_string())?;
-    let clone = stream.try_clone().map_err(|e| e.to_string())?;
-    let mut path = format!("/api/cameras/{}/mjpeg?fps={}", spec.camera_id, spec.fps);
-    if let Some(w) = spec.width {
-        path.push_str(&format!("&width={w}"));
-    }
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut reader = BufReader::with_capacity(512 * 1024, stream);
-    let mut line = String::new();
-    reader
-        .read_line(&mut line)
-        .map_err(|e| format!("MJPEG head: {e}"))?;
-    if line.split_whitespace().nth(1) != Some("200") {
-        return Err(format!("MJPEG: {}", line.trim()));
-    }
-    let mut boundary = None;
+fn mjpeg_loop(mut m: Mjpeg, ctx: &mut RxCtx) -> Result<(), String> {
     loop {
-        line.clear();
-        reader
-            .read_line(&mut line)
-            .map_err(|e| format!("MJPEG head: {e}"))?;
-        let l = line.trim();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-type") {
-                boundary = v
-                    .split(';')
-                    .find_map(|p| p.trim().strip_prefix("boundary="))
-                    .map(|b| b.trim_matches('"').to_owned());
-            }
-        }
-    }
-    let boundary = boundary.ok_or("MJPEG: no boundary in Content-Type")?;
-    Ok((reader, boundary, clone))
-}
-
-fn mjpeg_loop(mut r: BufReader<TcpStream>, boundary: &str, ctx: &mut RxCtx) -> Result<(), String> {
-    let open = format!("--{boundary}");
-    let close = format!("--{boundary}--");
-    let mut line = String::new();
-    loop {
-        // Boundary line (the CRLF ending the previous part reads as an empty line).
-        let mut head_bytes = 0;
-        loop {
-            line.clear();
-            let n = r.read_line(&mut line);
-            if ctx.stopping() {
-                return Ok(());
-            }
-            let n = n.map_err(|e| format!("MJPEG read: {e}"))?;
-            if n == 0 {
-                return Err("MJPEG: server closed the stream".into());
-            }
-            head_bytes += n;
-            let t = line.trim_end();
-            if t.is_empty() {
-                continue;
-            }
-            if t == close {
-                return Err("MJPEG: server ended the multipart".into());
-            }
-            if t == open {
-                break;
-            }
-            return Err(format!("MJPEG: expected a boundary, got {t:?}"));
-        }
-        let (mut len, mut seq) = (None, None);
-        loop {
-            line.clear();
-            let n = r
-                .read_line(&mut line)
-                .map_err(|e| format!("MJPEG part head: {e}"))?;
-            if n == 0 {
-                return Err("MJPEG: closed in a part head".into());
-            }
-            head_bytes += n;
-            let t = line.trim();
-            if t.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = t.split_once(':') {
-                let k = k.trim();
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse::<usize>().ok();
-                } else if k.eq_ignore_ascii_case("x-frame-seq") {
-                    seq = v.trim().parse::<u64>().ok();
-                }
-            }
-        }
-        let len = len.ok_or("MJPEG: part without Content-Length")?;
-        let mut jpeg = vec![0u8; len];
-        let res = r.read_exact(&mut jpeg);
+        let part = m.try_next_part();
         let (at, at_ms32) = stamp();
         if ctx.stopping() {
             return Ok(());
         }
-        res.map_err(|e| format!("MJPEG body: {e}"))?;
+        let part = part
+            .map_err(|e| format!("MJPEG: {e}"))?
+            .ok_or("MJPEG: server closed the stream")?;
+        let seq = part.header("x-frame-seq").and_then(|v| v.parse().ok());
         ctx.push(Arrival {
             at,
             at_ms32,
-            bytes: head_bytes + len + 2,
-            payload: Payload::Jpeg(jpeg, seq),
+            bytes: part.wire_bytes,
+            payload: Payload::Jpeg(part.body, seq),
         });
     }
 }
@@ -489,12 +378,15 @@ fn decoder(rx: Receiver<(usize, Payload)>, out: Sender<Vec<Decoded>>, boost: Arc
         let (code, seq, problem) = match payload {
             Payload::Decoded(code, problem) => (code, None, problem),
             Payload::Jpeg(jpeg, seq) => split(read_jpeg_shared(&jpeg), seq),
-            Payload::Text(t) => match parse_text(&t) {
-                Ok((jpeg, seq)) => split(read_jpeg_shared(&jpeg), seq),
+            Payload::Text(t) => match serde_json::from_str(&t)
+                .map_err(|e| format!("text frame not JSON: {e}"))
+                .and_then(|v| WsFrame::parse_json(&v))
+            {
+                Ok(f) => split(read_jpeg_shared(&f.jpeg), Some(f.seq)),
                 Err(e) => (None, None, Some(e)),
             },
-            Payload::Binary(b) => match parse_binary(&b) {
-                Ok((jpeg, seq)) => split(read_jpeg_shared(jpeg), seq),
+            Payload::Binary(b) => match WsFrame::parse_binary(&b) {
+                Ok(f) => split(read_jpeg_shared(&f.jpeg), Some(f.seq)),
                 Err(e) => (None, None, Some(e)),
             },
         };
@@ -513,38 +405,6 @@ fn split(
     }
 }
 
-/// `{"type":"frame","data":<base64>,"seq":..}` → (JPEG, seq).
-fn parse_text(t: &str) -> Result<(Vec<u8>, Option<u64>), String> {
-    let v: Value = serde_json::from_str(t).map_err(|e| format!("text frame not JSON: {e}"))?;
-    if v["type"] != "frame" {
-        return Err(format!("text message of type {}", v["type"]));
-    }
-    let data = v["data"].as_str().ok_or("text frame without data")?;
-    let jpeg = base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .map_err(|e| format!("bad base64: {e}"))?;
-    Ok((jpeg, v["seq"].as_u64()))
-}
-
-/// 2-byte BE length N, N bytes of JSON header, JPEG → (JPEG, seq).
-fn parse_binary(b: &[u8]) -> Result<(&[u8], Option<u64>), String> {
-    if b.len() < 2 {
-        return Err("binary frame shorter than 2 bytes".into());
-    }
-    let n = usize::from(u16::from_be_bytes([b[0], b[1]]));
-    let header = b
-        .get(2..2 + n)
-        .ok_or("binary frame shorter than its header")?;
-    let v: Value =
-        serde_json::from_slice(header).map_err(|e| format!("binary header not JSON: {e}"))?;
-    for field in ["cameraId", "timestamp", "seq", "width", "height"] {
-        if v.get(field).is_none() {
-            return Err(format!("binary header without {field}"));
-        }
-    }
-    Ok((&b[2 + n..], v["seq"].as_u64()))
-}
-
 /// Codes of recently decoded JPEGs by content: viewers of one camera get the very same
 /// bytes (one shared encode) at the same moment, so each picture is decoded once (by the
 /// first decoder to see it, the others wait for it), not once per viewer.
@@ -553,7 +413,7 @@ static DECODED: Mutex<Option<HashMap<[u64; 2], Pending>>> = Mutex::new(None);
 type Pending = Option<Result<FrameCode, String>>;
 static DECODED_CV: Condvar = Condvar::new();
 
-/// [`read_jpeg`] through [`DECODED`], keyed by a hash of the whole JPEG and its length.
+/// [`read_code`] through [`DECODED`], keyed by a hash of the whole JPEG and its length.
 fn read_jpeg_shared(jpeg: &[u8]) -> Result<FrameCode, String> {
     let key = {
         let mut h = DefaultHasher::new();
@@ -583,45 +443,13 @@ fn read_jpeg_shared(jpeg: &[u8]) -> Result<FrameCode, String> {
             }
         }
     }
-    let code = read_jpeg(jpeg);
+    let code = read_code(jpeg).map(|(_, _, code)| code);
     DECODED
         .lock()
         .get_or_insert_with(HashMap::new)
         .insert(key, Some(code.clone()));
     DECODED_CV.notify_all();
     code
-}
-
-/// Decodes `jpeg` at a reduced IDCT scale (at least 320 px wide; the code's geometry
-/// scales with the width) and reads the code from the luma of its top lines.
-pub fn read_jpeg(jpeg: &[u8]) -> Result<FrameCode, String> {
-    if !jpeg.starts_with(&[0xFF, 0xD8]) {
-        return Err("not a JPEG (no SOI)".into());
-    }
-    let mut d = jpeg_decoder::Decoder::new(jpeg);
-    d.read_info().map_err(|e| format!("JPEG: {e}"))?;
-    let info = d.info().ok_or("JPEG without info")?;
-    let want_w = (info.width / 8).max(320).min(info.width);
-    let want_h = (u32::from(info.height) * u32::from(want_w) / u32::from(info.width.max(1))) as u16;
-    let (w, h) = d.scale(want_w, want_h).map_err(|e| format!("JPEG: {e}"))?;
-    // jpeg-decoder 0.3.2's ColorTransform::None panics on padded lines: take its RGB
-    // and compute BT.601 luma for the lines the code covers.
-    let pixels = d.decode().map_err(|e| format!("JPEG: {e}"))?;
-    let (w, h) = (u32::from(w), u32::from(h));
-    let lines = barcode::code_height(w).min(h) as usize;
-    let n = lines * w as usize;
-    let luma: Vec<u8> = match info.pixel_format.pixel_bytes() {
-        1 => pixels[..n.min(pixels.len())].to_vec(),
-        3 => pixels
-            .chunks_exact(3)
-            .take(n)
-            .map(|p| {
-                ((77 * u32::from(p[0]) + 150 * u32::from(p[1]) + 29 * u32::from(p[2])) >> 8) as u8
-            })
-            .collect(),
-        other => return Err(format!("JPEG with {other} bytes per pixel")),
-    };
-    barcode::read(&luma, w as usize, w, lines as u32).ok_or_else(|| "no barcode".into())
 }
 
 // ---------------------------------------------------------------- direct client
