@@ -8,6 +8,8 @@
 //!   whose reference was dropped, and decodes again once the queue has drained;
 //! - the kept GOP replayed at the start (units older than the decoder) is fed whole.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -29,24 +31,14 @@ const GOP: usize = 30;
 fn recording() -> &'static [AccessUnit] {
     static AUS: OnceLock<Vec<AccessUnit>> = OnceLock::new();
     AUS.get_or_init(|| {
-        gst::init().expect("GStreamer");
-        let pipeline = gst::parse::launch(&format!(
+        let (pipeline, sink) = common::media::appsink_pipeline(&format!(
             "videotestsrc num-buffers={UNITS} pattern=smpte horizontal-speed=8 \
              ! video/x-raw,width=1920,height=1080,framerate=30/1 \
              ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max={GOP} bframes=0 \
              ! h264parse config-interval=-1 \
              ! video/x-h264,stream-format=byte-stream,alignment=au \
              ! appsink name=sink sync=false"
-        ))
-        .expect("x264 pipeline (gstreamer1.0-plugins-ugly)")
-        .downcast::<gst::Pipeline>()
-        .expect("a pipeline");
-        let sink = pipeline
-            .by_name("sink")
-            .expect("sink")
-            .downcast::<gst_app::AppSink>()
-            .expect("an appsink");
-        pipeline.set_state(gst::State::Playing).expect("playing");
+        ));
         let mut aus = Vec::with_capacity(UNITS);
         while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(60)) {
             let buffer = sample.buffer_owned().expect("a buffer");

@@ -4,11 +4,12 @@
 //!
 //! Its own test binary (one test), so `/proc/self/task` counts only this work's threads.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use ptz_edge::camera::jpeg::{
     fit, snap_width, JpegParams, JpegService, ENCODER_IDLE, MAX_ENCODERS_PER_CAMERA,
     MAX_ENCODERS_TOTAL,
@@ -17,19 +18,10 @@ use ptz_edge::camera::Frame;
 
 /// One 1280×720 I420 picture from `videotestsrc`.
 fn test_frame() -> Frame {
-    let pipeline = gst::parse::launch(
+    let (pipeline, sink) = common::media::appsink_pipeline(
         "videotestsrc num-buffers=1 pattern=smpte ! video/x-raw,format=I420,width=1280,height=720 \
          ! appsink name=sink sync=false",
-    )
-    .expect("videotestsrc pipeline")
-    .downcast::<gst::Pipeline>()
-    .expect("a pipeline");
-    let sink = pipeline
-        .by_name("sink")
-        .expect("sink")
-        .downcast::<gst_app::AppSink>()
-        .expect("an appsink");
-    pipeline.set_state(gst::State::Playing).expect("playing");
+    );
     let sample = sink
         .try_pull_sample(gst::ClockTime::from_seconds(10))
         .expect("videotestsrc gave no picture within 10 s");

@@ -9,7 +9,8 @@
 //! - [`pictures`]: JPEG decoding and the simulator's frame code (latency, duplicates);
 //! - [`probes`]: threads, fds, RSS, CPU of a process, from `/proc`;
 //! - [`net`]: TCP fixtures (closed port, silent server, idle connections, fd limit);
-//! - [`wait`]: bounded polling with clear failure messages.
+//! - [`wait`]: bounded polling with clear failure messages;
+//! - [`media`]: GStreamer test sources for the tests that feed pipelines directly.
 //!
 //! This file adds what only the tests have: the binaries Cargo built for them, and
 //! constructors that panic instead of returning an `Err`.
@@ -18,6 +19,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod http;
+pub mod media;
 pub mod net;
 pub mod pictures;
 pub mod probes;
