@@ -1,8 +1,10 @@
 //! The app-facing API: an HTTP/1.1 front end that owns its sockets (`server`), the
 //! `router` and what it calls — `params` (every default and range), `status` (the JSON),
-//! `error` (failures to HTTP), `ptz`, and the viewers: WebSocket (`ws`, parsing in
-//! `messages`) and MJPEG (`mjpeg`), paced by `pace`, capped by `sessions`.
+//! `error` (failures to HTTP), `ptz`, the operator `console` (embedded static files), and
+//! the viewers: WebSocket (`ws`, parsing in `messages`) and MJPEG (`mjpeg`), paced by
+//! `pace`, capped by `sessions`.
 
+pub mod console;
 pub mod error;
 pub mod messages;
 pub mod mjpeg;

@@ -12,7 +12,7 @@ use tiny_http::{Response, StatusCode};
 
 use super::error::ApiError;
 use super::request::{error, header, json as json_reply, percent_decode, Reply, Request};
-use super::{mjpeg, params, ptz, status, ws, Ctx};
+use super::{console, mjpeg, params, ptz, status, ws, Ctx};
 use crate::camera::jpeg::JpegError;
 use crate::camera::Camera;
 use crate::clock::unix_now;
@@ -40,9 +40,11 @@ pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
     if segs.as_slice() == ["health"] && get {
         return health(ctx);
     }
-    // The viewer page holds no data; the API calls it makes carry the token.
-    if segs.is_empty() && get {
-        return index();
+    // The console's files hold no data; the API calls the page makes carry the token.
+    match segs.as_slice() {
+        [] if get => return console::page(req),
+        ["console", name] if get => return console::asset(req, name),
+        _ => {}
     }
     if !authorized(req, ctx) {
         return unauthorized();
@@ -75,14 +77,6 @@ pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
         }
         _ => error(404, "Not Found"),
     }
-}
-
-fn index() -> Reply {
-    Reply::Response(
-        Response::from_data(include_str!("index.html"))
-            .with_header(header("Content-Type", "text/html; charset=utf-8"))
-            .boxed(),
-    )
 }
 
 fn preflight(req: &Request) -> Reply {
