@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing ptz-edge needs on Debian 12 / Ubuntu:
 # GStreamer development files and plugins, gst-rtsp-server (the camera simulator),
-# pkg-config and a C toolchain. Installs only what is missing; safe to run again.
+# pkg-config and a C toolchain. With --test also what only the tests need: chromium
+# for the console's browser test (tests/console.rs), so `deploy/demo.sh` does not pull a
+# browser onto a machine that only runs the demo. Installs only what is missing; safe to
+# run again.
 set -euo pipefail
 
 packages=(
@@ -10,6 +13,9 @@ packages=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
 )
+if [ "${1:-}" = "--test" ]; then
+  packages+=(chromium)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
