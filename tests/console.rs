@@ -17,7 +17,7 @@ mod common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -32,6 +32,14 @@ const PAGE_WAIT: Duration = Duration::from_secs(15);
 const CONNECT_WAIT: Duration = Duration::from_secs(20);
 /// Travel (VISCA units) that counts as "moved".
 const MIN_TRAVEL: i64 = 50;
+
+/// The browser tests run one at a time: each has a chromium, a simulator and an appliance,
+/// and the joystick test's assertions are timings (CI has two cores).
+static BROWSER: Mutex<()> = Mutex::new(());
+
+fn one_browser_at_a_time() -> MutexGuard<'static, ()> {
+    BROWSER.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The phone: an iPhone 12/13/14-sized viewport in CSS pixels.
 const PHONE: (u32, u32, f64) = (390, 844, 2.0);
@@ -399,6 +407,7 @@ fn camera_ids(app: &Appliance) -> Vec<String> {
 /// keyboard joystick does the same; a preset is saved and recalled; the camera is removed.
 #[test]
 fn console_on_a_phone_adds_watches_drives_and_removes_a_camera() {
+    let _one = one_browser_at_a_time();
     let Some(chromium) = chromium() else { return };
     let sim = Sim::start(&["--path", "/1", "--size", "1280x720", "--fps", "10", "--ptz"]);
     let visca = sim.ready["ptz"]["visca_tcp"]
@@ -721,4 +730,106 @@ fn console_on_a_phone_adds_watches_drives_and_removes_a_camera() {
         camera_ids(&app)
     );
     phone.shot("removed");
+}
+
+/// The console's files without a browser: `/`, `/console/app.js` and `/console/app.css`
+/// with their content types, `no-cache` with an `ETag` that answers `304`, served without
+/// the token (they hold no data) while the API behind them still wants it; anything else
+/// under `/console/` is a `404 {"detail"}`.
+#[test]
+fn console_files_have_types_and_caching_and_need_no_token() {
+    let app = Appliance::start(&[("PTZ_EDGE_TOKEN", "tok-console")]);
+    let page = app.get("/");
+    assert_eq!(page.status, 200, "GET /: {}", page.text());
+    assert_eq!(
+        page.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    let html = page.text();
+    for (path, content_type) in [
+        ("/console/app.js", "text/javascript; charset=utf-8"),
+        ("/console/app.css", "text/css; charset=utf-8"),
+    ] {
+        assert!(html.contains(path), "the page does not load {path}");
+        let r = app.get(path);
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+        assert_eq!(r.header("Content-Type"), Some(content_type), "{path}");
+        assert_eq!(r.header("Cache-Control"), Some("no-cache"), "{path}");
+        assert_eq!(
+            r.header("X-Content-Type-Options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert!(!r.body.is_empty(), "{path} is empty");
+        let etag = r
+            .header("ETag")
+            .unwrap_or_else(|| panic!("{path} has no ETag"))
+            .to_owned();
+        let again = app.request("GET", path, &[("If-None-Match", &etag)], b"");
+        assert_eq!(again.status, 304, "{path} with its ETag");
+        assert!(again.body.is_empty(), "a 304 with a body");
+        assert_eq!(again.header("ETag"), Some(etag.as_str()));
+        let other = app.request("GET", path, &[("If-None-Match", "\"0\"")], b"");
+        assert_eq!(other.status, 200, "{path} with another ETag");
+    }
+    assert!(
+        page.header("Content-Security-Policy")
+            .is_some_and(|c| c.contains("default-src 'self'")),
+        "the page has no CSP: {:?}",
+        page.headers
+    );
+    app.get("/console/nope.js")
+        .assert_detail(404, "an unknown console file");
+    app.get("/console/../api/cameras")
+        .assert_detail(401, "a path out of /console/ still needs the token");
+    app.get("/api/cameras")
+        .assert_detail(401, "the API behind the console");
+}
+
+/// With `PTZ_EDGE_TOKEN`, the console asks for the token, keeps it, and uses it for the
+/// API (bearer header) and the live picture (WebSocket `?token=`); a wrong one is refused
+/// and asked again.
+#[test]
+fn console_asks_for_the_token_and_uses_it() {
+    let _one = one_browser_at_a_time();
+    let Some(chromium) = chromium() else { return };
+    let sim = Sim::simple("640x360", 10);
+    let app = Appliance::start(&[("PTZ_EDGE_TOKEN", "tok-console")]);
+    let body = connect_body("cam", &sim, "/1").to_string();
+    let r = app.request(
+        "POST",
+        "/api/cameras/connect",
+        &[("Authorization", "Bearer tok-console")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "connect with the token: {}", r.text());
+    let mut phone = Phone::open(&chromium, &app, PHONE, true);
+    phone.wait_js(
+        "!document.getElementById('token-overlay').hidden",
+        "the token prompt",
+    );
+    phone.shot("token-prompt");
+    phone.type_into("#token-input", "wrong");
+    phone.tap("#token-form button[type=submit]");
+    phone.wait_js(
+        "!document.getElementById('token-overlay').hidden && document.getElementById('token-error').textContent",
+        "the prompt again after a wrong token",
+    );
+    phone.type_into("#token-input", "tok-console");
+    phone.tap("#token-form button[type=submit]");
+    phone.wait_js(
+        "document.getElementById('token-overlay').hidden",
+        "the prompt gone",
+    );
+    phone.wait_js(
+        "(() => { const c = document.querySelector('.tile[data-camera=\"cam\"] canvas'); return c && Number(c.dataset.frames) >= 2; })()",
+        "live frames on the tile (WebSocket with ?token=)",
+    );
+    phone.canvas_code(".tile canvas");
+    assert_eq!(
+        phone.js("localStorage.getItem('ptzEdgeToken')"),
+        json!("tok-console"),
+        "the token kept for the next visit"
+    );
+    phone.shot("with-token");
 }
