@@ -622,8 +622,8 @@ fn console_on_a_phone_adds_watches_drives_and_removes_a_camera() {
     );
     phone.shot("joystick-released");
 
-    // The keyboard: hold ArrowDown on the focused joystick, then release.
-    phone.js("document.getElementById('joystick').focus()");
+    // The keyboard: hold ArrowDown anywhere on the camera page (nothing focused), release.
+    phone.js("document.activeElement.blur()");
     phone.key(
         Input::DispatchKeyEventTypeOption::RawKeyDown,
         "ArrowDown",
@@ -648,6 +648,37 @@ fn console_on_a_phone_adds_watches_drives_and_removes_a_camera() {
         "tilt after the key: {keyed:?} from {stopped:?}"
     );
     assert_eq!(keyed.0, stopped.0, "the down arrow moved pan");
+
+    // Zoom: hold the Zoom + button with a finger, then lift it.
+    let (zx, zy, _, _) = phone.rect("#zoom-in");
+    phone.touch(
+        Input::DispatchTouchEventTypeOption::TouchStart,
+        Some((zx, zy)),
+    );
+    wait_for(
+        Duration::from_secs(3),
+        "the head to zoom in while Zoom + is held",
+        || {
+            let p = ptz_position(&app, "sim");
+            if p.2 > keyed.2 + MIN_TRAVEL {
+                Ok(p)
+            } else {
+                Err(format!("{p:?} from {keyed:?}"))
+            }
+        },
+    );
+    phone.touch(Input::DispatchTouchEventTypeOption::TouchEnd, None);
+    let zoomed = still_position(&app, "sim");
+    assert!(
+        zoomed.2 > keyed.2,
+        "zoom after the button: {zoomed:?} from {keyed:?}"
+    );
+    assert_eq!(
+        (zoomed.0, zoomed.1),
+        (keyed.0, keyed.1),
+        "Zoom + moved pan or tilt"
+    );
+    let keyed = zoomed;
 
     // A preset: save here, go home, recall it.
     phone.type_into("#preset-index", "7");

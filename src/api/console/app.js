@@ -346,6 +346,11 @@
     badge.className = "badge " + state;
   }
 
+  let version = "";
+  function showCount(n) {
+    $("health").textContent = (version ? "v" + version + " · " : "") + n + " camera" + (n === 1 ? "" : "s");
+  }
+
   // ---------------------------------------------------------------------------------
   // Views
 
@@ -433,6 +438,7 @@
         update(entry, c);
       }
       $("list-empty").hidden = cams.length > 0;
+      showCount(cams.length);
       timer = setTimeout(refresh, LIST_EVERY_MS);
     };
     refresh();
@@ -834,7 +840,7 @@
     let pointer = null;
     const keys = new Set();
 
-    const key = (v) => v.pan.toFixed(2) + "," + v.tilt.toFixed(2);
+    const key = (v) => v.pan.toFixed(2) + "," + v.tilt.toFixed(2) + "," + (v.zoom || 0).toFixed(2);
     const push = (force) => {
       if (!vec) return;
       const now = performance.now();
@@ -843,7 +849,9 @@
       if (!force && now - lastSent < MOVE_THROTTLE_MS) return;
       lastSent = now;
       lastKey = k;
-      send({ action: "move", pan: vec.pan, tilt: vec.tilt });
+      const command = { action: "move", pan: vec.pan, tilt: vec.tilt };
+      if (vec.zoom) command.zoom = vec.zoom;
+      send(command);
     };
     const hold = (v) => {
       const first = !vec;
@@ -903,28 +911,50 @@
     pad.addEventListener("lostpointercapture", up);
     pad.addEventListener("contextmenu", (e) => e.preventDefault());
 
-    const ARROWS = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, 1], ArrowDown: [0, -1] };
-    const fromKeys = () => {
-      let pan = 0, tilt = 0;
-      for (const k of keys) {
-        pan += ARROWS[k][0];
-        tilt += ARROWS[k][1];
-      }
-      return { pan: Math.sign(pan) * KEY_SPEED, tilt: Math.sign(tilt) * KEY_SPEED };
+    // Arrows pan and tilt, + and - zoom, at KEY_SPEED / ZOOM_SPEED while held.
+    const KEYS = {
+      ArrowLeft: [-1, 0, 0], ArrowRight: [1, 0, 0], ArrowUp: [0, 1, 0], ArrowDown: [0, -1, 0],
+      "+": [0, 0, 1], "=": [0, 0, 1], "-": [0, 0, -1], _: [0, 0, -1],
     };
-    pad.addEventListener("keydown", (e) => {
-      if (!ARROWS[e.key]) return;
+    const fromKeys = () => {
+      let pan = 0, tilt = 0, zoom = 0;
+      for (const k of keys) {
+        pan += KEYS[k][0];
+        tilt += KEYS[k][1];
+        zoom += KEYS[k][2];
+      }
+      return { pan: Math.sign(pan) * KEY_SPEED, tilt: Math.sign(tilt) * KEY_SPEED, zoom: Math.sign(zoom) * ZOOM_SPEED };
+    };
+    // Returns whether the key was the joystick's.
+    const keyDown = (e) => {
+      if (!KEYS[e.key] || e.ctrlKey || e.metaKey || e.altKey) return false;
       e.preventDefault();
-      if (e.repeat) return;
+      if (e.repeat || keys.has(e.key)) return true;
       keys.add(e.key);
       hold(fromKeys());
-    });
-    pad.addEventListener("keyup", (e) => {
-      if (!ARROWS[e.key]) return;
+      return true;
+    };
+    const keyUp = (e) => {
+      if (!KEYS[e.key] || !keys.has(e.key)) return false;
       e.preventDefault();
       keys.delete(e.key);
       if (keys.size) hold(fromKeys());
       else if (pointer === null) release();
+      return true;
+    };
+    pad.addEventListener("keydown", keyDown);
+    // The same keys anywhere on the camera page, unless a field or button has the focus.
+    const pageKey = (handler) => (e) => {
+      if (!send.bound || $("view-camera").hidden || e.target === pad) return;
+      if (e.target.closest && e.target.closest("input, select, textarea, button, a")) return;
+      handler(e);
+    };
+    document.addEventListener("keydown", pageKey(keyDown));
+    // A release always counts, wherever the focus went meanwhile.
+    document.addEventListener("keyup", keyUp);
+    window.addEventListener("blur", () => {
+      keys.clear();
+      if (pointer === null) release();
     });
     pad.addEventListener("blur", () => {
       keys.clear();
@@ -943,6 +973,7 @@
       pointer = null;
       release();
       send = sender || (() => {});
+      send.bound = !!sender;
     };
     return { bind };
   }
@@ -953,7 +984,8 @@
 
   api("GET", "/health")
     .then((h) => {
-      $("health").textContent = "v" + h.version + " · " + h.activeCameras + " camera" + (h.activeCameras === 1 ? "" : "s");
+      version = h.version;
+      showCount(h.activeCameras);
     })
     .catch(() => {});
   window.addEventListener("hashchange", route);
