@@ -365,6 +365,21 @@ impl Drop for Phone {
 // ---------------------------------------------------------------------------------------
 // The appliance side
 
+/// The simulator's picture width in the phone test.
+const SIM_WIDTH: u32 = 1280;
+
+/// The picture width a live element of `px` device pixels should get from a `source`-wide
+/// camera: the smallest of the appliance's widths that covers it (never stretched),
+/// never more than the camera has.
+fn sized_for(px: f64, source: u32) -> u32 {
+    const WIDTHS: [u32; 6] = [320, 480, 640, 960, 1280, 1920];
+    let want = WIDTHS
+        .into_iter()
+        .find(|&w| f64::from(w) >= px - 1.0)
+        .unwrap_or(1920);
+    want.min(source)
+}
+
 fn ptz_position(app: &Appliance, id: &str) -> (i64, i64, i64) {
     let r = app.get(&format!("/api/cameras/{id}/ptz"));
     assert_eq!(r.status, 200, "GET /ptz: {}", r.text());
@@ -409,7 +424,8 @@ fn camera_ids(app: &Appliance) -> Vec<String> {
 fn console_on_a_phone_adds_watches_drives_and_removes_a_camera() {
     let _one = one_browser_at_a_time();
     let Some(chromium) = chromium() else { return };
-    let sim = Sim::start(&["--path", "/1", "--size", "1280x720", "--fps", "10", "--ptz"]);
+    let size = format!("{SIM_WIDTH}x{}", SIM_WIDTH * 9 / 16);
+    let sim = Sim::start(&["--path", "/1", "--size", &size, "--fps", "10", "--ptz"]);
     let visca = sim.ready["ptz"]["visca_tcp"]
         .as_u64()
         .unwrap_or_else(|| panic!("no ptz.visca_tcp in the ready line {}", sim.ready));
@@ -496,9 +512,10 @@ fn console_on_a_phone_adds_watches_drives_and_removes_a_camera() {
         "(() => { const c = document.getElementById('cam-canvas'); return [c.clientWidth * devicePixelRatio, c.width]; })()",
     );
     let device_px = element[0].as_f64().unwrap_or(0.0);
-    assert!(
-        f64::from(w) <= device_px.max(320.0) && w < 1280,
-        "the camera page got {w} px wide pictures for a {device_px} device px canvas ({element})"
+    assert_eq!(
+        w,
+        sized_for(device_px, SIM_WIDTH),
+        "the camera page's picture width for a {device_px} device px canvas ({element})"
     );
     phone.wait_js(
         "(() => { const d = document.querySelector('#cam-details [data-field=\"Codec\"]'); return d && d.textContent === 'h264'; })()",
@@ -724,9 +741,10 @@ fn console_on_a_phone_adds_watches_drives_and_removes_a_camera() {
     let tile = phone.js("(() => { const c = document.querySelector('.tile canvas'); return [c.clientWidth * devicePixelRatio, c.width]; })()");
     let (tw, _, tile_code) = phone.canvas_code(".tile canvas");
     let tile_px = tile[0].as_f64().unwrap_or(0.0);
-    assert!(
-        f64::from(tw) <= tile_px.max(320.0) && tw < 1280,
-        "the tile got {tw} px wide pictures for {tile_px} device px ({tile})"
+    assert_eq!(
+        tw,
+        sized_for(tile_px, SIM_WIDTH),
+        "the tile's picture width for {tile_px} device px ({tile})"
     );
     assert!(
         tile_code.counter > later.counter,
@@ -863,4 +881,56 @@ fn console_asks_for_the_token_and_uses_it() {
         "the token kept for the next visit"
     );
     phone.shot("with-token");
+}
+
+/// Writes `docs/console.png`, the README's picture: the demo camera's page at a desktop
+/// size (1280x800). Not a check; run it after changing the console:
+/// `cargo test --test console -- --ignored readme_screenshot`.
+#[test]
+#[ignore = "writes docs/console.png; run by hand"]
+fn readme_screenshot() {
+    let _one = one_browser_at_a_time();
+    let Some(chromium) = chromium() else { return };
+    // What `ptz-edge --demo` connects: the simulator as camera `demo`, VISCA over TCP.
+    let sim = Sim::start(&["--path", "/1", "--size", "1280x720", "--fps", "30", "--ptz"]);
+    let visca = sim.ready["ptz"]["visca_tcp"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no ptz.visca_tcp in the ready line {}", sim.ready));
+    let app = Appliance::start(&[]);
+    let mut body = connect_body("demo", &sim, "/1");
+    body["ptz"] = json!({"protocol": "visca-tcp", "port": visca});
+    let r = app.connect(&body);
+    assert_eq!(r.status, 200, "connect demo: {}", r.text());
+    // Turn the head a little, so the picture shows the target off centre.
+    let ptz = |cmd: Value| {
+        let r = app.post_json("/api/cameras/demo/ptz", &cmd);
+        assert_eq!(r.status, 200, "{cmd}: {}", r.text());
+    };
+    ptz(json!({"action": "move", "pan": 0.5, "tilt": 0.4}));
+    std::thread::sleep(Duration::from_millis(600)); // how far the head turns
+    ptz(json!({"action": "stop"}));
+
+    let mut desk = Phone::open(&chromium, &app, (1280, 800, 1.0), false);
+    desk.js("location.hash = '#/camera/demo'");
+    desk.wait_js(
+        "Number(document.getElementById('cam-canvas').dataset.frames) >= 10",
+        "frames on the camera page",
+    );
+    desk.wait_js(
+        "document.getElementById('ptz-pos').textContent && document.querySelector('#cam-details [data-field=\"Codec\"]')",
+        "the position and the details",
+    );
+    desk.wait_js(
+        "document.querySelector('#cam-details [data-field=\"Viewers\"]').textContent === '1'",
+        "the details counting this page as a viewer",
+    );
+    desk.js("document.activeElement.blur()");
+    let png = desk
+        .tab
+        .capture_screenshot(Page::CaptureScreenshotFormatOption::Png, None, None, true)
+        .expect("a screenshot");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console.png");
+    std::fs::write(&path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    eprintln!("wrote {}", path.display());
+    desk.shot("done");
 }

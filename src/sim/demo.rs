@@ -59,7 +59,9 @@ pub fn start(fleet: &Fleet, api: SocketAddr) -> Result<Demo, String> {
     log::info!("demo camera connected: try");
     log::info!("  curl http://127.0.0.1:{port}/api/cameras/demo/status");
     log::info!("  curl -o frame.jpg http://127.0.0.1:{port}/api/cameras/demo/frame");
-    log::info!("  open http://127.0.0.1:{port}/ in a browser (arrows drive the PTZ)");
+    log::info!(
+        "  open http://127.0.0.1:{port}/ for the console (camera demo's page has a PTZ joystick)"
+    );
     Ok(Demo {
         sim: Some(sim),
         _ptz: ptz_sim,

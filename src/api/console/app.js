@@ -19,6 +19,8 @@
   const KEY_SPEED = 0.5;
   const ZOOM_SPEED = 0.5;
   const DEADZONE = 0.12;
+  // The widths the appliance serves (docs/API.md, "Sizes and qualities served").
+  const WIDTHS = [320, 480, 640, 960, 1280, 1920];
   const PTZOPTICS = ["visca-tcp", "visca-udp", "cgi"];
   const PTZ_PORTS = { "visca-tcp": 5678, "visca-udp": 1259, cgi: 80, "visca-sony": 52381 };
 
@@ -160,11 +162,12 @@
       this.open();
     }
 
-    // The width to ask for: the element's device pixels (the appliance snaps it to its
-    // ladder), at least 320 so the picture stays legible.
+    // The width to ask for: the smallest of the appliance's widths that covers the
+    // element's device pixels (it snaps any other value down), so the picture is never
+    // stretched and never larger than needed.
     wantWidth() {
-      const w = this.canvas.clientWidth * (window.devicePixelRatio || 1);
-      return Math.max(320, Math.min(1920, Math.round(w || 640)));
+      const px = this.canvas.clientWidth * (window.devicePixelRatio || 1) || 640;
+      return WIDTHS.find((w) => w >= px - 1) || WIDTHS[WIDTHS.length - 1];
     }
 
     open() {
@@ -222,8 +225,7 @@
 
     resubscribeIfResized() {
       const w = this.wantWidth();
-      // Only a real change: the appliance snaps widths anyway.
-      if (this.width && Math.abs(w - this.width) > this.width * 0.2) this.subscribe();
+      if (this.width && w !== this.width) this.subscribe();
     }
 
     visibility() {
