@@ -362,6 +362,30 @@ impl Drop for Phone {
     }
 }
 
+impl Phone {
+    /// The page is as wide as the phone (no sideways scrolling) and every visible button
+    /// is a finger's size (44 CSS px, Apple's and WCAG's target size).
+    #[track_caller]
+    fn assert_fits(&self, what: &str) {
+        let v = self.js("(() => { const d = document.documentElement; \
+             const small = [...document.querySelectorAll('button, .button')] \
+               .filter((b) => b.offsetParent !== null) \
+               .map((b) => [b.textContent.trim(), b.getBoundingClientRect()]) \
+               .filter(([, r]) => r.width < 43.5 || r.height < 43.5) \
+               .map(([t, r]) => t + ' ' + r.width.toFixed(0) + 'x' + r.height.toFixed(0)); \
+             return {scroll: d.scrollWidth, width: d.clientWidth, small}; })()");
+        assert_eq!(
+            v["scroll"], v["width"],
+            "{what}: the page scrolls sideways on a phone ({v})"
+        );
+        assert_eq!(
+            v["small"],
+            json!([]),
+            "{what}: buttons too small for a finger"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The appliance side
 
@@ -443,13 +467,7 @@ fn console_on_a_phone_adds_watches_drives_and_removes_a_camera() {
         json!(PHONE.0),
         "the page is laid out for the phone's width"
     );
-    let overflow =
-        phone.js("document.documentElement.scrollWidth > document.documentElement.clientWidth");
-    assert_eq!(
-        overflow,
-        json!(false),
-        "the list page scrolls sideways on a phone"
-    );
+    phone.assert_fits("the empty list");
     phone.shot("empty-list");
 
     // Add the simulator through the form.
@@ -472,13 +490,7 @@ fn console_on_a_phone_adds_watches_drives_and_removes_a_camera() {
     phone.type_into("#f-pass", "s3cret pass");
     phone.choose("#f-ptz", "visca-tcp");
     phone.type_into("#f-ptz-port", &visca.to_string());
-    let overflow =
-        phone.js("document.documentElement.scrollWidth > document.documentElement.clientWidth");
-    assert_eq!(
-        overflow,
-        json!(false),
-        "the form scrolls sideways on a phone"
-    );
+    phone.assert_fits("the filled form");
     phone.shot("form-filled");
     phone.tap("#form-submit");
     phone.wait_js_for(
@@ -549,6 +561,14 @@ fn console_on_a_phone_adds_watches_drives_and_removes_a_camera() {
         "the picture went back from frame {} to {}",
         first.counter,
         later.counter
+    );
+    phone.assert_fits("the camera page");
+    let touch_action =
+        phone.js("getComputedStyle(document.getElementById('joystick')).touchAction");
+    assert_eq!(
+        touch_action,
+        json!("none"),
+        "the joystick lets the browser scroll or zoom on a drag"
     );
     phone.shot("camera-page");
 
@@ -754,14 +774,73 @@ fn console_on_a_phone_adds_watches_drives_and_removes_a_camera() {
     );
     let state = phone.js("document.querySelector('.tile .badge').textContent");
     assert_eq!(state, json!("streaming"), "the tile's state");
+    phone.assert_fits("the list with a tile");
     phone.shot("list-with-tile");
 
-    // Remove the camera from its page (two taps: the first arms the button).
+    // Edit it from its page: the form comes back filled in (the password never does),
+    // and saving reconnects it with the change (here: PTZ over VISCA UDP instead of TCP).
     phone.tap(".tile");
     phone.wait_js(
         "location.hash === '#/camera/sim'",
         "the camera page from its tile",
     );
+    phone.tap("#cam-edit");
+    phone.wait_js(
+        "location.hash === '#/edit/sim' && document.getElementById('f-ptz').value === 'visca-tcp'",
+        "the edit form with the camera's PTZ protocol",
+    );
+    let filled = phone.js(
+        "['f-id', 'f-ip', 'f-port', 'f-path', 'f-user', 'f-pass', 'f-ptz-port'].map((id) => document.getElementById(id).value)",
+    );
+    assert_eq!(
+        filled,
+        json!([
+            "sim",
+            "127.0.0.1",
+            sim.rtsp_port.to_string(),
+            "/1",
+            "admin",
+            "",
+            visca.to_string()
+        ]),
+        "the edit form's fields (id, address, port, path, user, password, PTZ port)"
+    );
+    assert_eq!(
+        phone.js("document.getElementById('f-id').readOnly"),
+        json!(true),
+        "the id of an edited camera can be changed"
+    );
+    let visca_udp = sim.ready["ptz"]["visca_udp"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no ptz.visca_udp in the ready line {}", sim.ready));
+    phone.choose("#f-ptz", "visca-udp");
+    phone.type_into("#f-ptz-port", &visca_udp.to_string());
+    phone.shot("edit-form");
+    phone.tap("#form-submit");
+    phone.wait_js_for(
+        CONNECT_WAIT,
+        "location.hash === '#/camera/sim' || document.getElementById('form-error').textContent",
+        "the camera page after the edit (or a form error)",
+    );
+    let error = phone.js("document.getElementById('form-error').textContent");
+    assert_eq!(error, json!(""), "the edit form shows an error");
+    phone.wait_js(
+        "Number(document.getElementById('cam-canvas').dataset.frames) >= 2",
+        "frames on the camera page after the edit",
+    );
+    assert_eq!(camera_ids(&app), ["sim"], "the cameras after the edit");
+    let status = app.status("sim");
+    assert_eq!(
+        (&status["ptz"]["protocol"], &status["ptz"]["port"]),
+        (&json!("visca-udp"), &json!(visca_udp)),
+        "the PTZ settings after the edit: {status}"
+    );
+    phone.wait_js(
+        "document.querySelector('#cam-details [data-field=\"PTZ\"]').textContent.startsWith('visca-udp')",
+        "the page showing the new PTZ settings",
+    );
+
+    // Remove the camera from its page (two taps: the first arms the button).
     phone.tap("#cam-remove");
     assert_eq!(
         camera_ids(&app),
