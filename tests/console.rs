@@ -962,6 +962,58 @@ fn console_asks_for_the_token_and_uses_it() {
     phone.shot("with-token");
 }
 
+/// A camera that fails shows why: when the simulator goes away, the tile's state turns
+/// (a status push over the tile's WebSocket, not only the list's poll) and shows the last
+/// error, and the camera's page lists it.
+#[test]
+fn console_shows_why_a_camera_fails() {
+    let _one = one_browser_at_a_time();
+    let Some(chromium) = chromium() else { return };
+    let mut sim = Sim::simple("640x360", 10);
+    let app = Appliance::start(&[]);
+    app.connect_sim("cam", &sim, "/1");
+    let mut phone = Phone::open(&chromium, &app, PHONE, true);
+    phone.wait_js(
+        "(() => { const c = document.querySelector('.tile[data-camera=\"cam\"] canvas'); return c && Number(c.dataset.frames) >= 2; })()",
+        "live frames on the tile",
+    );
+    phone.shot("streaming");
+    sim.proc.stop(Duration::from_secs(5));
+    let pushed = phone.wait_js_for(
+        Duration::from_secs(20),
+        "(() => { const t = document.querySelector('.tile[data-camera=\"cam\"]'); \
+         return t && t.dataset.pushed && t.dataset.pushed !== 'streaming' && t.dataset.pushed; })()",
+        "a state other than streaming pushed to the tile",
+    );
+    assert!(
+        ["reconnecting", "connecting"].contains(&pushed.as_str().unwrap_or_default()),
+        "the state pushed when the camera went away: {pushed}"
+    );
+    let shown = phone.wait_js(
+        "(() => { const t = document.querySelector('.tile[data-camera=\"cam\"]'); \
+         return t.querySelector('.badge').textContent !== 'streaming' && t.querySelector('.error').textContent; })()",
+        "the tile showing the camera's last error",
+    );
+    let last_error = app.status("cam")["lastError"].clone();
+    assert!(
+        last_error.is_string(),
+        "the appliance has no lastError for the failing camera"
+    );
+    eprintln!("the tile shows: {shown}; the appliance says: {last_error}");
+    phone.shot("failing-tile");
+    phone.tap(".tile");
+    phone.wait_js(
+        "(() => { const d = document.querySelector('#cam-details [data-field=\"Last error\"]'); \
+         return d && d.textContent !== 'none' && d.classList.contains('bad'); })()",
+        "the last error in the camera's details",
+    );
+    phone.wait_js(
+        "document.getElementById('cam-state').textContent !== 'streaming'",
+        "the camera page's state badge",
+    );
+    phone.shot("failing-camera-page");
+}
+
 /// Writes `docs/console.png`, the README's picture: the demo camera's page at a desktop
 /// size (1280x800). Not a check; run it after changing the console:
 /// `cargo test --test console -- --ignored readme_screenshot`.

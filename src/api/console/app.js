@@ -430,7 +430,10 @@
           entry = { tile, badge, info, err };
           entry.live = new Live(canvas, c.cameraId, {
             fps: 10,
-            onStatus: (s) => update(entry, s),
+            onStatus: (s) => {
+              update(entry, s);
+              tile.dataset.pushed = s.state || ""; // the last state the WebSocket pushed
+            },
             onFrame: (m, fps) => {
               overlay.textContent = m.width + "×" + m.height + (fps ? " · " + fps.toFixed(0) + " fps" : "");
             },
