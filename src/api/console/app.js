@@ -987,12 +987,19 @@
   // ---------------------------------------------------------------------------------
   // Start
 
-  api("GET", "/health")
-    .then((h) => {
-      version = h.version;
-      showCount(h.activeCameras);
-    })
-    .catch(() => {});
-  window.addEventListener("hashchange", route);
+  // The bar's version and camera count (/health needs no token), on each view.
+  const health = () =>
+    fetch("/health", { cache: "no-store" })
+      .then((r) => r.json())
+      .then((h) => {
+        version = h.version;
+        showCount(h.activeCameras);
+      })
+      .catch(() => {});
+  window.addEventListener("hashchange", () => {
+    route();
+    health();
+  });
   route();
+  health();
 })();
