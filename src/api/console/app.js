@@ -381,6 +381,7 @@
     const shown = new Map(); // id -> {tile, live, badge, info, err}
     let timer = null;
     let stopped = false;
+    let failing = false;
 
     const update = (entry, s) => {
       setBadge(entry.badge, s.state || "?");
@@ -392,13 +393,20 @@
     };
 
     const refresh = async () => {
-      let cams = [];
+      let cams;
       try {
         cams = (await api("GET", "/api/cameras")).cameras || [];
+        failing = false;
       } catch (e) {
-        if (!stopped) toast(e.message);
+        // Say it once per outage, not every poll; the tiles stay as they were.
+        if (!stopped && !failing) toast(e.message);
+        failing = true;
       }
       if (stopped) return;
+      if (!cams) {
+        timer = setTimeout(refresh, LIST_EVERY_MS);
+        return;
+      }
       const ids = new Set(cams.map((c) => c.cameraId));
       for (const [id, entry] of shown) {
         if (!ids.has(id)) {
