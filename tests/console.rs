@@ -56,7 +56,7 @@ fn chromium() -> Option<PathBuf> {
         return Some(path);
     }
     let msg = format!(
-        "chromium not found at {} (install Debian's `chromium`, deploy/deps.sh does, or set CHROMIUM)",
+        "chromium not found at {} (install Debian's `chromium`: `deploy/deps.sh --test`; or set CHROMIUM)",
         path.display()
     );
     if std::env::var("CI").is_ok_and(|v| v == "true") {
