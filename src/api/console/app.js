@@ -492,7 +492,13 @@
         .then((s) => {
           if (stopped) return;
           if (s.ptz) {
-            $("f-ptz").value = s.ptz.protocol;
+            // A protocol this page does not list (a newer appliance) is kept as it is.
+            const select = $("f-ptz");
+            if (![...select.options].some((o) => o.value === s.ptz.protocol)) {
+              select.append(el("option", "", s.ptz.protocol));
+              select.lastChild.value = s.ptz.protocol;
+            }
+            select.value = s.ptz.protocol;
             $("f-ptz-port").value = s.ptz.port || "";
           } else if (m.ptz) {
             $("f-ptz").value = m.ptz.protocol;
