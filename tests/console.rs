@@ -68,6 +68,28 @@ fn chromium() -> Option<PathBuf> {
     None
 }
 
+/// Emulates a screen of `viewport` (CSS px, device pixel ratio), a mobile one when `mobile`.
+fn set_viewport(tab: &Tab, viewport: (u32, u32, f64), mobile: bool) {
+    let (width, height, scale) = viewport;
+    tab.call_method(Emulation::SetDeviceMetricsOverride {
+        width,
+        height,
+        device_scale_factor: scale,
+        mobile,
+        scale: None,
+        screen_width: None,
+        screen_height: None,
+        position_x: None,
+        position_y: None,
+        dont_set_visible_size: None,
+        screen_orientation: None,
+        viewport: None,
+        display_feature: None,
+        device_posture: None,
+    })
+    .expect("Emulation.setDeviceMetricsOverride");
+}
+
 /// One headless chromium with one tab, its profile and the step screenshots in a
 /// temporary directory (removed after a passing test, kept and printed after a failure).
 struct Phone {
@@ -113,24 +135,7 @@ impl Phone {
             .unwrap_or_else(|e| panic!("chromium {} does not start: {e}", chromium.display()));
         let tab = browser.new_tab().expect("a chromium tab");
         tab.set_default_timeout(PAGE_WAIT);
-        let (width, height, scale) = viewport;
-        tab.call_method(Emulation::SetDeviceMetricsOverride {
-            width,
-            height,
-            device_scale_factor: scale,
-            mobile: touch,
-            scale: None,
-            screen_width: None,
-            screen_height: None,
-            position_x: None,
-            position_y: None,
-            dont_set_visible_size: None,
-            screen_orientation: None,
-            viewport: None,
-            display_feature: None,
-            device_posture: None,
-        })
-        .expect("Emulation.setDeviceMetricsOverride");
+        set_viewport(&tab, viewport, touch);
         if touch {
             tab.call_method(Emulation::SetTouchEmulationEnabled {
                 enabled: true,
@@ -1013,7 +1018,27 @@ fn console_shows_why_a_camera_fails() {
         "document.getElementById('cam-state').textContent !== 'streaming'",
         "the camera page's state badge",
     );
+    phone.assert_fits("the failing camera's page");
     phone.shot("failing-camera-page");
+
+    // The phone turned sideways: the page still fits, the picture beside the controls.
+    set_viewport(&phone.tab, (PHONE.1, PHONE.0, PHONE.2), true);
+    phone.wait_js(
+        "document.documentElement.clientWidth === 844",
+        "the landscape layout",
+    );
+    phone.assert_fits("the camera page in landscape");
+    let side_by_side = phone.js(
+        "(() => { const l = document.querySelector('#view-camera .live').getBoundingClientRect(); \
+         const c = document.querySelector('#view-camera .controls').getBoundingClientRect(); \
+         return c.left >= l.right - 1; })()",
+    );
+    assert_eq!(
+        side_by_side,
+        json!(true),
+        "in landscape the controls sit beside the picture"
+    );
+    phone.shot("landscape");
 }
 
 /// Writes `docs/console.png`, the README's picture: the demo camera's page at a desktop
