@@ -569,6 +569,10 @@ fn console_on_a_phone_adds_watches_drives_and_removes_a_camera() {
         first.counter,
         later.counter
     );
+    phone.wait_js(
+        "getComputedStyle(document.getElementById('cam-canvas')).opacity === '1'",
+        "the streaming camera's picture shown as live (not dimmed)",
+    );
     phone.assert_fits("the camera page");
     let touch_action =
         phone.js("getComputedStyle(document.getElementById('joystick')).touchAction");
@@ -1017,6 +1021,12 @@ fn console_shows_why_a_camera_fails() {
     phone.wait_js(
         "document.getElementById('cam-state').textContent !== 'streaming'",
         "the camera page's state badge",
+    );
+    let dimmed = phone.js("getComputedStyle(document.getElementById('cam-canvas')).opacity");
+    assert_ne!(
+        dimmed,
+        json!("1"),
+        "the failing camera's last picture looks live"
     );
     phone.assert_fits("the failing camera's page");
     phone.shot("failing-camera-page");

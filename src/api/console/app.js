@@ -649,6 +649,7 @@
     setMsg("");
     $("cam-details").replaceChildren();
     setBadge($("cam-state"), "…");
+    $("view-camera").dataset.state = "";
     let stopped = false;
     let statusTimer = null;
     let posTimer = null;
@@ -667,6 +668,7 @@
 
     const showStatus = (s) => {
       setBadge($("cam-state"), s.state || "?");
+      $("view-camera").dataset.state = s.state || "";
       const rows = [
         ["State", s.state],
         ["Codec", s.codec || "–"],
