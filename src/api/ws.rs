@@ -22,6 +22,7 @@ use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use super::error::ApiError;
 use super::messages::{self, ClientMessage, SubscribeRequest};
 use super::pace::Pacer;
 use super::request::{error, Reply, Request};
@@ -29,6 +30,7 @@ use super::sessions::Kind;
 use super::Ctx;
 use crate::camera::{CameraState, CameraStatus, JpegParams, Viewer};
 use crate::clock::unix_now;
+use crate::fleet::FleetError;
 
 /// Sent when the socket has been quiet this long, to keep NATs and proxies open.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -315,12 +317,12 @@ fn error_msg(message: &str) -> String {
 fn handle_text(text: &str, ctx: &Arc<Ctx>, out: &Sender<Out>) -> bool {
     let reply = |o: Out| out.send_timeout(o, Duration::from_secs(1)).is_ok();
     match messages::parse(text) {
-        Err(e) => reply(Out::Text(error_msg(&e))),
+        Err(e) => reply(Out::Text(error_msg(&e.to_string()))),
         Ok(ClientMessage::Ping) => reply(Out::Text(json!({"type": "pong"}).to_string())),
         Ok(ClientMessage::Unsubscribe) => reply(Out::Unsubscribe),
         Ok(ClientMessage::Subscribe(req)) => match subscription(req, ctx) {
             Ok(sub) => reply(Out::Subscribe(Box::new(sub))),
-            Err(e) => reply(Out::Text(error_msg(&e))),
+            Err(e) => reply(Out::Text(error_msg(&e.to_string()))),
         },
         Ok(ClientMessage::Ptz { camera_id, command }) => reply(Out::Text(
             super::ptz::ws_command(&ctx.fleet, &camera_id, &command).to_string(),
@@ -328,11 +330,11 @@ fn handle_text(text: &str, ctx: &Arc<Ctx>, out: &Sender<Out>) -> bool {
     }
 }
 
-fn subscription(req: SubscribeRequest, ctx: &Ctx) -> Result<Subscription, String> {
+fn subscription(req: SubscribeRequest, ctx: &Ctx) -> Result<Subscription, ApiError> {
     let camera = ctx
         .fleet
         .camera(&req.camera_id)
-        .ok_or_else(|| format!("Camera {} not found", req.camera_id))?;
+        .ok_or_else(|| FleetError::NotFound(req.camera_id.clone()))?;
     let viewer = camera.watch();
     Ok(Subscription {
         camera_id: req.camera_id,
