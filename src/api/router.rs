@@ -1,5 +1,6 @@
 //! The router: the app's compatible surface (`/health`, connect, disconnect, status,
-//! frame) and our extensions (camera list, sized frames, MJPEG, PTZ, WebSocket). Routes
+//! frame) and our extensions (camera list, sized frames, MJPEG, PTZ, WebSocket, metrics,
+//! the OpenAPI description). Every route is listed in [`ROUTES`]. Routes
 //! parse with `params`, act through the `Fleet`, answer with `status` JSON, and fail
 //! with an `ApiError` (one status per kind, `{"detail": "..."}`). Imports go down from
 //! here: nothing imports the router.
@@ -34,6 +35,7 @@ const FRAME_WAIT: Duration = Duration::from_millis(1500);
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/"),
     ("GET", "/health"),
+    ("GET", "/openapi.json"),
     ("GET", "/metrics"),
     ("GET", "/ws"),
     ("GET", "/api/cameras"),
@@ -64,6 +66,10 @@ pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
     // The viewer page holds no data; the API calls it makes carry the token.
     if segs.is_empty() && get {
         return index();
+    }
+    // The API's description holds no data either.
+    if segs.as_slice() == ["openapi.json"] && get {
+        return openapi();
     }
     if !authorized(req, ctx) {
         return unauthorized();
@@ -140,6 +146,18 @@ fn metrics(req: &Request, ctx: &Ctx) -> Reply {
         ),
         Err(_) => fail(ApiError::Internal("cannot encode the metrics".into())),
     }
+}
+
+/// The OpenAPI 3.1 description of this API (docs/openapi.json, kept equal to [`ROUTES`]
+/// by its test).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+fn openapi() -> Reply {
+    Reply::Response(
+        Response::from_data(OPENAPI)
+            .with_header(header("Content-Type", "application/json"))
+            .boxed(),
+    )
 }
 
 fn index() -> Reply {
