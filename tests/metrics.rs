@@ -12,7 +12,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
@@ -96,7 +96,7 @@ fn tool(name: &str) -> Option<&'static str> {
         });
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{name} is not installed; CI installs it with deploy/deps.sh (Debian package prometheus)");
+        panic!("{name} is not installed; CI installs it with deploy/deps.sh --test (Debian package prometheus)");
     }
     eprintln!(
         "SKIPPED: {name} is not installed (apt-get install prometheus); this check runs in CI"
@@ -250,24 +250,52 @@ impl Prometheus {
             ),
         )
         .expect("write prometheus.yml");
-        // A free port: bound and released just before Prometheus binds it.
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
+        // A free port, bound and released just before Prometheus binds it: another
+        // process may take it in between, so a Prometheus that exits is started again.
         let log = dir.join("prometheus.log");
-        let out = std::fs::File::create(&log).expect("create the log");
-        let child = Command::new(bin)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(out.try_clone().expect("log handle"))
-            .stderr(out)
-            .spawn()
-            .expect("start prometheus");
-        Prometheus { child, addr, log }
+        let mut last = String::new();
+        for _ in 0..3 {
+            let addr = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port");
+            let out = std::fs::File::create(&log).expect("create the log");
+            let child = Command::new(bin)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .stdout(out.try_clone().expect("log handle"))
+                .stderr(out)
+                .spawn()
+                .expect("start prometheus");
+            let mut prom = Prometheus {
+                child,
+                addr,
+                log: log.clone(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Ok(Some(status)) = prom.child.try_wait() {
+                    last = format!("prometheus exited ({status}): {}", prom.log_tail());
+                    break;
+                }
+                match try_http(addr, "GET", "/-/ready", &[], b"") {
+                    Ok(r) if r.status == 200 => return prom,
+                    Ok(r) => last = format!("/-/ready: {} {}", r.status, r.text()),
+                    Err(e) => last = e,
+                }
+                if Instant::now() >= deadline {
+                    panic!(
+                        "Prometheus not ready within 60 s: {last}\n{}",
+                        prom.log_tail()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        panic!("Prometheus did not start: {last}");
     }
 
     fn log_tail(&self) -> String {
