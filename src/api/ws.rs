@@ -28,6 +28,7 @@ use super::pace::Pacer;
 use super::request::{error, Reply, Request};
 use super::sessions::Kind;
 use super::Ctx;
+use crate::camera::feed::Via;
 use crate::camera::{CameraState, CameraStatus, JpegParams, Viewer};
 use crate::clock::unix_now;
 use crate::fleet::FleetError;
@@ -125,7 +126,8 @@ fn write_all_by(s: &mut TcpStream, mut buf: &[u8], deadline: Instant) -> io::Res
 }
 
 impl Wire {
-    fn send(&self, opcode: OpCode, payload: &[&[u8]]) -> io::Result<()> {
+    /// Writes one whole frame; returns the bytes written (header and payload).
+    fn send(&self, opcode: OpCode, payload: &[&[u8]]) -> io::Result<usize> {
         let len: usize = payload.iter().map(|p| p.len()).sum();
         let header = FrameHeader {
             opcode,
@@ -146,10 +148,10 @@ impl Wire {
         for p in payload {
             write_all_by(&mut s, p, deadline)?;
         }
-        Ok(())
+        Ok(head.len() + len)
     }
 
-    fn send_text(&self, text: &str) -> io::Result<()> {
+    fn send_text(&self, text: &str) -> io::Result<usize> {
         self.send(OpCode::Data(Data::Text), &[text.as_bytes()])
     }
 }
@@ -469,7 +471,7 @@ fn send_frame_if_due(wire: &Wire, s: &mut Subscription) -> io::Result<bool> {
     };
     // How old the picture is (seconds since its packet arrived) as it goes out.
     let age = ((unix_now() - jpeg.captured).max(0.0) * 1000.0).round() / 1000.0;
-    if s.binary {
+    let sent = if s.binary {
         let header = json!({
             "cameraId": s.camera_id,
             "timestamp": jpeg.captured,
@@ -483,7 +485,7 @@ fn send_frame_if_due(wire: &Wire, s: &mut Subscription) -> io::Result<bool> {
         wire.send(
             OpCode::Data(Data::Binary),
             &[&len, header.as_bytes(), &jpeg.data],
-        )?;
+        )?
     } else {
         let id = serde_json::to_string(&s.camera_id).expect("strings serialise");
         let text = format!(
@@ -495,7 +497,11 @@ fn send_frame_if_due(wire: &Wire, s: &mut Subscription) -> io::Result<bool> {
             jpeg.height,
             json!(age)
         );
-        wire.send_text(&text)?;
-    }
+        wire.send_text(&text)?
+    };
+    s.viewer
+        .feed()
+        .sent
+        .record(Via::WebSocket, sent, jpeg.captured);
     Ok(true)
 }

@@ -32,6 +32,15 @@ pub enum CameraState {
     Stopped,
 }
 
+impl CameraState {
+    pub const ALL: [CameraState; 4] = [
+        CameraState::Connecting,
+        CameraState::Streaming,
+        CameraState::Reconnecting,
+        CameraState::Stopped,
+    ];
+}
+
 impl fmt::Display for CameraState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
