@@ -793,7 +793,14 @@ impl Camera {
                     delay.as_millis()
                 );
             }
-            self.set_state(CameraState::Reconnecting, Some(reason.to_string()));
+            // A camera that never streamed and is about to be tried over the other
+            // transport is still connecting (`auto` has not given up on it yet).
+            let state = if switched && !self.ever_streamed() {
+                CameraState::Connecting
+            } else {
+                CameraState::Reconnecting
+            };
+            self.set_state(state, Some(reason.to_string()));
             if self.wait_or_stop(&cmd_rx, delay) {
                 break;
             }
