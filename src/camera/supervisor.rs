@@ -143,9 +143,10 @@ pub struct Backoff {
 
 impl Backoff {
     pub const MIN: Duration = Duration::from_millis(250);
-    // Capped low: on a LAN a retry costs a SYN, and being back within seconds of the
-    // camera matters more than a quiet log.
-    pub const MAX: Duration = Duration::from_millis(1500);
+    // Capped low: on a LAN a retry of a camera that is down costs a SYN and its RST, and
+    // pictures must be back within 2 s of a rebooted camera accepting connections
+    // (issue 14): the cap plus a session start (~0.1-0.3 s) plus the first picture.
+    pub const MAX: Duration = Duration::from_millis(1000);
 
     pub fn new() -> Backoff {
         Backoff { next: Self::MIN }
@@ -1030,7 +1031,7 @@ mod tests {
     fn backoff_doubles_to_its_cap_and_resets() {
         let mut b = Backoff::new();
         let seq: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(seq, [250, 500, 1000, 1500, 1500]);
+        assert_eq!(seq, [250, 500, 1000, 1000, 1000]);
         b.reset();
         assert_eq!(b.next_delay(), Backoff::MIN);
     }
