@@ -794,9 +794,10 @@ impl Camera {
                     delay.as_millis()
                 );
             }
-            // A camera that never streamed and is about to be tried over the other
-            // transport is still connecting (`auto` has not given up on it yet).
-            let state = if switched && !self.ever_streamed() {
+            // A camera that never streamed and is tried over the other transport at
+            // once is still connecting (`auto` has not given up on it yet); after that
+            // it is reconnecting like any other.
+            let state = if switched && failures == 1 && !self.ever_streamed() {
                 CameraState::Connecting
             } else {
                 CameraState::Reconnecting
