@@ -9,8 +9,9 @@
 //!   firewall, NAT or a Docker bridge does to RTP/UDP).
 //! - The fix: `auto` starts over TCP (first packet in well under 0.5 s through the same
 //!   relay); `udp` that brings nothing ends at its first-RTP bound with a reason that
-//!   names the step; `auto` in front of a camera that refuses TCP moves to UDP at once and
-//!   keeps it for the next reconnect.
+//!   names the step, and so does a camera that never answers DESCRIBE; `auto` in front
+//!   of a camera that refuses TCP moves to UDP at once and keeps it for the next
+//!   reconnect.
 //! - 20 reboots with random outages of 1–10 s (seeded), over TCP and over UDP: pictures
 //!   again within 2 s of the simulator accepting connections, every time; p50 and the
 //!   maximum are printed (`--nocapture`).
@@ -451,6 +452,32 @@ fn auto_starts_over_tcp_and_udp_that_brings_nothing_ends_at_its_bound() {
     assert!(
         failed_after < Duration::from_secs(4),
         "the failed UDP session took {failed_after:?} to end (bound 2 s after PLAY)"
+    );
+}
+
+/// A camera that accepts the connection and never answers (hung firmware): the session
+/// ends at the DESCRIBE bound, and connect says so, instead of waiting behind the stale
+/// handshake.
+#[test]
+fn a_camera_that_never_answers_ends_at_the_describe_bound() {
+    let (port, accepted) = silent_server();
+    let app = Appliance::start(&[]);
+    let started = Instant::now();
+    let (status, text) = connect_via(&app, port, "auto");
+    let took = started.elapsed();
+    eprintln!("silent camera: connect {status} after {took:?}: {text}");
+    assert!(
+        accepted.recv_timeout(Duration::from_secs(1)).is_ok(),
+        "the appliance never connected"
+    );
+    assert_eq!(status, 502, "{text}");
+    assert!(
+        text.contains("the camera did not answer DESCRIBE within 2.0 s"),
+        "the reason does not name the step: {text}"
+    );
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "connect answered after {took:?} (DESCRIBE bound 2 s)"
     );
 }
 
