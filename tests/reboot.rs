@@ -64,13 +64,20 @@ enum RelayMode {
     RefuseTcp,
 }
 
+/// The relayed connections: their sockets (to shut down) and copy threads (to join).
+#[derive(Default)]
+struct Conns {
+    sockets: Vec<TcpStream>,
+    threads: Vec<JoinHandle<()>>,
+}
+
 /// A TCP relay on 127.0.0.1 in front of an RTSP server; stops (closing every relayed
-/// connection) on drop.
+/// connection and joining its threads) on drop.
 struct Relay {
     port: u16,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
+    conns: Arc<Mutex<Conns>>,
     /// The black hole for [`RelayMode::SwallowUdp`]: bound for the relay's lifetime.
     _swallow: (UdpSocket, UdpSocket),
 }
@@ -88,7 +95,7 @@ impl Relay {
             swallow.1.local_addr().expect("udp addr").port(),
         );
         let stop = Arc::new(AtomicBool::new(false));
-        let conns = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(Mutex::new(Conns::default()));
         let accept = {
             let stop = Arc::clone(&stop);
             let conns = Arc::clone(&conns);
@@ -127,14 +134,14 @@ impl Drop for Relay {
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
-        // Ends the copy threads: their reads return once the sockets are shut down.
-        for c in self
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        // Ends the copy threads: their reads and writes fail once the sockets are shut
+        // down.
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|e| e.into_inner()));
+        for c in &conns.sockets {
             let _ = c.shutdown(Shutdown::Both);
+        }
+        for t in conns.threads {
+            let _ = t.join();
         }
     }
 }
@@ -146,21 +153,14 @@ fn relay_pair(
     server: TcpStream,
     mode: RelayMode,
     ports: (u16, u16),
-    conns: &Arc<Mutex<Vec<TcpStream>>>,
+    conns: &Arc<Mutex<Conns>>,
 ) {
-    let clones = [client.try_clone(), server.try_clone()];
-    let (Ok(c2), Ok(s2)) = (clones[0].as_ref(), clones[1].as_ref()) else {
-        return;
-    };
-    {
-        let mut held = conns.lock().unwrap_or_else(|e| e.into_inner());
-        for s in [c2, s2] {
-            if let Ok(s) = s.try_clone() {
-                held.push(s);
-            }
-        }
-    }
-    let (Ok(mut c_read), Ok(mut s_write)) = (client.try_clone(), server.try_clone()) else {
+    let (Ok(c_held), Ok(s_held), Ok(mut c_read), Ok(mut s_write)) = (
+        client.try_clone(),
+        server.try_clone(),
+        client.try_clone(),
+        server.try_clone(),
+    ) else {
         return;
     };
     let mut c_write = client;
@@ -180,9 +180,9 @@ fn relay_pair(
             }
             let _ = s_write.shutdown(Shutdown::Both);
         });
-    // Detached on purpose: they end when the sockets close (the relay's drop shuts them
-    // down), and a test that fails must not hang joining them.
-    drop((down, up));
+    let mut held = conns.lock().unwrap_or_else(|e| e.into_inner());
+    held.sockets.extend([c_held, s_held]);
+    held.threads.extend([down, up].into_iter().flatten());
 }
 
 /// Copies RTSP requests (and interleaved `$` frames) from `from` to `to`, rewriting SETUP
