@@ -176,6 +176,7 @@ impl Default for Backoff {
 #[derive(Debug, Clone)]
 pub struct Watchdog {
     started: Instant,
+    first_packet: Option<Instant>,
     last_packet: Option<Instant>,
     /// Recent arrival instants, for the frame interval.
     window: VecDeque<Instant>,
@@ -192,12 +193,14 @@ impl Watchdog {
     pub fn new(started: Instant) -> Watchdog {
         Watchdog {
             started,
+            first_packet: None,
             last_packet: None,
             window: VecDeque::with_capacity(64),
         }
     }
 
     pub fn on_packet(&mut self, now: Instant) {
+        self.first_packet.get_or_insert(now);
         self.last_packet = Some(now);
         self.window.push_back(now);
         while self.window.len() > 2
@@ -212,6 +215,11 @@ impl Watchdog {
 
     pub fn streaming(&self) -> bool {
         self.last_packet.is_some()
+    }
+
+    /// When the session's first packet arrived (not when the camera thread noticed).
+    pub fn first_packet(&self) -> Option<Instant> {
+        self.first_packet
     }
 
     /// The longest gap between packets that is still a live stream.
@@ -878,23 +886,23 @@ impl Camera {
             if let Some(reason) = start.check(now) {
                 return failed(reason, streaming, &start);
             }
-            let (got_packets, dead) = {
+            let (first_packet, dead) = {
                 let a = self.arrivals.lock();
                 let w = a.watchdog.as_ref().expect("set for the session above");
-                (w.streaming(), w.check(now))
+                (w.first_packet(), w.check(now))
             };
             if let Some(reason) = dead {
                 return failed(reason, streaming, &start);
             }
-            if !streaming && got_packets {
+            if let (false, Some(first)) = (streaming, first_packet) {
                 streaming = true;
                 // An access unit implies RTP, even if its probe event is still queued.
-                start.on_rtp(now);
+                start.on_rtp(first);
                 self.set_state(CameraState::Streaming, None);
                 log::info!(
                     "{}: streaming over {lower} ({} ms to first packet: {})",
                     self.spec.id,
-                    now.saturating_duration_since(started).as_millis(),
+                    first.saturating_duration_since(started).as_millis(),
                     start.summary()
                 );
             }
