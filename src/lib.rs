@@ -12,6 +12,8 @@ pub mod discovery;
 pub mod fleet;
 #[cfg(test)]
 mod fuzz;
+pub mod meter;
+pub mod metrics;
 pub mod ptz;
 pub mod secret;
 #[cfg(feature = "sim")]

@@ -61,7 +61,7 @@ pub fn page(req: &Request) -> Reply {
 pub fn asset(req: &Request, name: &str) -> Reply {
     match ASSETS.iter().find(|a| a.name == name) {
         Some(a) => serve(req, a),
-        None => error(404, "Not Found"),
+        None => error(404, format!("No console file {name:?}")),
     }
 }
 
