@@ -75,6 +75,65 @@ pub fn candidates(codec: Codec, forced: Option<&str>) -> Vec<String> {
     names
 }
 
+/// The OpenH264 decoder: a 1 MB library, where `avdec_h264` maps libav and its
+/// dependency tree (about 45 MB of file-backed pages resident, 7 MB of relocations; see
+/// docs/memory.md). Tried before `avdec_h264` for the streams it decodes exactly
+/// ([`openh264_decodes`]), after every hardware decoder.
+pub const OPENH264: &str = "openh264dec";
+
+/// Decoder elements for the stream `caps` describes (what the parser gave), best first:
+/// the override (if any), then hardware decoders by rank, then the software ones, with
+/// [`OPENH264`] first among them when it decodes the stream ([`openh264_decodes`]): then
+/// libav is not even loaded. A decoder that fails at run time falls back to the next.
+pub fn candidates_for(codec: Codec, caps: &gst::CapsRef, forced: Option<&str>) -> Vec<String> {
+    let mut names = candidates(codec, forced);
+    if codec != Codec::H264 || !openh264_decodes(caps) {
+        return names;
+    }
+    let start = usize::from(forced.is_some());
+    let Some(at) = names.iter().skip(start).position(|n| n == OPENH264) else {
+        return names;
+    };
+    let at = at + start;
+    if let Some(first_sw) = names[start..at].iter().position(|n| !is_hardware(n)) {
+        let name = names.remove(at);
+        names.insert(start + first_sw, name);
+    }
+    names
+}
+
+/// Whether OpenH264 decodes a stream with these caps exactly: 8-bit 4:2:0 progressive
+/// H.264 of a profile it takes. Checked against `avdec_h264` (bit-identical pictures)
+/// for Constrained Baseline, Main and High without B-frames; it decodes B-frames wrongly
+/// without an error (the caps cannot tell: [`Decoder::error`] notices them at run time)
+/// and interlaced pictures not at all. Caps without a profile are not trusted.
+pub fn openh264_decodes(caps: &gst::CapsRef) -> bool {
+    let Some(s) = caps.structure(0) else {
+        return false;
+    };
+    let is = |field: &str, wanted: &[&str]| match s.get::<&str>(field) {
+        Ok(v) => wanted.contains(&v),
+        Err(_) => !s.has_field(field),
+    };
+    s.name() == "video/x-h264"
+        && s.get::<&str>("profile").is_ok_and(|p| {
+            [
+                "constrained-baseline",
+                "baseline",
+                "main",
+                "high",
+                "constrained-high",
+                "progressive-high",
+            ]
+            .contains(&p)
+        })
+        && is("interlace-mode", &["progressive"])
+        && is("coded-picture-structure", &["frame"])
+        && is("chroma-format", &["4:2:0"])
+        && s.get::<u32>("bit-depth-luma")
+            .map_or(!s.has_field("bit-depth-luma"), |d| d == 8)
+}
+
 /// Whether an element name looks like a hardware decoder (for status and logs).
 pub fn is_hardware(name: &str) -> bool {
     !(name.starts_with("avdec_") || name.starts_with("openh264") || name == "libde265dec")
@@ -189,6 +248,16 @@ pub struct Decoder {
     /// Arrival times by PTS, to stamp each decoded picture with its capture time.
     arrivals: Arrivals,
     gate: Mutex<Gate>,
+    /// For a decoder that cannot reorder pictures ([`OPENH264`]): the highest PTS fed,
+    /// and whether a unit came with an earlier one (the stream has B-frames).
+    reorder: Option<Mutex<Reorder>>,
+}
+
+#[derive(Default)]
+struct Reorder {
+    newest: Option<gst::ClockTime>,
+    seen: bool,
+    reported: bool,
 }
 
 impl Decoder {
@@ -236,6 +305,7 @@ impl Decoder {
             element: name.to_owned(),
             arrivals,
             gate: Mutex::new(Gate::new(unix_now())),
+            reorder: (name == OPENH264).then(Mutex::default),
         })
     }
 
@@ -246,6 +316,11 @@ impl Decoder {
     /// Hands one access unit to the decoder, or drops it (counted) when decoding is
     /// behind: see `Gate` for the bound. Never blocks.
     pub fn push(&self, au: &AccessUnit) {
+        if let (Some(r), Some(pts)) = (&self.reorder, au.buffer.pts()) {
+            let mut r = r.lock();
+            r.seen |= r.newest.is_some_and(|n| pts < n);
+            r.newest = r.newest.max(Some(pts));
+        }
         let level = self.level();
         {
             let mut gate = self.gate.lock();
@@ -281,7 +356,21 @@ impl Decoder {
     }
 
     /// The decoder's error, if it reported one since the last call.
+    ///
+    /// A stream with B-frames (pictures out of presentation order) is an error of a
+    /// decoder that cannot reorder them ([`OPENH264`] gives wrong pictures, no error):
+    /// the camera falls back to the next candidate.
     pub fn error(&self) -> Option<String> {
+        if let Some(r) = &self.reorder {
+            let mut r = r.lock();
+            if r.seen && !r.reported {
+                r.reported = true;
+                return Some(format!(
+                    "decoder {}: the stream has B-frames, which it cannot decode",
+                    self.element
+                ));
+            }
+        }
         self.pipeline
             .error()
             .map(|e| format!("decoder {}: {e}", self.element))
