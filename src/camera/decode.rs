@@ -490,6 +490,207 @@ mod tests {
         assert!(is_hardware("nvv4l2decoder"));
     }
 
+    fn parsed_caps(profile: &str, extra: &[(&str, &str)]) -> gst::Caps {
+        gst::init().unwrap();
+        let mut b = gst::Caps::builder("video/x-h264")
+            .field("stream-format", "byte-stream")
+            .field("alignment", "au")
+            .field("profile", profile)
+            .field("chroma-format", "4:2:0")
+            .field("bit-depth-luma", 8u32)
+            .field("coded-picture-structure", "frame");
+        for (k, v) in extra {
+            b = b.field(*k, *v);
+        }
+        b.build()
+    }
+
+    #[test]
+    fn openh264_only_for_the_streams_it_decodes() {
+        for p in ["constrained-baseline", "baseline", "main", "high"] {
+            assert!(openh264_decodes(&parsed_caps(p, &[])), "{p}");
+        }
+        // Fields the parser did not set are not held against it.
+        assert!(openh264_decodes(
+            &gst::Caps::builder("video/x-h264")
+                .field("profile", "main")
+                .build()
+        ));
+        for p in ["high-10", "high-4:2:2", "high-4:4:4", "extended"] {
+            assert!(!openh264_decodes(&parsed_caps(p, &[])), "{p}");
+        }
+        // Interlaced (as h264parse says it), 4:0:0, no profile, H.265: not OpenH264's.
+        assert!(!openh264_decodes(&parsed_caps(
+            "high",
+            &[("coded-picture-structure", "field")]
+        )));
+        assert!(!openh264_decodes(&parsed_caps(
+            "high",
+            &[("interlace-mode", "mixed")]
+        )));
+        assert!(!openh264_decodes(&parsed_caps(
+            "high",
+            &[("chroma-format", "4:0:0")]
+        )));
+        let ten_bit = gst::Caps::builder("video/x-h264")
+            .field("profile", "high")
+            .field("bit-depth-luma", 10u32)
+            .build();
+        assert!(!openh264_decodes(&ten_bit));
+        assert!(!openh264_decodes(&h264_caps()));
+        assert!(!openh264_decodes(
+            &gst::Caps::builder("video/x-h265")
+                .field("profile", "main")
+                .build()
+        ));
+    }
+
+    #[test]
+    fn openh264_comes_after_hardware_before_avdec() {
+        let caps = parsed_caps("main", &[]);
+        let names = candidates_for(Codec::H264, &caps, None);
+        let oh = names
+            .iter()
+            .position(|n| n == OPENH264)
+            .expect("openh264dec");
+        let av = names.iter().position(|n| n == "avdec_h264").expect("avdec");
+        assert!(oh < av, "{names:?}");
+        assert!(names[..oh].iter().all(|n| is_hardware(n)), "{names:?}");
+        // The override stays first.
+        let forced = candidates_for(Codec::H264, &caps, Some("avdec_h264"));
+        assert_eq!(forced[0], "avdec_h264");
+        assert_eq!(forced.iter().filter(|n| *n == OPENH264).count(), 1);
+        // A stream OpenH264 cannot decode keeps the ranks: avdec_h264 first.
+        let interlaced = parsed_caps("high", &[("coded-picture-structure", "field")]);
+        let names = candidates_for(Codec::H264, &interlaced, None);
+        let oh = names.iter().position(|n| n == OPENH264).unwrap();
+        let av = names.iter().position(|n| n == "avdec_h264").unwrap();
+        assert!(av < oh, "{names:?}");
+        assert_eq!(
+            candidates_for(Codec::H265, &caps, None),
+            candidates(Codec::H265, None)
+        );
+    }
+
+    /// `frames` access units of a moving 320x240 test picture, as h264parse gives them.
+    fn encode(profile: &str, bframes: u32, frames: u32) -> Vec<AccessUnit> {
+        gst::init().unwrap();
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc pattern=ball num-buffers={frames} \
+             ! video/x-raw,width=320,height=240,framerate=30/1 \
+             ! x264enc speed-preset=fast bframes={bframes} key-int-max=15 \
+             ! video/x-h264,profile={profile} ! h264parse \
+             ! video/x-h264,stream-format=byte-stream,alignment=au \
+             ! appsink name=sink sync=false"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gstreamer_app::AppSink>()
+            .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let mut units = Vec::new();
+        while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(20)) {
+            let buffer = sample.buffer_owned().unwrap();
+            units.push(AccessUnit {
+                keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                buffer,
+                caps: sample.caps_owned().unwrap(),
+                codec: Codec::H264,
+                arrived: unix_now(),
+            });
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert_eq!(units.len(), frames as usize, "x264enc gave too few units");
+        units
+    }
+
+    /// Decodes `units` with `element`; returns the pictures' I420 planes, row by row.
+    fn decode_all(element: &str, units: &[AccessUnit]) -> (Vec<Vec<u8>>, Option<String>) {
+        use gst_video::prelude::*;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let d = Decoder::start(
+            &units[0].caps,
+            Codec::H264,
+            &[element.to_owned()],
+            1,
+            Arc::new(move |p: Picture| {
+                let frame =
+                    gst_video::VideoFrameRef::from_buffer_ref_readable(&p.buffer, &p.info).unwrap();
+                assert_eq!(p.info.format(), gst_video::VideoFormat::I420);
+                let mut bytes = Vec::new();
+                for plane in 0..3 {
+                    let stride = frame.plane_stride()[plane] as usize;
+                    let data = frame.plane_data(plane as u32).unwrap();
+                    let (w, h) = (
+                        frame.comp_width(plane as u32),
+                        frame.comp_height(plane as u32),
+                    );
+                    for row in 0..h as usize {
+                        bytes.extend_from_slice(&data[row * stride..row * stride + w as usize]);
+                    }
+                }
+                let _ = tx.send(bytes);
+            }),
+        )
+        .unwrap();
+        assert_eq!(d.element(), element);
+        for au in units {
+            d.push(au);
+        }
+        let error = d.error();
+        let mut pictures = Vec::new();
+        if error.is_none() {
+            // A decoder may hold back a few pictures until the stream ends: all but those.
+            while pictures.len() < units.len() - 4 {
+                match rx.recv_timeout(Duration::from_secs(20)) {
+                    Ok(p) => pictures.push(p),
+                    Err(_) => panic!(
+                        "{element} gave {} pictures of {}",
+                        pictures.len(),
+                        units.len()
+                    ),
+                }
+            }
+        }
+        (pictures, error)
+    }
+
+    #[test]
+    fn openh264_pictures_match_avdec_without_b_frames() {
+        for profile in ["constrained-baseline", "main", "high"] {
+            let units = encode(profile, 0, 32);
+            assert!(openh264_decodes(&units[0].caps), "{:?}", units[0].caps);
+            let (ours, err) = decode_all(OPENH264, &units);
+            assert_eq!(err, None);
+            let (reference, _) = decode_all("avdec_h264", &units);
+            let n = ours.len().min(reference.len());
+            assert!(
+                n >= 28,
+                "{profile}: {} and {} pictures",
+                ours.len(),
+                reference.len()
+            );
+            for i in 0..n {
+                assert!(ours[i] == reference[i], "{profile}: picture {i} differs");
+            }
+        }
+    }
+
+    #[test]
+    fn b_frames_are_an_error_of_openh264_only() {
+        let units = encode("high", 2, 32);
+        assert!(openh264_decodes(&units[0].caps));
+        let (_, err) = decode_all(OPENH264, &units);
+        assert!(err.is_some_and(|e| e.contains("B-frames")));
+        let (pictures, err) = decode_all("avdec_h264", &units);
+        assert_eq!(err, None);
+        assert!(pictures.len() >= 28);
+    }
+
     #[test]
     fn falls_back_when_the_preferred_decoder_is_missing() {
         gst::init().unwrap();
