@@ -76,18 +76,45 @@ pub fn candidates(codec: Codec, forced: Option<&str>) -> Vec<String> {
 }
 
 /// The OpenH264 decoder: a 1 MB library, where `avdec_h264` maps libav and its
-/// dependency tree (about 45 MB of file-backed pages resident, 7 MB of relocations; see
-/// docs/memory.md). Tried before `avdec_h264` for the streams it decodes exactly
-/// ([`openh264_decodes`]), after every hardware decoder.
+/// dependency tree (about 27 MB more file-backed pages resident, 7 MB of relocations;
+/// see docs/memory.md). It pays off while few cameras decode at once: each running
+/// OpenH264 decoder holds about 42 MB of 1080p buffers where `avdec_h264` holds 17 MB,
+/// and it takes about 1.5 times the CPU (`PTZ_EDGE_DECODER=avdec_h264` for devices that
+/// decode several software streams at once).
 pub const OPENH264: &str = "openh264dec";
 
+/// What the process has loaded already: the choice of a software H.264 decoder depends
+/// on it (see [`OPENH264`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// gst-libav's plugin is loaded: its pages are resident whatever we choose now, and
+    /// `avdec_h264` is then the lighter decoder.
+    pub libav_loaded: bool,
+}
+
+impl Load {
+    pub fn now() -> Load {
+        Load {
+            libav_loaded: gst::Registry::get()
+                .find_plugin("libav")
+                .is_some_and(|p| p.is_loaded()),
+        }
+    }
+}
+
 /// Decoder elements for the stream `caps` describes (what the parser gave), best first:
-/// the override (if any), then hardware decoders by rank, then the software ones, with
-/// [`OPENH264`] first among them when it decodes the stream ([`openh264_decodes`]): then
-/// libav is not even loaded. A decoder that fails at run time falls back to the next.
-pub fn candidates_for(codec: Codec, caps: &gst::CapsRef, forced: Option<&str>) -> Vec<String> {
+/// the override (if any), then by rank (hardware decoders first), except that
+/// [`OPENH264`] comes before the software decoders when it decodes the stream exactly
+/// ([`openh264_decodes`]) and libav is not loaded yet (`load`): then it never is, unless
+/// a stream needs it. A decoder that fails at run time falls back to the next.
+pub fn candidates_for(
+    codec: Codec,
+    caps: &gst::CapsRef,
+    forced: Option<&str>,
+    load: Load,
+) -> Vec<String> {
     let mut names = candidates(codec, forced);
-    if codec != Codec::H264 || !openh264_decodes(caps) {
+    if codec != Codec::H264 || !openh264_decodes(caps) || load.libav_loaded {
         return names;
     }
     let start = usize::from(forced.is_some());
@@ -545,10 +572,14 @@ mod tests {
         ));
     }
 
+    const ALONE: Load = Load {
+        libav_loaded: false,
+    };
+
     #[test]
     fn openh264_comes_after_hardware_before_avdec() {
         let caps = parsed_caps("main", &[]);
-        let names = candidates_for(Codec::H264, &caps, None);
+        let names = candidates_for(Codec::H264, &caps, None, ALONE);
         let oh = names
             .iter()
             .position(|n| n == OPENH264)
@@ -557,17 +588,26 @@ mod tests {
         assert!(oh < av, "{names:?}");
         assert!(names[..oh].iter().all(|n| is_hardware(n)), "{names:?}");
         // The override stays first.
-        let forced = candidates_for(Codec::H264, &caps, Some("avdec_h264"));
+        let forced = candidates_for(Codec::H264, &caps, Some("avdec_h264"), ALONE);
         assert_eq!(forced[0], "avdec_h264");
         assert_eq!(forced.iter().filter(|n| *n == OPENH264).count(), 1);
         // A stream OpenH264 cannot decode keeps the ranks: avdec_h264 first.
         let interlaced = parsed_caps("high", &[("coded-picture-structure", "field")]);
-        let names = candidates_for(Codec::H264, &interlaced, None);
-        let oh = names.iter().position(|n| n == OPENH264).unwrap();
-        let av = names.iter().position(|n| n == "avdec_h264").unwrap();
-        assert!(av < oh, "{names:?}");
+        let by_rank = candidates(Codec::H264, None);
+        let av = by_rank.iter().position(|n| n == "avdec_h264").unwrap();
+        assert!(
+            by_rank[av + 1..].iter().any(|n| n == OPENH264),
+            "{by_rank:?}"
+        );
         assert_eq!(
-            candidates_for(Codec::H265, &caps, None),
+            candidates_for(Codec::H264, &interlaced, None, ALONE),
+            by_rank
+        );
+        // libav loaded already (a stream needed it): avdec_h264 is the lighter, ranks stay.
+        let libav = Load { libav_loaded: true };
+        assert_eq!(candidates_for(Codec::H264, &caps, None, libav), by_rank);
+        assert_eq!(
+            candidates_for(Codec::H265, &caps, None, ALONE),
             candidates(Codec::H265, None)
         );
     }
