@@ -44,8 +44,9 @@ fn main() -> ExitCode {
 ///
 /// - Blocks from 256 KiB on are mapped on their own and unmapped when freed. By default
 ///   the threshold rises to the largest block freed (up to 32 MiB), so a decoder's
-///   megabytes stay in the heap of the thread that freed them after it stops: an idle
-///   camera kept 7 MB (avdec_h264) to 21 MB (openh264dec) that way, 1.5 MB now.
+///   megabytes stay in the arena of the thread that freed them after it stops: each
+///   further idle camera kept 6–8 MB (avdec_h264) or 24 MB (openh264dec) that way, 3 MB
+///   now.
 /// - Two arenas instead of 8 per core: every arena keeps its own free memory.
 ///
 /// The environment wins (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`, `GLIBC_TUNABLES`);
