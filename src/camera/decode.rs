@@ -1,5 +1,7 @@
 //! The decoder of one camera session: `appsrc` of access units → decoder → appsink of
-//! raw pictures, and the choice of decoder element (hardware where the device has one).
+//! raw pictures, and the choice of decoder element (hardware where the device has one;
+//! in software the lighter of OpenH264 and libav for the stream and the load, see
+//! [`candidates_for`] and docs/memory.md).
 //!
 //! It runs only while someone watches (see `DecodeMode`), fed first with the access units
 //! since the last keyframe so a picture comes within a few frames' decode time.
@@ -78,10 +80,10 @@ pub fn candidates(codec: Codec, forced: Option<&str>) -> Vec<String> {
 
 /// The OpenH264 decoder: a 1 MB library, where `avdec_h264` maps libav and its
 /// dependency tree (about 27 MB more file-backed pages resident, 7 MB of relocations;
-/// see docs/memory.md). It pays off while few cameras decode at once: each running
+/// see docs/memory.md). It pays off while one camera decodes at a time: each running
 /// OpenH264 decoder holds about 42 MB of 1080p buffers where `avdec_h264` holds 17 MB,
-/// and it takes about 1.5 times the CPU (`PTZ_EDGE_DECODER=avdec_h264` for devices that
-/// decode several software streams at once).
+/// and it takes about 1.5 times the CPU; so it gives way when several decoders last
+/// ([`openh264_crowded`]).
 pub const OPENH264: &str = "openh264dec";
 
 /// A decoder counts as lasting once it has run this long: a camera decodes for a second
