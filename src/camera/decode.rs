@@ -108,6 +108,9 @@ pub struct Load {
     /// gst-libav's plugin is loaded: its pages are resident whatever we choose now, and
     /// `avdec_h264` is then the lighter decoder.
     pub libav_loaded: bool,
+    /// Decoders that have run for [`LASTING_AFTER`] and run still: with one more,
+    /// OpenH264 would soon give way ([`openh264_crowded`]), so it is not started.
+    pub lasting: usize,
 }
 
 impl Load {
@@ -116,6 +119,7 @@ impl Load {
             libav_loaded: gst::Registry::get()
                 .find_plugin("libav")
                 .is_some_and(|p| p.is_loaded()),
+            lasting: LASTING.load(Ordering::SeqCst),
         }
     }
 }
@@ -123,8 +127,9 @@ impl Load {
 /// Decoder elements for the stream `caps` describes (what the parser gave), best first:
 /// the override (if any), then by rank (hardware decoders first), except that
 /// [`OPENH264`] comes before the software decoders when it decodes the stream exactly
-/// ([`openh264_decodes`]) and libav is not loaded yet (`load`): then it never is, unless
-/// a stream needs it. A decoder that fails at run time falls back to the next.
+/// ([`openh264_decodes`]), libav is not loaded yet and no other decoder lasts (`load`):
+/// then libav is never loaded, unless a stream or the load needs it. A decoder that fails
+/// at run time falls back to the next.
 pub fn candidates_for(
     codec: Codec,
     caps: &gst::CapsRef,
@@ -132,7 +137,11 @@ pub fn candidates_for(
     load: Load,
 ) -> Vec<String> {
     let mut names = candidates(codec, forced);
-    if codec != Codec::H264 || !openh264_decodes(caps) || load.libav_loaded {
+    if codec != Codec::H264
+        || !openh264_decodes(caps)
+        || load.libav_loaded
+        || openh264_crowded(load.lasting + 1)
+    {
         return names;
     }
     let start = usize::from(forced.is_some());
@@ -631,6 +640,7 @@ mod tests {
 
     const ALONE: Load = Load {
         libav_loaded: false,
+        lasting: 0,
     };
 
     #[test]
@@ -661,8 +671,17 @@ mod tests {
             by_rank
         );
         // libav loaded already (a stream needed it): avdec_h264 is the lighter, ranks stay.
-        let libav = Load { libav_loaded: true };
+        let libav = Load {
+            libav_loaded: true,
+            lasting: 0,
+        };
         assert_eq!(candidates_for(Codec::H264, &caps, None, libav), by_rank);
+        // Another camera has decoded for a while: OpenH264 would soon give way.
+        let busy = Load {
+            libav_loaded: false,
+            lasting: 1,
+        };
+        assert_eq!(candidates_for(Codec::H264, &caps, None, busy), by_rank);
         assert_eq!(
             candidates_for(Codec::H265, &caps, None, ALONE),
             candidates(Codec::H265, None)
