@@ -1,5 +1,7 @@
 //! The decoder of one camera session: `appsrc` of access units → decoder → appsink of
-//! raw pictures, and the choice of decoder element (hardware where the device has one).
+//! raw pictures, and the choice of decoder element (hardware where the device has one;
+//! in software the lighter of OpenH264 and libav for the stream and the load, see
+//! [`candidates_for`] and docs/memory.md).
 //!
 //! It runs only while someone watches (see `DecodeMode`), fed first with the access units
 //! since the last keyframe so a picture comes within a few frames' decode time.
@@ -9,8 +11,9 @@
 //! instead of queued, so a viewer's latency stays bounded and memory flat under overload.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -73,6 +76,116 @@ pub fn candidates(codec: Codec, forced: Option<&str>) -> Vec<String> {
         names.insert(0, forced.to_owned());
     }
     names
+}
+
+/// The OpenH264 decoder: a 1 MB library, where `avdec_h264` maps libav and its
+/// dependency tree (about 27 MB more file-backed pages resident, 7 MB of relocations;
+/// see docs/memory.md). It pays off while one camera decodes at a time: each running
+/// OpenH264 decoder holds about 42 MB of 1080p buffers where `avdec_h264` holds 17 MB,
+/// and it takes about 1.5 times the CPU; so it gives way when several decoders last
+/// ([`openh264_crowded`]).
+pub const OPENH264: &str = "openh264dec";
+
+/// A decoder counts as lasting once it has run this long: a camera decodes for a second
+/// or two at connect (its first picture), a watched one for longer.
+pub const LASTING_AFTER: Duration = Duration::from_secs(5);
+
+/// Decoders running now that have run for [`LASTING_AFTER`].
+static LASTING: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a lasting [`OPENH264`] decoder should give way to `avdec_h264`, with
+/// `lasting` decoders (itself included) running at once: from two on, libav's pages and
+/// `avdec_h264`'s smaller buffers cost less (at 1080p 68 MB against 84 for two, 119
+/// against 168 for four), and it needs less CPU.
+pub fn openh264_crowded(lasting: usize) -> bool {
+    lasting >= 2
+}
+
+/// What the process has loaded already: the choice of a software H.264 decoder depends
+/// on it (see [`OPENH264`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// gst-libav's plugin is loaded: its pages are resident whatever we choose now, and
+    /// `avdec_h264` is then the lighter decoder.
+    pub libav_loaded: bool,
+    /// Decoders that have run for [`LASTING_AFTER`] and run still: with one more,
+    /// OpenH264 would soon give way ([`openh264_crowded`]), so it is not started.
+    pub lasting: usize,
+}
+
+impl Load {
+    pub fn now() -> Load {
+        Load {
+            libav_loaded: gst::Registry::get()
+                .find_plugin("libav")
+                .is_some_and(|p| p.is_loaded()),
+            lasting: LASTING.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Decoder elements for the stream `caps` describes (what the parser gave), best first:
+/// the override (if any), then by rank (hardware decoders first), except that
+/// [`OPENH264`] comes before the software decoders when it decodes the stream exactly
+/// ([`openh264_decodes`]), libav is not loaded yet and no other decoder lasts (`load`):
+/// then libav is never loaded, unless a stream or the load needs it. A decoder that fails
+/// at run time falls back to the next.
+pub fn candidates_for(
+    codec: Codec,
+    caps: &gst::CapsRef,
+    forced: Option<&str>,
+    load: Load,
+) -> Vec<String> {
+    let mut names = candidates(codec, forced);
+    if codec != Codec::H264
+        || !openh264_decodes(caps)
+        || load.libav_loaded
+        || openh264_crowded(load.lasting + 1)
+    {
+        return names;
+    }
+    let start = usize::from(forced.is_some());
+    let Some(at) = names.iter().skip(start).position(|n| n == OPENH264) else {
+        return names;
+    };
+    let at = at + start;
+    if let Some(first_sw) = names[start..at].iter().position(|n| !is_hardware(n)) {
+        let name = names.remove(at);
+        names.insert(start + first_sw, name);
+    }
+    names
+}
+
+/// Whether OpenH264 decodes a stream with these caps exactly: 8-bit 4:2:0 progressive
+/// H.264 of a profile it takes. Checked against `avdec_h264` (bit-identical pictures)
+/// for Constrained Baseline, Main and High without B-frames; it decodes B-frames wrongly
+/// without an error (the caps cannot tell: [`Decoder::error`] notices them at run time)
+/// and interlaced pictures not at all. Caps without a profile are not trusted.
+pub fn openh264_decodes(caps: &gst::CapsRef) -> bool {
+    let Some(s) = caps.structure(0) else {
+        return false;
+    };
+    let is = |field: &str, wanted: &[&str]| match s.get::<&str>(field) {
+        Ok(v) => wanted.contains(&v),
+        Err(_) => !s.has_field(field),
+    };
+    s.name() == "video/x-h264"
+        && s.get::<&str>("profile").is_ok_and(|p| {
+            [
+                "constrained-baseline",
+                "baseline",
+                "main",
+                "high",
+                "constrained-high",
+                "progressive-high",
+            ]
+            .contains(&p)
+        })
+        && is("interlace-mode", &["progressive"])
+        && is("coded-picture-structure", &["frame"])
+        && is("chroma-format", &["4:2:0"])
+        && s.get::<u32>("bit-depth-luma")
+            .map_or(!s.has_field("bit-depth-luma"), |d| d == 8)
 }
 
 /// Whether an element name looks like a hardware decoder (for status and logs).
@@ -189,6 +302,23 @@ pub struct Decoder {
     /// Arrival times by PTS, to stamp each decoded picture with its capture time.
     arrivals: Arrivals,
     gate: Mutex<Gate>,
+    /// For a decoder that cannot reorder pictures ([`OPENH264`]): the highest PTS fed,
+    /// and whether a unit came with an earlier one (the stream has B-frames).
+    reorder: Option<Mutex<Reorder>>,
+    started: Instant,
+    /// Counted in [`LASTING`].
+    lasting: AtomicBool,
+    /// An [`OPENH264`] decoder that may give way to `avdec_h264` (it is installed), and
+    /// whether it has said so.
+    may_give_way: bool,
+    gave_way: AtomicBool,
+}
+
+#[derive(Default)]
+struct Reorder {
+    newest: Option<gst::ClockTime>,
+    seen: bool,
+    reported: bool,
 }
 
 impl Decoder {
@@ -236,6 +366,11 @@ impl Decoder {
             element: name.to_owned(),
             arrivals,
             gate: Mutex::new(Gate::new(unix_now())),
+            reorder: (name == OPENH264).then(Mutex::default),
+            started: Instant::now(),
+            lasting: AtomicBool::new(false),
+            may_give_way: name == OPENH264 && gst::ElementFactory::find("avdec_h264").is_some(),
+            gave_way: AtomicBool::new(false),
         })
     }
 
@@ -246,6 +381,11 @@ impl Decoder {
     /// Hands one access unit to the decoder, or drops it (counted) when decoding is
     /// behind: see `Gate` for the bound. Never blocks.
     pub fn push(&self, au: &AccessUnit) {
+        if let (Some(r), Some(pts)) = (&self.reorder, au.buffer.pts()) {
+            let mut r = r.lock();
+            r.seen |= r.newest.is_some_and(|n| pts < n);
+            r.newest = r.newest.max(Some(pts));
+        }
         let level = self.level();
         {
             let mut gate = self.gate.lock();
@@ -280,11 +420,53 @@ impl Decoder {
         }
     }
 
-    /// The decoder's error, if it reported one since the last call.
+    /// The decoder's error, if it reported one since the last call (the camera then
+    /// falls back to the next candidate, from the kept keyframe).
+    ///
+    /// Two are ours, for [`OPENH264`]: a stream with B-frames (pictures out of
+    /// presentation order; OpenH264 gives wrong pictures, no error), and several lasting
+    /// decoders at once ([`openh264_crowded`]; only where `avdec_h264` is installed).
     pub fn error(&self) -> Option<String> {
+        self.error_at(Instant::now())
+    }
+
+    fn error_at(&self, now: Instant) -> Option<String> {
+        if now.saturating_duration_since(self.started) >= LASTING_AFTER
+            && !self.lasting.swap(true, Ordering::SeqCst)
+        {
+            LASTING.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.may_give_way && self.lasting.load(Ordering::SeqCst) {
+            let lasting = LASTING.load(Ordering::SeqCst);
+            if openh264_crowded(lasting) && !self.gave_way.swap(true, Ordering::SeqCst) {
+                return Some(format!(
+                    "decoder {}: {lasting} cameras decode at once, avdec_h264 needs less \
+                     memory and CPU for that",
+                    self.element
+                ));
+            }
+        }
+        if let Some(r) = &self.reorder {
+            let mut r = r.lock();
+            if r.seen && !r.reported {
+                r.reported = true;
+                return Some(format!(
+                    "decoder {}: the stream has B-frames, which it cannot decode",
+                    self.element
+                ));
+            }
+        }
         self.pipeline
             .error()
             .map(|e| format!("decoder {}: {e}", self.element))
+    }
+}
+
+impl Drop for Decoder {
+    fn drop(&mut self) {
+        if *self.lasting.get_mut() {
+            LASTING.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -399,6 +581,260 @@ mod tests {
             .any(|c| c == "avdec_h265"));
         assert!(!is_hardware("avdec_h264"));
         assert!(is_hardware("nvv4l2decoder"));
+    }
+
+    fn parsed_caps(profile: &str, extra: &[(&str, &str)]) -> gst::Caps {
+        gst::init().unwrap();
+        let mut b = gst::Caps::builder("video/x-h264")
+            .field("stream-format", "byte-stream")
+            .field("alignment", "au")
+            .field("profile", profile)
+            .field("chroma-format", "4:2:0")
+            .field("bit-depth-luma", 8u32)
+            .field("coded-picture-structure", "frame");
+        for (k, v) in extra {
+            b = b.field(*k, *v);
+        }
+        b.build()
+    }
+
+    #[test]
+    fn openh264_only_for_the_streams_it_decodes() {
+        for p in ["constrained-baseline", "baseline", "main", "high"] {
+            assert!(openh264_decodes(&parsed_caps(p, &[])), "{p}");
+        }
+        // Fields the parser did not set are not held against it.
+        assert!(openh264_decodes(
+            &gst::Caps::builder("video/x-h264")
+                .field("profile", "main")
+                .build()
+        ));
+        for p in ["high-10", "high-4:2:2", "high-4:4:4", "extended"] {
+            assert!(!openh264_decodes(&parsed_caps(p, &[])), "{p}");
+        }
+        // Interlaced (as h264parse says it), 4:0:0, no profile, H.265: not OpenH264's.
+        assert!(!openh264_decodes(&parsed_caps(
+            "high",
+            &[("coded-picture-structure", "field")]
+        )));
+        assert!(!openh264_decodes(&parsed_caps(
+            "high",
+            &[("interlace-mode", "mixed")]
+        )));
+        assert!(!openh264_decodes(&parsed_caps(
+            "high",
+            &[("chroma-format", "4:0:0")]
+        )));
+        let ten_bit = gst::Caps::builder("video/x-h264")
+            .field("profile", "high")
+            .field("bit-depth-luma", 10u32)
+            .build();
+        assert!(!openh264_decodes(&ten_bit));
+        assert!(!openh264_decodes(&h264_caps()));
+        assert!(!openh264_decodes(
+            &gst::Caps::builder("video/x-h265")
+                .field("profile", "main")
+                .build()
+        ));
+    }
+
+    const ALONE: Load = Load {
+        libav_loaded: false,
+        lasting: 0,
+    };
+
+    #[test]
+    fn openh264_comes_after_hardware_before_avdec() {
+        let caps = parsed_caps("main", &[]);
+        let names = candidates_for(Codec::H264, &caps, None, ALONE);
+        let oh = names
+            .iter()
+            .position(|n| n == OPENH264)
+            .expect("openh264dec");
+        let av = names.iter().position(|n| n == "avdec_h264").expect("avdec");
+        assert!(oh < av, "{names:?}");
+        assert!(names[..oh].iter().all(|n| is_hardware(n)), "{names:?}");
+        // The override stays first.
+        let forced = candidates_for(Codec::H264, &caps, Some("avdec_h264"), ALONE);
+        assert_eq!(forced[0], "avdec_h264");
+        assert_eq!(forced.iter().filter(|n| *n == OPENH264).count(), 1);
+        // A stream OpenH264 cannot decode keeps the ranks: avdec_h264 first.
+        let interlaced = parsed_caps("high", &[("coded-picture-structure", "field")]);
+        let by_rank = candidates(Codec::H264, None);
+        let av = by_rank.iter().position(|n| n == "avdec_h264").unwrap();
+        assert!(
+            by_rank[av + 1..].iter().any(|n| n == OPENH264),
+            "{by_rank:?}"
+        );
+        assert_eq!(
+            candidates_for(Codec::H264, &interlaced, None, ALONE),
+            by_rank
+        );
+        // libav loaded already (a stream needed it): avdec_h264 is the lighter, ranks stay.
+        let libav = Load {
+            libav_loaded: true,
+            lasting: 0,
+        };
+        assert_eq!(candidates_for(Codec::H264, &caps, None, libav), by_rank);
+        // Another camera has decoded for a while: OpenH264 would soon give way.
+        let busy = Load {
+            libav_loaded: false,
+            lasting: 1,
+        };
+        assert_eq!(candidates_for(Codec::H264, &caps, None, busy), by_rank);
+        assert_eq!(
+            candidates_for(Codec::H265, &caps, None, ALONE),
+            candidates(Codec::H265, None)
+        );
+    }
+
+    /// `frames` access units of a moving 320x240 test picture, as h264parse gives them.
+    fn encode(profile: &str, bframes: u32, frames: u32) -> Vec<AccessUnit> {
+        gst::init().unwrap();
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc pattern=ball num-buffers={frames} \
+             ! video/x-raw,width=320,height=240,framerate=30/1 \
+             ! x264enc speed-preset=fast bframes={bframes} key-int-max=15 \
+             ! video/x-h264,profile={profile} ! h264parse \
+             ! video/x-h264,stream-format=byte-stream,alignment=au \
+             ! appsink name=sink sync=false"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gstreamer_app::AppSink>()
+            .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let mut units = Vec::new();
+        while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(20)) {
+            let buffer = sample.buffer_owned().unwrap();
+            units.push(AccessUnit {
+                keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                buffer,
+                caps: sample.caps_owned().unwrap(),
+                codec: Codec::H264,
+                arrived: unix_now(),
+            });
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert_eq!(units.len(), frames as usize, "x264enc gave too few units");
+        units
+    }
+
+    /// Decodes `units` with `element`; returns the pictures' I420 planes, row by row.
+    fn decode_all(element: &str, units: &[AccessUnit]) -> (Vec<Vec<u8>>, Option<String>) {
+        use gst_video::prelude::*;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let d = Decoder::start(
+            &units[0].caps,
+            Codec::H264,
+            &[element.to_owned()],
+            1,
+            Arc::new(move |p: Picture| {
+                let frame =
+                    gst_video::VideoFrameRef::from_buffer_ref_readable(&p.buffer, &p.info).unwrap();
+                assert_eq!(p.info.format(), gst_video::VideoFormat::I420);
+                let mut bytes = Vec::new();
+                for plane in 0..3 {
+                    let stride = frame.plane_stride()[plane] as usize;
+                    let data = frame.plane_data(plane as u32).unwrap();
+                    let (w, h) = (
+                        frame.comp_width(plane as u32),
+                        frame.comp_height(plane as u32),
+                    );
+                    for row in 0..h as usize {
+                        bytes.extend_from_slice(&data[row * stride..row * stride + w as usize]);
+                    }
+                }
+                let _ = tx.send(bytes);
+            }),
+        )
+        .unwrap();
+        assert_eq!(d.element(), element);
+        for au in units {
+            d.push(au);
+        }
+        let error = d.error();
+        let mut pictures = Vec::new();
+        if error.is_none() {
+            // A decoder may hold back a few pictures until the stream ends: all but those.
+            while pictures.len() < units.len() - 4 {
+                match rx.recv_timeout(Duration::from_secs(20)) {
+                    Ok(p) => pictures.push(p),
+                    Err(_) => panic!(
+                        "{element} gave {} pictures of {}",
+                        pictures.len(),
+                        units.len()
+                    ),
+                }
+            }
+        }
+        (pictures, error)
+    }
+
+    #[test]
+    fn openh264_pictures_match_avdec_without_b_frames() {
+        for profile in ["constrained-baseline", "main", "high"] {
+            let units = encode(profile, 0, 32);
+            assert!(openh264_decodes(&units[0].caps), "{:?}", units[0].caps);
+            let (ours, err) = decode_all(OPENH264, &units);
+            assert_eq!(err, None);
+            let (reference, _) = decode_all("avdec_h264", &units);
+            let n = ours.len().min(reference.len());
+            assert!(
+                n >= 28,
+                "{profile}: {} and {} pictures",
+                ours.len(),
+                reference.len()
+            );
+            for i in 0..n {
+                assert!(ours[i] == reference[i], "{profile}: picture {i} differs");
+            }
+        }
+    }
+
+    #[test]
+    fn b_frames_are_an_error_of_openh264_only() {
+        let units = encode("high", 2, 32);
+        assert!(openh264_decodes(&units[0].caps));
+        let (_, err) = decode_all(OPENH264, &units);
+        assert!(err.is_some_and(|e| e.contains("B-frames")));
+        let (pictures, err) = decode_all("avdec_h264", &units);
+        assert_eq!(err, None);
+        assert!(pictures.len() >= 28);
+    }
+
+    #[test]
+    fn openh264_gives_way_once_several_decoders_last() {
+        assert!(!openh264_crowded(1));
+        assert!(openh264_crowded(2));
+        let units = encode("constrained-baseline", 0, 4);
+        let start = |name: &str| {
+            Decoder::start(
+                &units[0].caps,
+                Codec::H264,
+                &[name.to_owned()],
+                1,
+                Arc::new(|_| {}),
+            )
+            .unwrap()
+        };
+        let ours = start(OPENH264);
+        let other = start("avdec_h264");
+        // Young decoders (a camera's first picture at connect) do not count.
+        assert_eq!(ours.error_at(Instant::now()), None);
+        assert_eq!(other.error_at(Instant::now()), None);
+        let later = Instant::now() + LASTING_AFTER;
+        assert_eq!(other.error_at(later), None, "avdec_h264 never gives way");
+        let e = ours.error_at(later).expect("openh264dec gives way");
+        assert!(e.contains("cameras decode at once"), "{e}");
+        // Said once.
+        assert_eq!(ours.error_at(later), None);
+        drop(other);
+        drop(ours);
     }
 
     #[test]

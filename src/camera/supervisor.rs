@@ -968,7 +968,12 @@ impl Camera {
                 None => return Ok(()), // no keyframe yet
             }
         };
-        let mut candidates = decode::candidates(codec, self.options.decoder.as_deref());
+        let mut candidates = decode::candidates_for(
+            codec,
+            &caps,
+            self.options.decoder.as_deref(),
+            decode::Load::now(),
+        );
         {
             let failed = self.failed_decoders.lock();
             candidates.retain(|c| !failed.contains(c));
