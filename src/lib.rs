@@ -12,6 +12,8 @@ pub mod discovery;
 pub mod fleet;
 #[cfg(test)]
 mod fuzz;
+pub(crate) mod http_auth;
+pub mod onvif;
 pub mod ptz;
 pub mod secret;
 #[cfg(feature = "sim")]

@@ -7,8 +7,9 @@
 //! and the camera's credentials, and gets back `Result<_, PtzError>`. The simulated head
 //! it is tested against lives in `src/sim/ptz.rs`, whose tests exercise these drivers.
 
-// The PTZ simulator (src/sim/ptz.rs) answers digest challenges with these helpers.
-pub(crate) mod auth;
+// HTTP Basic/Digest helpers, shared with the ONVIF client (src/http_auth.rs); the PTZ
+// simulator (src/sim/ptz.rs) answers digest challenges with them too.
+pub(crate) use crate::http_auth as auth;
 pub mod cgi;
 mod controller;
 pub mod visca;
