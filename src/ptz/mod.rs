@@ -12,6 +12,7 @@
 pub(crate) use crate::http_auth as auth;
 pub mod cgi;
 mod controller;
+pub mod onvif;
 pub mod visca;
 
 use std::fmt;
@@ -35,14 +36,18 @@ pub enum Protocol {
     ViscaUdp,
     /// Sony VISCA over IP (8-byte header, UDP 52381), for other vendors' cameras only.
     ViscaSony,
+    /// ONVIF PTZ service (SOAP over HTTP; device service at `/onvif/device_service`),
+    /// port 80 by default.
+    Onvif,
 }
 
 /// Every protocol, for messages and tests.
-pub const PROTOCOLS: [Protocol; 4] = [
+pub const PROTOCOLS: [Protocol; 5] = [
     Protocol::Cgi,
     Protocol::ViscaTcp,
     Protocol::ViscaUdp,
     Protocol::ViscaSony,
+    Protocol::Onvif,
 ];
 
 impl Protocol {
@@ -52,6 +57,7 @@ impl Protocol {
             Protocol::ViscaTcp => 5678,
             Protocol::ViscaUdp => 1259,
             Protocol::ViscaSony => 52381,
+            Protocol::Onvif => 80,
         }
     }
 
@@ -61,6 +67,7 @@ impl Protocol {
             Protocol::ViscaTcp => "visca-tcp",
             Protocol::ViscaUdp => "visca-udp",
             Protocol::ViscaSony => "visca-sony",
+            Protocol::Onvif => "onvif",
         }
     }
 
@@ -71,7 +78,7 @@ impl Protocol {
     pub fn reserved_presets(self) -> Option<RangeInclusive<u8>> {
         match self {
             Protocol::Cgi | Protocol::ViscaTcp | Protocol::ViscaUdp => Some(90..=99),
-            Protocol::ViscaSony => None,
+            Protocol::ViscaSony | Protocol::Onvif => None,
         }
     }
 }
@@ -170,7 +177,7 @@ pub enum PtzConfigError {
     /// The block is neither an object nor null: send `{"protocol":"visca-tcp"}` (or
     /// `null`, or `{"protocol":"none"}`, for no PTZ).
     NotAnObject,
-    /// No `protocol` field: name one of cgi, visca-tcp, visca-udp, visca-sony or none.
+    /// No `protocol` field: name one of cgi, visca-tcp, visca-udp, visca-sony, onvif or none.
     MissingProtocol,
     /// `protocol` is not a string: send one of the names as a string.
     ProtocolNotAString,
@@ -195,14 +202,14 @@ impl fmt::Display for PtzConfigError {
                 f.write_str("field 'ptz' must be an object like {\"protocol\":\"visca-tcp\"}")
             }
             PtzConfigError::MissingProtocol => f.write_str(
-                "field 'ptz.protocol' is required (cgi, visca-tcp, visca-udp, visca-sony or none)",
+                "field 'ptz.protocol' is required (cgi, visca-tcp, visca-udp, visca-sony, onvif or none)",
             ),
             PtzConfigError::ProtocolNotAString => {
                 f.write_str("field 'ptz.protocol' must be a string")
             }
             PtzConfigError::UnknownProtocol(s) => write!(
                 f,
-                "field 'ptz.protocol' must be one of cgi, visca-tcp, visca-udp, visca-sony, none (got {s:?})"
+                "field 'ptz.protocol' must be one of cgi, visca-tcp, visca-udp, visca-sony, onvif, none (got {s:?})"
             ),
             PtzConfigError::BadPort => {
                 f.write_str("field 'ptz.port' must be an integer from 1 to 65535")
@@ -461,7 +468,7 @@ pub trait PtzDriver: Send {
     }
 }
 
-/// Builds the driver for a config. The password is handed to the CGI driver only.
+/// Builds the driver for a config. The password is handed to the CGI and ONVIF drivers only.
 pub fn open_driver(
     camera_id: &str,
     host: &str,
@@ -480,6 +487,13 @@ pub fn open_driver(
         Protocol::ViscaTcp | Protocol::ViscaUdp | Protocol::ViscaSony => {
             Box::new(visca::ViscaDriver::new(camera_id, host, cfg))
         }
+        Protocol::Onvif => Box::new(onvif::OnvifDriver::new(
+            camera_id,
+            host,
+            cfg.port,
+            username,
+            password.clone(),
+        )),
     }
 }
 
@@ -528,6 +542,7 @@ mod unit_tests {
             ("visca-tcp", 5678),
             ("visca-udp", 1259),
             ("visca-sony", 52381),
+            ("onvif", 80),
         ] {
             let c = p(json!({ "protocol": name })).unwrap().unwrap();
             assert_eq!((c.protocol.as_str(), c.port), (name, port));
@@ -544,7 +559,7 @@ mod unit_tests {
     #[test]
     fn config_errors() {
         let e = |v: Value| PtzConfig::parse(&v).unwrap_err().to_string();
-        assert!(e(json!({"protocol": "onvif"})).contains("must be one of"));
+        assert!(e(json!({"protocol": "onvif2"})).contains("must be one of"));
         assert!(e(json!({})).contains("required"));
         assert!(e(json!({"protocol": 3})).contains("string"));
         assert!(e(json!({"protocol": "cgi", "port": 0})).contains("1 to 65535"));
@@ -558,8 +573,8 @@ mod unit_tests {
         // The variants, for callers that act on the kind rather than the text.
         let k = |v: Value| PtzConfig::parse(&v).unwrap_err();
         assert_eq!(
-            k(json!({"protocol": "onvif"})),
-            PtzConfigError::UnknownProtocol("onvif".into())
+            k(json!({"protocol": "onvif2"})),
+            PtzConfigError::UnknownProtocol("onvif2".into())
         );
         assert_eq!(k(json!({})), PtzConfigError::MissingProtocol);
         assert_eq!(

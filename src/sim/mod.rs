@@ -17,6 +17,7 @@
 pub mod barcode;
 pub mod demo;
 mod media;
+pub mod onvif;
 pub mod ptz;
 
 #[cfg(test)]
