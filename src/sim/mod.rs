@@ -23,6 +23,8 @@ pub mod ptz;
 #[cfg(test)]
 mod e2e_tests;
 #[cfg(test)]
+mod onvif_tests;
+#[cfg(test)]
 mod ptz_tests;
 
 use std::fmt;
