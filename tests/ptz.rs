@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ptz_edge::ptz::Protocol;
+use ptz_edge::sim::barcode::{self, PtzCode};
+use ptz_edge::sim::ptz::UNITS_PER_SPEED;
+use ptz_edge::sim::ptz::{PtzSim, SimAuth, SimPtzState, SimReceived, SimTransport};
+use serde_json::{json, Value};
 
 /// The protocols whose wire format this file checks byte for byte; ONVIF (SOAP) has its
 /// own file, tests/onvif.rs.
@@ -29,10 +33,6 @@ const PROTOCOLS: [Protocol; 4] = [
     Protocol::ViscaUdp,
     Protocol::ViscaSony,
 ];
-use ptz_edge::sim::barcode::{self, PtzCode};
-use ptz_edge::sim::ptz::UNITS_PER_SPEED;
-use ptz_edge::sim::ptz::{PtzSim, SimAuth, SimPtzState, SimReceived, SimTransport};
-use serde_json::{json, Value};
 
 /// How long a commanded move may take to show in the simulator's state.
 const MOVE_WAIT: Duration = Duration::from_secs(3);

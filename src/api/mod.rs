@@ -6,6 +6,7 @@
 pub mod error;
 pub mod messages;
 pub mod mjpeg;
+pub mod onvif;
 pub mod pace;
 pub mod params;
 pub mod ptz;

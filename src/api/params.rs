@@ -158,6 +158,67 @@ pub fn connect(body: &[u8]) -> Result<ConnectRequest, ApiError> {
     })
 }
 
+/// `timeout` of `GET /api/discover`, in seconds.
+pub const DISCOVER_TIMEOUT: RangeInclusive<f64> = 0.1..=10.0;
+pub const DEFAULT_DISCOVER_TIMEOUT: f64 = 2.0;
+/// The ONVIF HTTP port when a request does not name one.
+pub const DEFAULT_ONVIF_PORT: u16 = 80;
+
+/// `?timeout=` seconds for a WS-Discovery probe.
+pub fn discover_timeout(req: &Request) -> Result<std::time::Duration, ApiError> {
+    let secs = match req.query_param("timeout") {
+        None => DEFAULT_DISCOVER_TIMEOUT,
+        Some(t) => t
+            .parse::<f64>()
+            .ok()
+            .filter(|t| DISCOVER_TIMEOUT.contains(t))
+            .ok_or_else(|| {
+                ApiError::Invalid(format!(
+                    "timeout must be a number of seconds from {} to {}",
+                    DISCOVER_TIMEOUT.start(),
+                    DISCOVER_TIMEOUT.end()
+                ))
+            })?,
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// A port field: absent or null gives `default`.
+fn port_field(m: &Map<String, Value>, name: &str, default: u16) -> Result<u16, ApiError> {
+    match m.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => match v.as_u64() {
+            Some(p @ 1..=65535) => Ok(p as u16),
+            _ => Err(ApiError::Invalid(format!(
+                "field '{name}' must be an integer from 1 to 65535"
+            ))),
+        },
+    }
+}
+
+/// The body of `POST /api/discover/inspect`: `{ip, port?, username?, password?}`.
+pub struct InspectRequest {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: Secret,
+}
+
+pub fn inspect(body: &[u8]) -> Result<InspectRequest, ApiError> {
+    let m = object(body)?;
+    let host = str_field(&m, "ip", None)?.trim().to_owned();
+    camera::validate_host(&host).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    Ok(InspectRequest {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port: port_field(&m, "port", DEFAULT_ONVIF_PORT)?,
+        username: str_field(&m, "username", Some(""))?,
+        password: Secret::new(str_field(&m, "password", Some(""))?),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +273,19 @@ mod tests {
                 assert!(b.spec.port > 0);
             }
         }
+    }
+
+    #[test]
+    fn inspect_bodies() {
+        let ok = inspect(br#"{"ip":"[::1]","username":"u","password":"p"}"#).unwrap();
+        assert_eq!((ok.host.as_str(), ok.port), ("::1", 80));
+        let ok = inspect(br#"{"ip":"10.0.0.5","port":8000}"#).unwrap();
+        assert_eq!((ok.port, ok.username.as_str()), (8000, ""));
+        let st = |b: &[u8]| inspect(b).map(|_| ()).map_err(|e| e.status());
+        assert_eq!(st(br#"{"port":80}"#), Err(422));
+        assert_eq!(st(br#"{"ip":"a b"}"#), Err(422));
+        assert_eq!(st(br#"{"ip":"h","port":0}"#), Err(422));
+        assert_eq!(st(b"nope"), Err(400));
     }
 
     #[test]
