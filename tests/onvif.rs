@@ -96,6 +96,29 @@ fn discover_finds_the_simulator_on_loopback() {
     assert_eq!(r.status, 405);
 }
 
+/// The real thing: the probe goes to 239.255.255.250:3702 out of the interface `BIND`
+/// names (loopback here), and the simulator, joined to the group on loopback, answers.
+/// Other tests' simulators may answer too: ours must be among the devices.
+#[test]
+fn discover_by_multicast_on_loopback() {
+    let mut sim = device(554);
+    sim.join_discovery_multicast()
+        .expect("joining 239.255.255.250 on loopback (needs multicast on lo)");
+    let app = Appliance::start(&[]);
+    let r = app.get("/api/discover?timeout=1.5");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let ours = v["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .find(|d| d["xaddrs"] == json!([sim.onvif_device_url()]))
+        .cloned()
+        .unwrap_or_else(|| panic!("the simulator did not answer the multicast probe: {v}"));
+    assert_eq!(ours["name"], "Stage left");
+    assert_eq!(ours["address"], "127.0.0.1");
+}
+
 #[test]
 fn inspect_lists_identity_profiles_and_stream_uris_without_credentials() {
     let sim = device(8554);

@@ -147,10 +147,38 @@ pub fn parse_probe_matches(text: &str, message_id: &str, from: IpAddr) -> Vec<Fo
         .collect()
 }
 
-/// Sends one Probe to the multicast group (when `multicast`) and to each of `unicast`,
-/// from `bind` (an interface address, or unspecified for the default route), and
-/// collects answers for `wait` (capped at [`MAX_WAIT`]). Devices are listed once each
-/// (by endpoint, else by address), in order of answer.
+/// The IPv4 interface addresses a probe from `bind` goes out of: that address alone, or
+/// for an unspecified bind every IPv4 interface that is up (loopback included, where a
+/// local simulator or a camera proxy may answer).
+fn probe_interfaces(bind: IpAddr) -> Vec<Ipv4Addr> {
+    match bind {
+        IpAddr::V4(v4) if !v4.is_unspecified() => vec![v4],
+        _ => match if_addrs::get_if_addrs() {
+            Ok(all) => {
+                let mut v: Vec<Ipv4Addr> = all
+                    .iter()
+                    .filter(|i| i.is_oper_up() || i.is_loopback())
+                    .filter_map(|i| match i.ip() {
+                        IpAddr::V4(a) => Some(a),
+                        IpAddr::V6(_) => None,
+                    })
+                    .collect();
+                v.sort();
+                v.dedup();
+                v
+            }
+            Err(e) => {
+                log::warn!("cannot list network interfaces ({e}); probing on the default one");
+                vec![Ipv4Addr::UNSPECIFIED]
+            }
+        },
+    }
+}
+
+/// Sends one Probe to the multicast group out of each interface `bind` covers (when
+/// `multicast`) and to each of `unicast`, and collects answers for `wait` (capped at
+/// [`MAX_WAIT`]). Devices are listed once each (by endpoint, else by address), in
+/// order of answer.
 pub fn probe(
     bind: IpAddr,
     multicast: bool,
@@ -158,29 +186,41 @@ pub fn probe(
     wait: Duration,
 ) -> io::Result<Vec<Found>> {
     let wait = wait.min(MAX_WAIT);
-    let bind = match bind {
+    let local = match bind {
         IpAddr::V4(_) => bind,
-        // The group is IPv4: probe from every IPv4 interface's default.
+        // The group is IPv4.
         IpAddr::V6(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
-    let sock = UdpSocket::bind(SocketAddr::new(bind, 0))?;
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    sock.bind(&SocketAddr::new(local, 0).into())?;
     // Link-local by the WS-Discovery spec: the probe never leaves the LAN.
     sock.set_multicast_ttl_v4(1)?;
+    sock.set_multicast_loop_v4(true)?;
+    let sock: UdpSocket = sock.into();
     let id = format!("urn:uuid:{}", uuid(&crate::http_auth::cnonce()));
     let msg = probe_message(&id);
     let mut sent = 0;
     let mut last_err = None;
-    let group = multicast.then_some(SocketAddr::V4(MULTICAST));
-    for to in group.iter().chain(unicast.iter()) {
-        match sock.send_to(msg.as_bytes(), to) {
-            Ok(_) => sent += 1,
-            // No multicast route (a box without a default route): the unicast targets
-            // may still answer.
-            Err(e) => {
-                log::debug!("WS-Discovery probe to {to} failed: {e}");
-                last_err = Some(e);
-            }
+    let mut note = |r: io::Result<usize>, to: &dyn std::fmt::Display| match r {
+        Ok(_) => sent += 1,
+        // No multicast route on one interface: the others and the unicast targets may
+        // still answer.
+        Err(e) => {
+            log::debug!("WS-Discovery probe to {to} failed: {e}");
+            last_err = Some(e);
         }
+    };
+    if multicast {
+        let s2 = socket2::SockRef::from(&sock);
+        for iface in probe_interfaces(local) {
+            let r = s2
+                .set_multicast_if_v4(&iface)
+                .and_then(|()| sock.send_to(msg.as_bytes(), SocketAddr::V4(MULTICAST)));
+            note(r, &format!("{MULTICAST} via {iface}"));
+        }
+    }
+    for to in unicast {
+        note(sock.send_to(msg.as_bytes(), to), to);
     }
     if sent == 0 {
         if let Some(e) = last_err {

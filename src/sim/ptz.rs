@@ -860,6 +860,32 @@ impl PtzSim {
         self.wsd_port
     }
 
+    /// Also answers probes sent to the WS-Discovery group 239.255.255.250:3702, joined
+    /// on the interface of the bind address (loopback in tests; every sim in the process
+    /// shares the port with `SO_REUSEADDR`, and each answers every probe).
+    pub fn join_discovery_multicast(&mut self) -> io::Result<()> {
+        use socket2::{Domain, Socket, Type};
+        let iface = match self.bind {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+        };
+        let group = *crate::onvif::discovery::MULTICAST.ip();
+        let sock = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+        sock.set_reuse_address(true)?;
+        sock.bind(
+            &SocketAddr::from(([0, 0, 0, 0], crate::onvif::discovery::MULTICAST.port())).into(),
+        )?;
+        sock.join_multicast_v4(&group, &iface)?;
+        let sock: UdpSocket = sock.into();
+        sock.set_read_timeout(Some(POLL))?;
+        let xaddr = self.onvif_device_url();
+        let s = self.shared.clone();
+        self.threads.push(spawn("ptzsim-wsd-mc".into(), move || {
+            wsd_loop(&s, sock, &xaddr)
+        })?);
+        Ok(())
+    }
+
     /// Issues a new Digest nonce; the old one then gets `401 stale=true`.
     pub fn rotate_nonce(&self) {
         let mut c = self.shared.core.lock();
