@@ -10,6 +10,7 @@
 mod common;
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use common::*;
 use ptz_edge::sim::onvif::SimProfile;
@@ -23,8 +24,9 @@ fn localhost() -> IpAddr {
     IpAddr::from([127, 0, 0, 1])
 }
 
-/// An ONVIF device with user `admin` / [`PASSWORD`] whose two profiles point at `rtsp`'s
-/// `/1`; the main one's URI embeds the credentials, as some firmware does.
+/// An ONVIF device with user `admin` / [`PASSWORD`] whose profiles `main` and `sub`
+/// point at `/1` and `/2` on `rtsp_port`; the main one's URI embeds the credentials, as
+/// some firmware does.
 fn device(rtsp_port: u16) -> PtzSim {
     let sim = PtzSim::start(localhost());
     sim.set_onvif(|o| {
@@ -48,7 +50,7 @@ fn device(rtsp_port: u16) -> PtzSim {
                 encoding: "H264".into(),
                 width: 320,
                 height: 240,
-                uri: format!("rtsp://127.0.0.1:{rtsp_port}/1?sub"),
+                uri: format!("rtsp://127.0.0.1:{rtsp_port}/2"),
                 ptz: false,
             },
         ];
@@ -147,7 +149,7 @@ fn inspect_lists_identity_profiles_and_stream_uris_without_credentials() {
         (&json!("main"), &json!("H264"), &json!(320), &json!(240))
     );
     assert_eq!(profiles[0]["streamUri"], "rtsp://127.0.0.1:8554/1");
-    assert_eq!(profiles[1]["streamUri"], "rtsp://127.0.0.1:8554/1?sub");
+    assert_eq!(profiles[1]["streamUri"], "rtsp://127.0.0.1:8554/2");
     assert_eq!(profiles[1]["ptz"], false);
 
     // A wrong password: a clear 502 naming the authentication failure, no password echoed.
@@ -215,4 +217,156 @@ fn onvif_ptz_moves_the_head_through_the_appliance() {
     let detail = r.assert_detail(502, "wrong ONVIF password");
     assert!(detail.contains("ONVIF authentication failed"), "{detail}");
     assert!(!sim.state().moving);
+}
+
+/// A connect body in the ONVIF form: the device at 127.0.0.1:`port`, no `streamPath`.
+fn onvif_connect_body(id: &str, port: u16, onvif: Value, password: &str) -> Value {
+    json!({
+        "cameraId": id,
+        "ip": "127.0.0.1",
+        "username": "admin",
+        "password": password,
+        "transport": "tcp",
+        "onvif": onvif,
+        "onvifPort": port,
+    })
+}
+
+/// The frame's sequence number, once a fresh one is served.
+fn frame_seq(app: &Appliance, id: &str) -> u64 {
+    let r = app.frame(id, "?width=160");
+    r.header("x-frame-seq")
+        .and_then(|s| s.parse().ok())
+        .expect("X-Frame-Seq")
+}
+
+#[test]
+fn connect_by_onvif_streams_from_the_uri_the_device_gives() {
+    let video = Sim::start(&[
+        "--path", "/1", "--path", "/2", "--size", "320x240", "--fps", "10",
+    ]);
+    let sim = device(video.rtsp_port);
+    let app = Appliance::start(&[]);
+
+    // The main profile (its URI carries credentials the appliance drops).
+    let r = app.connect(&onvif_connect_body(
+        "by-onvif",
+        sim.http_port(),
+        json!(true),
+        PASSWORD,
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    frame_seq(&app, "by-onvif");
+    let st = app.status("by-onvif");
+    assert_eq!(st["state"], "streaming", "{st}");
+    let status_text = st.to_string();
+    assert!(!status_text.contains(PASSWORD), "{status_text}");
+
+    // A named profile, with ONVIF PTZ on the same port.
+    let mut body = onvif_connect_body(
+        "by-profile",
+        sim.http_port(),
+        json!({"profile": "sub"}),
+        PASSWORD,
+    );
+    body["ptz"] = json!({"protocol": "onvif"});
+    let r = app.connect(&body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    frame_seq(&app, "by-profile");
+    let r = app.post_json(
+        "/api/cameras/by-profile/ptz",
+        &json!({"action": "move", "zoom": 1.0}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(sim.state().zoom_velocity > 0.0);
+    app.post_json("/api/cameras/by-profile/ptz", &json!({"action": "stop"}));
+
+    // Refusals: an unknown profile, a wrong password, both forms at once.
+    let r = app.connect(&onvif_connect_body(
+        "nope",
+        sim.http_port(),
+        json!({"profile": "x"}),
+        PASSWORD,
+    ));
+    let d = r.assert_detail(502, "unknown profile");
+    assert!(d.contains("no media profile \"x\""), "{d}");
+    let r = app.connect(&onvif_connect_body(
+        "nope",
+        sim.http_port(),
+        json!(true),
+        "wrong-pw",
+    ));
+    let d = r.assert_detail(502, "wrong password");
+    assert!(d.contains("ONVIF authentication failed"), "{d}");
+    assert!(!d.contains("wrong-pw"), "{d}");
+    let mut both = onvif_connect_body("nope", sim.http_port(), json!(true), PASSWORD);
+    both["streamPath"] = json!("/1");
+    app.connect(&both)
+        .assert_detail(422, "streamPath and onvif");
+    assert_eq!(app.get("/api/cameras/nope/status").status, 404);
+
+    // The contract's form is unchanged beside it.
+    app.connect_sim("by-path", &video, "/1");
+}
+
+/// The device comes back serving its stream elsewhere (a new RTSP port after a
+/// reboot): the camera connected by ONVIF asks for the URI again and streams again.
+#[test]
+fn a_camera_connected_by_onvif_follows_a_moved_stream() {
+    let mut video = Sim::simple("320x240", 10);
+    let sim = device(video.rtsp_port);
+    let app = Appliance::start(&[]);
+    let r = app.connect(&onvif_connect_body(
+        "moving",
+        sim.http_port(),
+        json!(true),
+        PASSWORD,
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let before = frame_seq(&app, "moving");
+
+    video.proc.stop(Duration::from_secs(5));
+    wait_for(
+        Duration::from_secs(15),
+        "the camera to notice the outage",
+        || {
+            let s = app.status("moving");
+            if s["state"] == "reconnecting" {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        },
+    );
+    let moved = Sim::simple("320x240", 10);
+    assert_ne!(moved.rtsp_port, video.rtsp_port);
+    let port = moved.rtsp_port;
+    sim.set_onvif(|o| {
+        for p in &mut o.profiles {
+            p.uri = p
+                .uri
+                .replace(&format!(":{}/", video.rtsp_port), &format!(":{port}/"));
+        }
+    });
+    wait_for(
+        Duration::from_secs(30),
+        "streaming from the moved URI",
+        || {
+            let s = app.status("moving");
+            if s["state"] == "streaming" {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        },
+    );
+    let after = frame_seq(&app, "moving");
+    assert!(after > before, "no new picture: {before} -> {after}");
+    let log = app.proc.log_text();
+    assert!(
+        log.contains(&format!("stream moved to rtsp://127.0.0.1:{port}/1")),
+        "{}",
+        tail(&log, 30)
+    );
+    assert!(!log.contains(PASSWORD), "the log carries the password");
 }

@@ -266,9 +266,23 @@ enum Command {
     Stop,
 }
 
+/// Where a camera's stream is, as a lookup found it (e.g. ONVIF `GetStreamUri`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamLocation {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+/// Looks the stream's address up again: called on the camera thread before each
+/// reconnect (so a camera that comes back with a new URI is followed); an error keeps
+/// the last address. Must be bounded in time (it delays a stop by as much).
+pub type Locate = Box<dyn Fn() -> Result<StreamLocation, String> + Send + Sync>;
+
 /// A camera as readers see it: its spec, its feed and its health. Shared by the camera
 /// thread and the API; the thread's life is its [`Handle`]'s.
 pub struct Camera {
+    /// As connected; for a camera with a [`Locate`], the address of its first session.
     pub spec: CameraSpec,
     pub feed: Arc<Feed>,
     options: CameraOptions,
@@ -282,6 +296,9 @@ pub struct Camera {
     cmd_tx: Sender<Command>,
     /// Notified on every state change (WebSocket status pushes).
     on_state: Box<dyn Fn(&Camera) + Send + Sync>,
+    locate: Option<Locate>,
+    /// The address [`Locate`] last found, when it differs from `spec`'s.
+    located: Mutex<Option<CameraSpec>>,
 }
 
 /// The owner of a camera thread: dropping it stops the thread and joins it.
@@ -300,6 +317,19 @@ impl Handle {
         clock: Clock,
         on_state: Box<dyn Fn(&Camera) + Send + Sync>,
     ) -> std::io::Result<Handle> {
+        Handle::spawn_located(spec, feed, options, clock, on_state, None)
+    }
+
+    /// Like [`Handle::spawn`], with a lookup of the stream's address before each
+    /// reconnect.
+    pub fn spawn_located(
+        spec: CameraSpec,
+        feed: Arc<Feed>,
+        options: CameraOptions,
+        clock: Clock,
+        on_state: Box<dyn Fn(&Camera) + Send + Sync>,
+        locate: Option<Locate>,
+    ) -> std::io::Result<Handle> {
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(8);
         let camera = Arc::new(Camera {
             spec,
@@ -312,6 +342,8 @@ impl Handle {
             failed_decoders: Mutex::new(Vec::new()),
             cmd_tx,
             on_state,
+            locate,
+            located: Mutex::new(None),
         });
         let name: String = format!("cam-{}", camera.spec.id).chars().take(15).collect();
         let runner = Arc::clone(&camera);
@@ -594,10 +626,42 @@ impl Camera {
             if self.wait_or_stop(&cmd_rx, delay) {
                 break;
             }
+            self.relocate();
         }
         self.set_state(CameraState::Stopped, None);
         self.feed.jpeg.release();
         log::info!("{id}: stopped");
+    }
+
+    /// Asks the [`Locate`] (if any) where the stream is now.
+    fn relocate(&self) {
+        let Some(locate) = &self.locate else {
+            return;
+        };
+        match locate() {
+            Ok(loc) => {
+                let mut spec = self.spec.clone();
+                (spec.host, spec.port, spec.path) = (loc.host, loc.port, loc.path);
+                let mut located = self.located.lock();
+                let before = located.as_ref().unwrap_or(&self.spec).location();
+                if spec.location() != before {
+                    log::info!("{}: the stream moved to {}", self.spec.id, spec.location());
+                }
+                *located = (spec.location() != self.spec.location()).then_some(spec);
+            }
+            Err(e) => log::debug!(
+                "{}: cannot look the stream address up ({e}); keeping the last one",
+                self.spec.id
+            ),
+        }
+    }
+
+    /// The address the next session uses.
+    pub fn session_spec(&self) -> CameraSpec {
+        self.located
+            .lock()
+            .clone()
+            .unwrap_or_else(|| self.spec.clone())
     }
 
     fn run_session(self: &Arc<Self>, cmd_rx: &Receiver<Command>) -> SessionEnd {
@@ -609,7 +673,7 @@ impl Camera {
         });
         let started = self.clock.now();
         self.arrivals.lock().watchdog = Some(Watchdog::new(started));
-        let ingest = match Ingest::start(&self.spec, sink) {
+        let ingest = match Ingest::start(&self.session_spec(), sink) {
             Ok(i) => i,
             Err(e) => {
                 return SessionEnd::Failed {

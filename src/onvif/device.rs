@@ -200,6 +200,21 @@ pub fn pick_profile<'a>(
     }
 }
 
+/// The RTSP URI of a profile (`None`: the first, the main stream), asking the device
+/// for its services and profiles first: what connecting by ONVIF needs.
+pub fn stream_uri_of_profile(
+    client: &mut Client,
+    profile: Option<&str>,
+) -> Result<String, OnvifError> {
+    let found = discover(client)?;
+    let media =
+        found.services.media.as_deref().ok_or_else(|| {
+            OnvifError::Unsupported("the ONVIF device has no media service".into())
+        })?;
+    let p = pick_profile(&found.profiles, profile)?;
+    stream_uri(client, media, &p.token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

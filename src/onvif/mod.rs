@@ -124,6 +124,18 @@ impl fmt::Display for OnvifError {
 
 impl std::error::Error for OnvifError {}
 
+/// How a camera connected by ONVIF finds its stream: the device's address, ONVIF HTTP port and
+/// the media profile (`None`: the first, the main stream). Kept with the camera (and in
+/// the state file) so the stream URI can be asked again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OnvifSource {
+    /// The device's address (the stream URI may name another host).
+    pub host: String,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+}
+
 /// `userinfo@` removed from a URI (`rtsp://admin:pw@10.0.0.5/x` → `rtsp://10.0.0.5/x`):
 /// some devices embed the credentials in `GetStreamUri` replies, and no reply of ours may
 /// carry a password.
