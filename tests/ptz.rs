@@ -1425,7 +1425,7 @@ fn no_ptz_unknown_camera_and_disconnect() {
     ws.ping_pong(WS_REPLY);
 
     for (ptz, says) in [
-        (json!({"protocol": "onvif"}), "must be one of"),
+        (json!({"protocol": "pelco-d"}), "must be one of"),
         (json!({"protocol": "visca-sony", "port": 5678}), "PTZOptics"),
         (
             json!({"protocol": "visca-udp", "port": 52381}),
