@@ -5,6 +5,7 @@
 //! password: stream URIs have their userinfo removed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -20,6 +21,9 @@ const MAX_PROBES: usize = 1;
 const MAX_INSPECTS: usize = 2;
 /// Stream URIs asked per inspection (a device with more profiles lists the rest without).
 const MAX_URIS: usize = 8;
+/// No more stream URIs are asked once an inspection has taken this long (a slow device
+/// must not hold a worker for a minute).
+const INSPECT_BUDGET: Duration = Duration::from_secs(10);
 
 static PROBES: AtomicUsize = AtomicUsize::new(0);
 static INSPECTS: AtomicUsize = AtomicUsize::new(0);
@@ -66,13 +70,15 @@ pub fn discover(req: &Request, ctx: &Ctx) -> Result<Value, ApiError> {
 pub fn inspect(req: &Request, _ctx: &Ctx) -> Result<Value, ApiError> {
     let body = params::inspect(&req.body)?;
     let _slot = Slot::take(&INSPECTS, MAX_INSPECTS, "two inspections are")?;
+    let started = Instant::now();
     let mut client = Client::new(&body.host, body.port, &body.username, body.password);
     let info = device::device_information(&mut client)?;
     let found = device::discover(&mut client)?;
     let mut profiles = Vec::new();
     for (i, p) in found.profiles.iter().enumerate() {
         let mut v = serde_json::to_value(p).expect("a profile serialises");
-        let uri = match (&found.services.media, i < MAX_URIS) {
+        let in_budget = i < MAX_URIS && started.elapsed() < INSPECT_BUDGET;
+        let uri = match (&found.services.media, in_budget) {
             (Some(media), true) => match device::stream_uri(&mut client, media, &p.token) {
                 Ok(u) => json!(u),
                 Err(e) => {

@@ -299,7 +299,13 @@ pub struct Camera {
     locate: Option<Locate>,
     /// The address [`Locate`] last found, when it differs from `spec`'s.
     located: Mutex<Option<CameraSpec>>,
+    /// When [`Locate`] last ran (camera clock): at most once per [`RELOCATE_EVERY`].
+    located_at: Mutex<Option<Instant>>,
 }
+
+/// A camera that stays down is looked up again at most this often (each lookup is a few
+/// exchanges with the device).
+pub const RELOCATE_EVERY: Duration = Duration::from_secs(5);
 
 /// The owner of a camera thread: dropping it stops the thread and joins it.
 pub struct Handle {
@@ -344,6 +350,7 @@ impl Handle {
             on_state,
             locate,
             located: Mutex::new(None),
+            located_at: Mutex::new(None),
         });
         let name: String = format!("cam-{}", camera.spec.id).chars().take(15).collect();
         let runner = Arc::clone(&camera);
@@ -638,6 +645,14 @@ impl Camera {
         let Some(locate) = &self.locate else {
             return;
         };
+        let now = self.clock.now();
+        {
+            let mut at = self.located_at.lock();
+            if at.is_some_and(|t| now.saturating_duration_since(t) < RELOCATE_EVERY) {
+                return;
+            }
+            *at = Some(now);
+        }
         match locate() {
             Ok(loc) => {
                 let mut spec = self.spec.clone();
@@ -974,6 +989,60 @@ mod tests {
 
     /// The reconnect backoff runs on the camera's clock: with a manual clock, the second
     /// attempt comes exactly when the clock passes the first delay, not before.
+    /// A camera with a [`Locate`] asks it before a reconnect, at most once per
+    /// [`RELOCATE_EVERY`] on the camera's clock, and its sessions use what it found.
+    #[test]
+    fn reconnects_look_the_stream_up_at_a_bounded_rate() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        gstreamer::init().unwrap();
+        let clock = Clock::manual();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let port = closed_port();
+        let counted = Arc::clone(&calls);
+        let locate: Locate = Box::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(StreamLocation {
+                host: "127.0.0.1".into(),
+                port,
+                path: "/moved".into(),
+            })
+        });
+        let h = Handle::spawn_located(
+            spec("locate"),
+            Feed::new(),
+            options(),
+            clock.clone(),
+            Box::new(|_| {}),
+            Some(locate),
+        )
+        .unwrap();
+        let cam = Arc::clone(h.camera());
+        let mut parks = 0;
+        let mut step = |d: Duration| {
+            assert!(
+                clock.await_parked(parks, Duration::from_secs(20)),
+                "never parked"
+            );
+            parks = clock.parks();
+            clock.advance(d);
+        };
+        // First failure, backoff, then the lookup before the second attempt.
+        wait_until("the first failure", || cam.status().reconnects == 1);
+        step(Backoff::MAX);
+        wait_until("the second attempt", || cam.status().reconnects == 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(cam.session_spec().path, "/moved");
+        assert_eq!(cam.spec.path, "/1", "the connect spec stays as connected");
+        // Within RELOCATE_EVERY: attempts go on without lookups.
+        step(Backoff::MAX);
+        wait_until("the third attempt", || cam.status().reconnects == 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "looked up again too soon");
+        step(RELOCATE_EVERY);
+        wait_until("the fourth attempt", || cam.status().reconnects == 4);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        drop(h);
+    }
+
     #[test]
     fn reconnect_waits_for_the_backoff_on_the_cameras_clock() {
         gstreamer::init().unwrap();
