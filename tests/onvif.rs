@@ -370,3 +370,57 @@ fn a_camera_connected_by_onvif_follows_a_moved_stream() {
     );
     assert!(!log.contains(PASSWORD), "the log carries the password");
 }
+
+/// A camera connected by ONVIF is saved with its ONVIF source and comes back after a
+/// restart, its PTZ going to the device; the stream it was saved with has moved
+/// meanwhile, so the restored camera must ask the device again.
+#[test]
+fn an_onvif_camera_is_restored_after_a_restart() {
+    let mut video = Sim::simple("320x240", 10);
+    let sim = device(video.rtsp_port);
+    let state = temp_dir("state").join("cameras.json");
+    {
+        let mut app = Appliance::start_with_state(&state, &[]);
+        let mut body = onvif_connect_body(
+            "saved",
+            sim.http_port(),
+            json!({"profile": "main"}),
+            PASSWORD,
+        );
+        body["ptz"] = json!({"protocol": "onvif"});
+        let r = app.connect(&body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        app.terminate_ok(Duration::from_secs(5));
+    }
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let cam = &saved["cameras"][0];
+    assert_eq!(
+        cam["onvif"],
+        json!({"host": "127.0.0.1", "port": sim.http_port(), "profile": "main"}),
+        "{saved}"
+    );
+    video.proc.stop(Duration::from_secs(5));
+    let moved = Sim::simple("320x240", 10);
+    let (old, new) = (video.rtsp_port, moved.rtsp_port);
+    sim.set_onvif(|o| {
+        for p in &mut o.profiles {
+            p.uri = p.uri.replace(&format!(":{old}/"), &format!(":{new}/"));
+        }
+    });
+    let app = Appliance::start_with_state(&state, &[]);
+    wait_for(
+        Duration::from_secs(30),
+        "the restored camera streaming",
+        || {
+            let s = app.status("saved");
+            if s["state"] == "streaming" {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        },
+    );
+    frame_seq(&app, "saved");
+    let r = app.post_json("/api/cameras/saved/ptz", &json!({"action": "home"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+}
