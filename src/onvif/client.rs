@@ -274,7 +274,9 @@ impl Client {
             if status == 401 && !challenges.is_empty() {
                 let ch = match http_auth::best_challenge(challenges.iter().map(String::as_str)) {
                     Ok(c) => c,
-                    Err(ChallengeError::Missing) => unreachable!("challenges is not empty"),
+                    Err(ChallengeError::Missing) => {
+                        return Err(OnvifError::Auth("HTTP 401 without a usable challenge".into()))
+                    }
                     Err(ChallengeError::Unsupported(what)) => {
                         return Err(OnvifError::Unsupported(format!(
                             "the ONVIF device asks for HTTP authentication ptz-edge cannot answer ({what})"

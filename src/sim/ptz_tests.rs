@@ -158,7 +158,9 @@ fn every_action_per_protocol() {
         match c.position() {
             Ok(p) if protocol == Protocol::Onvif => {
                 let want = onvif_units(&back);
-                let near = |a: i32, b: i32| (a - b).abs() <= 2;
+                // The state is rounded to whole VISCA units: half a tilt unit below 0 is
+                // 1/864 of the space, about 12 of ours.
+                let near = |a: i32, b: i32| (a - b).abs() <= 15;
                 assert!(
                     near(p.pan, want.0) && near(p.tilt, want.1) && near(p.zoom, want.2),
                     "{ctx}: {p:?} vs {want:?}"
