@@ -408,6 +408,29 @@ mod tests {
         assert_eq!(st(b"nope"), Err(400));
     }
 
+    /// Mutated ONVIF connect and inspect bodies never panic; what is accepted is valid.
+    #[test]
+    fn fuzz_onvif_bodies() {
+        let seed = br#"{"cameraId":"c1","ip":"192.168.1.20","username":"admin","password":"p","onvif":{"profile":"Profile_1"},"onvifPort":8000,"ptz":{"protocol":"onvif"}}"#;
+        let mut m = crate::fuzz::Mutator::new(0x5EED_0F0F_1234_ABCD, b"{}[]\",:@/ 0-tf", 5);
+        for _ in 0..20_000 {
+            let body = m.mutate(seed);
+            if let Ok(b) = connect(&body) {
+                if let Some(o) = &b.onvif {
+                    assert!(o.port > 0);
+                    assert!(o
+                        .profile
+                        .as_ref()
+                        .is_none_or(|p| !p.is_empty() && p.len() <= 64));
+                    assert_eq!(o.host, b.spec.host);
+                }
+            }
+            if let Ok(i) = inspect(&body) {
+                assert!(camera::validate_host(&i.host).is_ok() && i.port > 0);
+            }
+        }
+    }
+
     #[test]
     fn ranges() {
         assert_eq!(check_width(Some(16)), Ok(16));
