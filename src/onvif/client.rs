@@ -20,7 +20,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use sha1::{Digest as _, Sha1};
 
-use super::time::{format_utc_millis, now_millis};
+use super::time::{format_utc_secs, now_millis};
 use super::xml::{self, escape, Element};
 use super::{OnvifError, NS_SCHEMA, NS_SOAP, NS_SOAP11, NS_WSSE, NS_WSU};
 use super::{BASE64_BINARY, DEVICE_SERVICE_PATH, NS_DEVICE, PASSWORD_DIGEST};
@@ -180,7 +180,7 @@ impl Client {
     /// The envelope, with a UsernameToken when `secure`.
     fn envelope(&self, body: &str, secure: bool) -> String {
         let header = if secure {
-            let created = format_utc_millis(now_millis() + self.clock_offset_ms.unwrap_or(0));
+            let created = format_utc_secs(now_millis() + self.clock_offset_ms.unwrap_or(0));
             let nonce = nonce();
             let digest = password_digest(&nonce, &created, self.password.expose());
             format!(

@@ -58,6 +58,14 @@ pub fn format_utc_millis(unix_millis: i64) -> String {
     )
 }
 
+/// `2026-12-01T08:05:19Z`: whole seconds, the form of the WSS and ONVIF examples. Some
+/// firmware refuses a fraction in `wsu:Created` (python-onvif-zeep and go2rtc send none
+/// either), and the devices' tolerance is seconds anyway.
+pub fn format_utc_secs(unix_millis: i64) -> String {
+    let full = format_utc_millis(unix_millis);
+    format!("{}Z", &full[..full.len() - 5])
+}
+
 /// Parses an xs:dateTime in UTC (`2026-12-01T08:05:19Z`, optional fraction, `Z` or
 /// `+00:00`) to Unix milliseconds. Other offsets are applied.
 pub fn parse_utc_millis(s: &str) -> Option<i64> {
@@ -119,6 +127,7 @@ mod tests {
             parse_utc_millis("2009-02-14T00:31:30+01:00"),
             Some(1_234_567_890_000)
         );
+        assert_eq!(format_utc_secs(1_234_567_890_999), "2009-02-13T23:31:30Z");
         assert_eq!(parse_utc_millis("2009-02-13 23:31:30"), None);
         assert_eq!(unix_from_utc(2024, 13, 1, 0, 0, 0), None);
     }
