@@ -26,6 +26,11 @@ OPTIONS:
     --size WxH           picture size                    [default: 1280x720]
     --fps N              frames per second               [default: 30]
     --codec h264|h265    video codec                     [default: h264]
+    --gop SECS           seconds between keyframes       [default: 1]
+    --bframes N          H.264 High profile with N B-frames (0-4) [default: 0]
+    --audio              an Opus audio track beside the video
+    --tcp-only           RTP over the RTSP connection only (UDP refused)
+    --digest             RTSP Digest instead of Basic auth (with --user/--password)
     --ptz                also simulate the PTZ head: VISCA over TCP and UDP, Sony
                          VISCA over IP, PTZOptics HTTP-CGI and ONVIF (device, media,
                          PTZ services on the HTTP port; WS-Discovery on a free UDP
@@ -203,6 +208,21 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                     .map_err(|_| format!("--fps {v:?} is not a whole number"))?;
             }
             "--codec" => cfg.codec = value()?.parse()?,
+            "--gop" => {
+                let v = value()?;
+                cfg.gop_secs = v
+                    .parse()
+                    .map_err(|_| format!("--gop {v:?} is not a whole number of seconds"))?;
+            }
+            "--bframes" => {
+                let v = value()?;
+                cfg.bframes = v
+                    .parse()
+                    .map_err(|_| format!("--bframes {v:?} is not a whole number"))?;
+            }
+            "--audio" => cfg.audio = true,
+            "--tcp-only" => cfg.tcp_only = true,
+            "--digest" => cfg.digest = true,
             "--ptz" => with_ptz = true,
             "--user" => user = Some(value()?.to_owned()),
             "--password" => password = Some(value()?.to_owned()),
