@@ -106,3 +106,26 @@ pub fn inspect(req: &Request, _ctx: &Ctx) -> Result<Value, ApiError> {
         "clockOffsetMs": client.clock_offset_ms(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The caps hold: past `max` a caller is refused (503) at once, and a slot is
+    /// given back when its holder is dropped, whatever happened inside.
+    #[test]
+    fn slots_are_bounded_and_released() {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let a = Slot::take(&COUNTER, 2, "x is").expect("first");
+        let b = Slot::take(&COUNTER, 2, "x is").expect("second");
+        let e = Slot::take(&COUNTER, 2, "two x are")
+            .err()
+            .expect("third refused");
+        assert_eq!(e.status(), 503);
+        assert!(e.to_string().contains("two x are already running"), "{e}");
+        drop(a);
+        let c = Slot::take(&COUNTER, 2, "x is").expect("a slot again");
+        drop((b, c));
+        assert_eq!(COUNTER.load(Ordering::SeqCst), 0);
+    }
+}
