@@ -2,7 +2,16 @@
 # Installs what building, running and testing ptz-edge needs on Debian 12 / Ubuntu:
 # GStreamer development files and plugins, gst-rtsp-server (the camera simulator),
 # pkg-config and a C toolchain. Installs only what is missing; safe to run again.
+#
+# `--test` (what .ci/run passes) adds what only the test suite needs: Debian's
+# `prometheus` package (`promtool check metrics` and a real Prometheus server scraping
+# the appliance in tests/metrics.rs) and Python's `openapi-spec-validator` (PyPI), which
+# checks docs/openapi.json in the OpenAPI test. A device does not need them; on a machine
+# run by systemd the package also starts a Prometheus service on :9090.
 set -euo pipefail
+
+with_tests=false
+[ "${1:-}" = "--test" ] && with_tests=true
 
 packages=(
   pkg-config build-essential
@@ -10,6 +19,9 @@ packages=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
 )
+if $with_tests; then
+  packages+=(prometheus python3-pip)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -28,6 +40,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
   echo "deps: all system packages present"
+fi
+
+if $with_tests; then
+  if python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+    echo "deps: openapi-spec-validator present"
+  else
+    echo "deps: installing openapi-spec-validator (PyPI)"
+    # Debian's own Python refuses pip installs into the system (PEP 668) unless told.
+    python3 -m pip install --quiet 'openapi-spec-validator>=0.7' \
+      || python3 -m pip install --quiet --break-system-packages 'openapi-spec-validator>=0.7'
+  fi
 fi
 
 if ! command -v cargo >/dev/null; then

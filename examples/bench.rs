@@ -8,7 +8,7 @@
 //! cargo build --release --bins
 //! cargo run --release --example bench -- [--cameras 4] [--seconds 10] [--size 1920x1080]
 //!     [--fps 30] [--scenario all|sim,idle,text,binary,four,mjpeg,multicam,overload,sweep,
-//!     idle-sockets] [--overload-cameras 6] [--overload-seconds 120] [--json]
+//!     idle-sockets,reboot] [--overload-cameras 6] [--overload-seconds 120] [--json]
 //! ```
 //!
 //! Issue #10's scenarios: `overload` (more watched 1080p30 cameras than 2 cores decode:
@@ -76,7 +76,8 @@ Options:
   --width W         ask viewers for a scaled JPEG (width=W)     [source size]
   --ask-fps F       fps the full-rate viewers ask for           [--fps]
   --scenario LIST   all | comma list of sim,idle,text,binary,four,mjpeg,multicam,
-                    overload,sweep,idle-sockets                 [all]
+                    overload,sweep,idle-sockets,reboot          [all; reboot (20
+                    kill/restart cycles of the camera, about 2 min) runs only when named]
   --overload-cameras N  cameras watched in the overload scenario [6]
   --overload-seconds S  overload window (RSS is read at minute 1,
                     or half-way in a shorter window, and at the end) [120]
@@ -137,6 +138,8 @@ enum Scenario {
     Overload,
     Sweep,
     IdleSockets,
+    /// Issue 14: the camera killed and restarted 20 times; the maximum time to pictures.
+    Reboot,
 }
 
 const ALL: [Scenario; 10] = [
@@ -152,6 +155,9 @@ const ALL: [Scenario; 10] = [
     Scenario::IdleSockets,
 ];
 
+/// Scenarios that run only when named (they take minutes).
+const EXTRA: [Scenario; 1] = [Scenario::Reboot];
+
 impl Scenario {
     fn key(self) -> &'static str {
         match self {
@@ -165,6 +171,7 @@ impl Scenario {
             Scenario::Overload => "overload",
             Scenario::Sweep => "sweep",
             Scenario::IdleSockets => "idle-sockets",
+            Scenario::Reboot => "reboot",
         }
     }
 
@@ -175,6 +182,7 @@ impl Scenario {
         s.split(',')
             .map(|k| {
                 ALL.iter()
+                    .chain(EXTRA.iter())
                     .copied()
                     .find(|sc| sc.key() == k.trim())
                     .ok_or_else(|| format!("unknown scenario {k:?}"))
@@ -290,6 +298,9 @@ fn guard_rails(args: &Args) {
     }
     if has(Scenario::IdleSockets) {
         extra += 120.0 + 0.01 * args.idle_sockets as f64;
+    }
+    if has(Scenario::Reboot) {
+        extra += REBOOT_RUNS as f64 * 20.0;
     }
     let budget = Duration::from_secs_f64(
         60.0 + args.idle_seconds
@@ -752,6 +763,7 @@ fn run_scenario(env: &mut Env, sc: Scenario, app_bin: &Path) -> Row {
         ),
         Scenario::Sweep => format!("sweep {} w/q pairs", args.sweep_requests),
         Scenario::IdleSockets => format!("/health, {} idle socks", args.idle_sockets),
+        Scenario::Reboot => format!("reboot x{REBOOT_RUNS} (outages 1-10 s)"),
     };
     let mut row = Row {
         key: sc.key(),
@@ -763,6 +775,7 @@ fn run_scenario(env: &mut Env, sc: Scenario, app_bin: &Path) -> Row {
         Scenario::Overload => overload(env, app_bin, &mut row),
         Scenario::Sweep => sweep(env, app_bin, &mut row),
         Scenario::IdleSockets => idle_sockets(env, app_bin, &mut row),
+        Scenario::Reboot => reboot(env, app_bin, &mut row),
         _ => viewers_scenario(env, sc, app_bin, &mut row),
     };
     if let Err(e) = result {
@@ -943,6 +956,94 @@ fn idle(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
     Ok(())
 }
 
+/// Kill/restart cycles of the reboot scenario (issue 14).
+const REBOOT_RUNS: usize = 20;
+
+/// Issue 14: a camera of its own (`/1`, transport `auto`) killed (SIGKILL) and restarted
+/// on the same port `REBOOT_RUNS` times after outages of 1-10 s (seeded); per run, the
+/// time from the new simulator listening to the first `/frame` drawn after that moment
+/// (polled every 25 ms, as an app that waits for its camera would). Reports p50 and the
+/// maximum; the target is 2 s every time.
+fn reboot(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
+    let args = env.args;
+    let sim_bin = args.bin_dir.join("camera-sim");
+    let size = format!("{}x{}", args.width, args.height);
+    let fps = args.fps.to_string();
+    // The kit's launcher binds port 0; a later `--port` wins, so a restart reuses the port.
+    let start_sim = |port: u16, run: usize| -> Result<Sim, String> {
+        let port = port.to_string();
+        Sim::launch(
+            &sim_bin,
+            &[
+                "--path", "/1", "--size", &size, "--fps", &fps, "--port", &port,
+            ],
+            Launch::in_dir(&env.logs, &format!("camera-sim-reboot-{run}.log")),
+        )
+    };
+    let mut sim = start_sim(0, 0)?;
+    let port = sim.rtsp_port;
+    let (mut app, addr) = start_appliance(env, "reboot", app_bin)?;
+    let body = kit::procs::camera_body("cam1", port, "/1");
+    let v = http::post_json(addr, "/api/cameras/connect", &body, Duration::from_secs(20))?;
+    if v["success"] != true {
+        return Err(format!("connect: {v}"));
+    }
+    let mut seed: u64 = 14; // xorshift64*, fixed: every bench run sees the same outages
+    let mut back = Vec::with_capacity(REBOOT_RUNS);
+    for run in 1..=REBOOT_RUNS {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        let outage = Duration::from_millis(1000 + seed.wrapping_mul(0x2545_F491_4F6C_DD1D) % 9001);
+        sim.proc.signal(libc::SIGKILL);
+        sim.proc.stop(Duration::from_secs(5));
+        std::thread::sleep(outage);
+        sim = start_sim(port, run)?;
+        let listening = Instant::now();
+        let listening_ms32 = barcode::now_ms32();
+        let took = loop {
+            app.proc.check_alive()?;
+            if listening.elapsed() > Duration::from_secs(20) {
+                return Err(format!("run {run}: no picture within 20 s of the restart"));
+            }
+            let r = http::request(
+                addr,
+                "GET",
+                "/api/cameras/cam1/frame",
+                &[],
+                b"",
+                Duration::from_secs(5),
+            );
+            if let Some(r) = r.ok().filter(|r| r.status == 200) {
+                let fresh = kit::pictures::read_code(&r.body)
+                    .is_ok_and(|(_, _, c)| c.sent_ms.wrapping_sub(listening_ms32) < u32::MAX / 2);
+                if fresh {
+                    break listening.elapsed();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        };
+        progress(format!(
+            "reboot {run}: outage {} ms, pictures again after {} ms",
+            outage.as_millis(),
+            took.as_millis()
+        ));
+        back.push(took.as_secs_f64() * 1000.0);
+    }
+    let mut sorted = back.clone();
+    sorted.sort_by(f64::total_cmp);
+    let p50 = sorted[sorted.len() / 2];
+    let max = sorted[sorted.len() - 1];
+    row.notes.push(format!(
+        "reboots: {REBOOT_RUNS} runs, pictures again p50 {p50:.0} ms, max {max:.0} ms after the \
+         camera listened (target: every run within 2000 ms{})",
+        if max <= 2000.0 { ", met" } else { ", MISSED" }
+    ));
+    stop_appliance(&mut app, row);
+    sim.proc.stop(Duration::from_secs(3));
+    Ok(())
+}
+
 fn delta(before: &Value, after: &Value, field: &str) -> Option<u64> {
     Some(
         after[field]
@@ -978,7 +1079,11 @@ fn viewers_scenario(
                 .map(|i| ws(Kind::WsBinary, i, f64::from(args.fps) / 2.0))
                 .collect(),
         ),
-        Scenario::Idle | Scenario::Overload | Scenario::Sweep | Scenario::IdleSockets => {
+        Scenario::Idle
+        | Scenario::Overload
+        | Scenario::Sweep
+        | Scenario::IdleSockets
+        | Scenario::Reboot => {
             unreachable!("{} has its own runner", sc.key())
         }
     };

@@ -249,6 +249,19 @@ impl Fleet {
             .collect()
     }
 
+    /// Every camera, sorted by id (for readers that need more than its status, such as
+    /// the metrics of its feed).
+    pub fn cameras(&self) -> Vec<Arc<Camera>> {
+        let mut all: Vec<Arc<Camera>> = self
+            .entries
+            .lock()
+            .values()
+            .map(|e| Arc::clone(e.camera()))
+            .collect();
+        all.sort_by(|a, b| a.id().cmp(b.id()));
+        all
+    }
+
     /// Decoder elements in use by any camera.
     pub fn decoders_in_use(&self) -> Vec<String> {
         self.list()

@@ -13,6 +13,8 @@ pub mod fleet;
 #[cfg(test)]
 mod fuzz;
 pub(crate) mod http_auth;
+pub mod meter;
+pub mod metrics;
 pub mod onvif;
 pub mod ptz;
 pub mod secret;

@@ -98,7 +98,7 @@ fn sim_killed_and_restarted_on_the_same_port() {
         "reconnects did not grow: {s}"
     );
     eprintln!("sim killed: reconnecting after {detected:?} ({reason})");
-    // Stay down until the retries are at their longest backoff (0.25, 0.5, 1, 1.5 s):
+    // Stay down until the retries are at their longest backoff (0.25, 0.5, 1 s, then 1 s):
     // the 3 s must hold for a camera that was gone for a while, not only a blip.
     let s = wait_for(Duration::from_secs(15), "four failed reconnects", || {
         let s = app.status(CAM);

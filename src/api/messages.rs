@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::error::ApiError;
 use super::params::{check_fps, check_quality, check_width, DEFAULT_FPS};
 use crate::camera::jpeg::DEFAULT_QUALITY;
 use crate::camera::JpegParams;
@@ -27,12 +28,13 @@ pub enum ClientMessage {
     },
 }
 
-/// Parses one text message. The error is the text of the `{"type":"error"}` reply.
-pub fn parse(text: &str) -> Result<ClientMessage, String> {
+/// Parses one text message. The error's text is the `{"type":"error"}` reply.
+pub fn parse(text: &str) -> Result<ClientMessage, ApiError> {
+    let invalid = |s: &str| ApiError::Invalid(s.to_owned());
     let v: Value = match serde_json::from_str(text) {
         Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return Err("message must be a JSON object".into()),
-        Err(e) => return Err(format!("invalid JSON: {e}")),
+        Ok(_) => return Err(invalid("message must be a JSON object")),
+        Err(e) => return Err(ApiError::BadRequest(format!("invalid JSON: {e}"))),
     };
     match v.get("action").and_then(Value::as_str) {
         Some("ping") => Ok(ClientMessage::Ping),
@@ -45,22 +47,22 @@ pub fn parse(text: &str) -> Result<ClientMessage, String> {
                     camera_id,
                     command: c.clone(),
                 }),
-                _ => Err("ptz needs a \"command\" object".into()),
+                _ => Err(invalid("ptz needs a \"command\" object")),
             }
         }
-        Some(other) => Err(format!("unknown action {other:?}")),
-        None => Err("message needs an \"action\" string".into()),
+        Some(other) => Err(ApiError::Invalid(format!("unknown action {other:?}"))),
+        None => Err(invalid("message needs an \"action\" string")),
     }
 }
 
-fn camera_id(v: &Value, action: &str) -> Result<String, String> {
+fn camera_id(v: &Value, action: &str) -> Result<String, ApiError> {
     v.get("cameraId")
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| format!("{action} needs a cameraId string"))
+        .ok_or_else(|| ApiError::Invalid(format!("{action} needs a cameraId string")))
 }
 
-fn subscribe(v: &Value) -> Result<SubscribeRequest, String> {
+fn subscribe(v: &Value) -> Result<SubscribeRequest, ApiError> {
     let camera_id = camera_id(v, "subscribe")?;
     let fps = match v.get("fps") {
         None | Some(Value::Null) => DEFAULT_FPS,
@@ -68,7 +70,9 @@ fn subscribe(v: &Value) -> Result<SubscribeRequest, String> {
     };
     let binary = match v.get("binary") {
         None | Some(Value::Null) => false,
-        Some(b) => b.as_bool().ok_or("binary must be true or false")?,
+        Some(b) => b
+            .as_bool()
+            .ok_or_else(|| ApiError::Invalid("binary must be true or false".into()))?,
     };
     let width = match v.get("width") {
         None | Some(Value::Null) => None,
@@ -144,7 +148,7 @@ mod tests {
             ),
             (r#"{"action":"ptz","cameraId":"c"}"#, "command"),
         ] {
-            let err = parse(msg).expect_err(msg);
+            let err = parse(msg).expect_err(msg).to_string();
             assert!(err.contains(want), "{msg}: {err}");
         }
     }

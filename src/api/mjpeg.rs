@@ -13,6 +13,7 @@ use super::params;
 use super::request::{error, Reply, Request};
 use super::sessions::Kind;
 use super::Ctx;
+use crate::camera::feed::Via;
 use crate::camera::{Camera, JpegParams};
 use crate::clock::unix_now;
 
@@ -104,6 +105,8 @@ fn run(mut stream: TcpStream, cam: Arc<Camera>, params: JpegParams, fps: f64, ct
         if !ok {
             break;
         }
+        let sent = part.len() + jpeg.data.len() + 2;
+        viewer.feed().sent.record(Via::Mjpeg, sent, jpeg.captured);
     }
     let _ = stream.shutdown(std::net::Shutdown::Both);
     log::debug!("{id}: MJPEG viewer gone");

@@ -28,44 +28,41 @@ pub const DEFAULT_RTSP_PORT: u16 = 554;
 /// The stream path when connect does not name one (the contract's default).
 pub const DEFAULT_STREAM_PATH: &str = "/1";
 
-pub fn check_width(w: Option<u64>) -> Result<u32, String> {
+/// A value out of its range: 422 with what the range is.
+fn out_of_range<T: std::fmt::Display>(name: &str, kind: &str, r: &RangeInclusive<T>) -> ApiError {
+    ApiError::Invalid(format!(
+        "{name} must be {kind} from {} to {}",
+        r.start(),
+        r.end()
+    ))
+}
+
+pub fn check_width(w: Option<u64>) -> Result<u32, ApiError> {
     w.filter(|w| WIDTH.contains(w))
         .map(|w| w as u32)
-        .ok_or_else(|| {
-            format!(
-                "width must be an integer from {} to {}",
-                WIDTH.start(),
-                WIDTH.end()
-            )
-        })
+        .ok_or_else(|| out_of_range("width", "an integer", &WIDTH))
 }
 
-pub fn check_quality(q: Option<u64>) -> Result<u8, String> {
+pub fn check_quality(q: Option<u64>) -> Result<u8, ApiError> {
     q.filter(|q| QUALITY.contains(q))
         .map(|q| q as u8)
-        .ok_or_else(|| {
-            format!(
-                "quality must be an integer from {} to {}",
-                QUALITY.start(),
-                QUALITY.end()
-            )
-        })
+        .ok_or_else(|| out_of_range("quality", "an integer", &QUALITY))
 }
 
-pub fn check_fps(f: Option<f64>) -> Result<f64, String> {
+pub fn check_fps(f: Option<f64>) -> Result<f64, ApiError> {
     f.filter(|f| FPS.contains(f))
-        .ok_or_else(|| format!("fps must be a number from {} to {}", FPS.start(), FPS.end()))
+        .ok_or_else(|| out_of_range("fps", "a number", &FPS))
 }
 
 /// `width` and `quality` from the query.
 pub fn jpeg(req: &Request) -> Result<JpegParams, ApiError> {
     let width = match req.query_param("width") {
         None => None,
-        Some(w) => Some(check_width(w.parse().ok()).map_err(ApiError::Invalid)?),
+        Some(w) => Some(check_width(w.parse().ok())?),
     };
     let quality = match req.query_param("quality") {
         None => DEFAULT_QUALITY,
-        Some(q) => check_quality(q.parse().ok()).map_err(ApiError::Invalid)?,
+        Some(q) => check_quality(q.parse().ok())?,
     };
     Ok(JpegParams { width, quality })
 }
@@ -74,9 +71,7 @@ pub fn jpeg(req: &Request) -> Result<JpegParams, ApiError> {
 pub fn fps(req: &Request) -> Result<f64, ApiError> {
     match req.query_param("fps") {
         None => Ok(DEFAULT_FPS),
-        Some(f) => {
-            check_fps(f.parse().ok().filter(|f: &f64| f.is_finite())).map_err(ApiError::Invalid)
-        }
+        Some(f) => check_fps(f.parse().ok().filter(|f: &f64| f.is_finite())),
     }
 }
 
@@ -434,6 +429,10 @@ mod tests {
     #[test]
     fn ranges() {
         assert_eq!(check_width(Some(16)), Ok(16));
+        assert_eq!(
+            check_width(Some(8)).unwrap_err().to_string(),
+            "width must be an integer from 16 to 7680"
+        );
         assert!(check_width(Some(15)).is_err());
         assert!(check_width(None).is_err());
         assert_eq!(check_quality(Some(100)), Ok(100));

@@ -19,7 +19,7 @@ pub fn controller(fleet: &Fleet, camera_id: &str) -> Result<Arc<Controller>, Api
 /// Success: `{"success":true}`. A malformed or out-of-range command (including
 /// PTZOptics' reserved presets 90-99) is [`ApiError::Invalid`].
 pub fn command(ctrl: &Controller, body: &Value) -> Result<Value, ApiError> {
-    let cmd = PtzCommand::parse(body).map_err(ApiError::Invalid)?;
+    let cmd = PtzCommand::parse(body)?;
     ctrl.command(cmd).map_err(|e| {
         log::debug!("{}: PTZ {cmd:?} failed: {e}", ctrl.camera_id());
         ApiError::Ptz(e)

@@ -1,5 +1,6 @@
 //! The router: the app's compatible surface (`/health`, connect, disconnect, status,
-//! frame) and our extensions (camera list, sized frames, MJPEG, PTZ, WebSocket). Routes
+//! frame) and our extensions (camera list, sized frames, MJPEG, PTZ, WebSocket, metrics,
+//! the OpenAPI description). Every route is listed in [`ROUTES`]. Routes
 //! parse with `params`, act through the `Fleet`, answer with `status` JSON, and fail
 //! with an `ApiError` (one status per kind, `{"detail": "..."}`). Imports go down from
 //! here: nothing imports the router.
@@ -13,9 +14,11 @@ use tiny_http::{Response, StatusCode};
 use super::error::ApiError;
 use super::request::{error, header, json as json_reply, percent_decode, Reply, Request};
 use super::{mjpeg, onvif, params, ptz, status, ws, Ctx};
+use crate::camera::feed::Via;
 use crate::camera::jpeg::JpegError;
 use crate::camera::Camera;
 use crate::clock::unix_now;
+use crate::metrics;
 
 /// How long connect waits for the first picture (the first version's 5 s).
 pub const CONNECT_WAIT: Duration = Duration::from_secs(5);
@@ -24,6 +27,26 @@ pub const CONNECT_WAIT: Duration = Duration::from_secs(5);
 const FRESH: Duration = Duration::from_millis(50);
 /// How long `/frame` waits for a fresh picture when decoding had stopped.
 const FRAME_WAIT: Duration = Duration::from_millis(1500);
+
+/// Every route, as (method, path pattern); `{name}` is one path segment. `HEAD` goes
+/// wherever `GET` does, `OPTIONS` (CORS preflight) anywhere. The router answers `405` for
+/// a path of this table with another method and `404` off it; `docs/openapi.json` has
+/// exactly these paths and methods (its test checks).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/health"),
+    ("GET", "/openapi.json"),
+    ("GET", "/metrics"),
+    ("GET", "/ws"),
+    ("GET", "/api/cameras"),
+    ("POST", "/api/cameras/connect"),
+    ("POST", "/api/cameras/disconnect"),
+    ("GET", "/api/cameras/{cameraId}/status"),
+    ("GET", "/api/cameras/{cameraId}/frame"),
+    ("GET", "/api/cameras/{cameraId}/mjpeg"),
+    ("GET", "/api/cameras/{cameraId}/ptz"),
+    ("POST", "/api/cameras/{cameraId}/ptz"),
+];
 
 /// The reply for a failure.
 fn fail(e: ApiError) -> Reply {
@@ -52,11 +75,16 @@ pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
     if segs.is_empty() && get {
         return index();
     }
+    // The API's description holds no data either.
+    if segs.as_slice() == ["openapi.json"] && get {
+        return openapi();
+    }
     if !authorized(req, ctx) {
         return unauthorized();
     }
     match segs.as_slice() {
         ["ws"] if get => ws::upgrade(req, ctx),
+        ["metrics"] if get => metrics(req, ctx),
         ["api", "cameras", "connect"] if post => connect(req, ctx),
         ["api", "cameras", "disconnect"] if post => disconnect(req, ctx),
         ["api", "cameras"] if get => list(ctx),
@@ -78,15 +106,70 @@ pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
                     Ok(cam) => mjpeg::stream(req, cam, ctx),
                     Err(r) => r,
                 },
-                ("status" | "frame" | "mjpeg", false) => error(405, "Method Not Allowed"),
-                _ => error(404, "Not Found"),
+                _ => unrouted(&segs),
             }
         }
-        ["health"] | ["ws"] | ["api", "cameras", "connect" | "disconnect"] | ["api", "cameras"] => {
-            error(405, "Method Not Allowed")
-        }
-        _ => error(404, "Not Found"),
+        _ => unrouted(&segs),
     }
+}
+
+/// The answer to a request no route took: `405` (with `Allow`) when [`ROUTES`] has its
+/// path with other methods, else `404`.
+fn unrouted(segs: &[&str]) -> Reply {
+    let mut allow: Vec<&str> = ROUTES
+        .iter()
+        .filter(|(_, pattern)| path_matches(pattern, segs))
+        .map(|(method, _)| *method)
+        .collect();
+    if allow.is_empty() {
+        return error(404, "Not Found");
+    }
+    if allow.contains(&"GET") {
+        allow.push("HEAD");
+    }
+    allow.push("OPTIONS");
+    match error(405, "Method Not Allowed") {
+        Reply::Response(r) => {
+            Reply::Response(r.with_header(header("Allow", &allow.join(", "))).boxed())
+        }
+        other => other,
+    }
+}
+
+/// Whether path segments `segs` fit `pattern` (`{name}` stands for any non-empty segment).
+fn path_matches(pattern: &str, segs: &[&str]) -> bool {
+    let pat: Vec<&str> = pattern.trim_end_matches('/').split('/').skip(1).collect();
+    pat.len() == segs.len()
+        && pat
+            .iter()
+            .zip(segs)
+            .all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
+}
+
+/// `GET /metrics`: Prometheus text (OpenMetrics when the scraper asks for it).
+fn metrics(req: &Request, ctx: &Ctx) -> Reply {
+    let format = metrics::Format::from_accept(req.header("Accept"));
+    match metrics::render(&ctx.fleet, format) {
+        Ok(text) => Reply::Response(
+            Response::from_data(text)
+                .with_header(header("Content-Type", format.content_type()))
+                .with_header(header("Cache-Control", "no-store"))
+                .boxed(),
+        ),
+        Err(_) => fail(ApiError::Internal("cannot encode the metrics".into())),
+    }
+}
+
+/// The OpenAPI 3.1 description of this API (docs/openapi.json, kept equal to [`ROUTES`]
+/// by its test).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+fn openapi() -> Reply {
+    Reply::Response(
+        Response::from_data(OPENAPI)
+            .with_header(header("Content-Type", "application/json"))
+            .boxed(),
+    )
 }
 
 fn index() -> Reply {
@@ -231,25 +314,31 @@ fn frame(req: &Request, id: &str, ctx: &Ctx) -> Reply {
         Err(e) => return fail(ApiError::Picture(id.to_owned(), e)),
     };
     match cam.feed.jpeg.get(&frame, params) {
-        Ok(jpeg) => Reply::Response(
-            Response::from_data(jpeg.data.clone())
-                .with_header(header("Content-Type", "image/jpeg"))
-                .with_header(header("Cache-Control", "no-store"))
-                .with_header(header("X-Frame-Seq", &jpeg.seq.to_string()))
-                .with_header(header(
-                    "X-Frame-Timestamp",
-                    &format!("{:.6}", jpeg.captured),
-                ))
-                .with_header(header(
-                    "X-Frame-Age",
-                    &format!("{:.3}", (unix_now() - jpeg.captured).max(0.0)),
-                ))
-                .with_header(header(
-                    "Access-Control-Expose-Headers",
-                    "X-Frame-Seq, X-Frame-Timestamp, X-Frame-Age",
-                ))
-                .boxed(),
-        ),
+        Ok(jpeg) => {
+            // Counted as the reply is handed to the connection, which writes it at once.
+            cam.feed
+                .sent
+                .record(Via::Rest, jpeg.data.len(), jpeg.captured);
+            Reply::Response(
+                Response::from_data(jpeg.data.clone())
+                    .with_header(header("Content-Type", "image/jpeg"))
+                    .with_header(header("Cache-Control", "no-store"))
+                    .with_header(header("X-Frame-Seq", &jpeg.seq.to_string()))
+                    .with_header(header(
+                        "X-Frame-Timestamp",
+                        &format!("{:.6}", jpeg.captured),
+                    ))
+                    .with_header(header(
+                        "X-Frame-Age",
+                        &format!("{:.3}", (unix_now() - jpeg.captured).max(0.0)),
+                    ))
+                    .with_header(header(
+                        "Access-Control-Expose-Headers",
+                        "X-Frame-Seq, X-Frame-Timestamp, X-Frame-Age",
+                    ))
+                    .boxed(),
+            )
+        }
         Err(JpegError::Busy) => fail(ApiError::Busy(JpegError::Busy.to_string())),
         Err(e) => {
             log::error!("{id}: JPEG encoding failed: {e}");
@@ -273,5 +362,134 @@ fn ptz_rest(req: &Request, id: &str, ctx: &Ctx) -> Reply {
     match result {
         Ok(v) => json_reply(200, &v),
         Err(e) => fail(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::camera::CameraOptions;
+    use crate::clock::Clock;
+    use crate::config::Config;
+    use crate::fleet::Fleet;
+
+    fn ctx() -> Arc<Ctx> {
+        gstreamer::init().expect("GStreamer init");
+        let config = Config::default();
+        let fleet = Fleet::new(
+            CameraOptions {
+                decode: config.decode,
+                decoder: None,
+                decoder_threads: 1,
+            },
+            4,
+            None,
+            Clock::system(),
+        );
+        Ctx::new(Arc::new(fleet), config)
+    }
+
+    fn request(method: &str, path: &str) -> Request {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            query: None,
+            headers: Vec::new(),
+            body: Vec::new(),
+            peer: "127.0.0.1:9".parse().expect("an address"),
+            http_minor: 1,
+        }
+    }
+
+    /// The status, `Allow` header and body of what the router answers.
+    fn answer(ctx: &Arc<Ctx>, method: &str, path: &str) -> (u16, Option<String>, String) {
+        match route(&request(method, path), ctx) {
+            Reply::Response(r) => {
+                let status = r.status_code().0;
+                let allow = r
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("Allow"))
+                    .map(|h| h.value.to_string());
+                let mut raw = Vec::new();
+                r.raw_print(&mut raw, tiny_http::HTTPVersion(1, 1), &[], false, None)
+                    .expect("print to memory");
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                let body = text.split_once("\r\n\r\n").map_or("", |b| b.1).to_owned();
+                (status, allow, body)
+            }
+            Reply::Takeover(_) => (101, None, String::new()),
+        }
+    }
+
+    fn concrete(pattern: &str) -> String {
+        pattern.replace("{cameraId}", "nocam")
+    }
+
+    /// Every route of the table reaches a handler: not 405, and not the 404 of a path
+    /// no route has (a handler's 404 names the camera).
+    #[test]
+    fn every_route_of_the_table_is_routed() {
+        let ctx = ctx();
+        for (method, pattern) in ROUTES {
+            let path = concrete(pattern);
+            let (status, _, body) = answer(&ctx, method, &path);
+            assert_ne!(status, 405, "{method} {path}: {body}");
+            assert!(
+                !(status == 404 && body.contains("\"Not Found\"")),
+                "{method} {path} is in ROUTES but the router does not route it: {body}"
+            );
+        }
+    }
+
+    /// A path of the table with a method it does not list is 405 with `Allow`; a path
+    /// off the table is 404.
+    #[test]
+    fn other_methods_are_405_and_other_paths_404() {
+        let ctx = ctx();
+        for (_, pattern) in ROUTES {
+            let listed: Vec<&str> = ROUTES
+                .iter()
+                .filter(|(_, p)| p == pattern)
+                .map(|(m, _)| *m)
+                .collect();
+            for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+                if listed.contains(&method) {
+                    continue;
+                }
+                let path = concrete(pattern);
+                let (status, allow, body) = answer(&ctx, method, &path);
+                assert_eq!(status, 405, "{method} {path}: {body}");
+                let allow = allow.expect("405 carries Allow");
+                for m in &listed {
+                    assert!(allow.contains(m), "{method} {path}: Allow {allow:?}");
+                }
+            }
+        }
+        for path in [
+            "/nope",
+            "/api",
+            "/api/cameras/x/nope",
+            "/api/cameras/x/status/more",
+            "/health/x",
+        ] {
+            let (status, _, body) = answer(&ctx, "GET", path);
+            assert_eq!(status, 404, "GET {path}: {body}");
+        }
+    }
+
+    #[test]
+    fn path_patterns() {
+        assert!(path_matches("/", &[]));
+        assert!(path_matches(
+            "/api/cameras/{cameraId}/status",
+            &["api", "cameras", "c", "status"]
+        ));
+        assert!(!path_matches(
+            "/api/cameras/{cameraId}/status",
+            &["api", "cameras", "", "status"]
+        ));
+        assert!(!path_matches("/api/cameras", &["api", "cameras", "c"]));
+        assert!(!path_matches("/health", &[]));
     }
 }

@@ -22,13 +22,16 @@ use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use super::error::ApiError;
 use super::messages::{self, ClientMessage, SubscribeRequest};
 use super::pace::Pacer;
 use super::request::{error, Reply, Request};
 use super::sessions::Kind;
 use super::Ctx;
+use crate::camera::feed::Via;
 use crate::camera::{CameraState, CameraStatus, JpegParams, Viewer};
 use crate::clock::unix_now;
+use crate::fleet::FleetError;
 
 /// Sent when the socket has been quiet this long, to keep NATs and proxies open.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -123,7 +126,8 @@ fn write_all_by(s: &mut TcpStream, mut buf: &[u8], deadline: Instant) -> io::Res
 }
 
 impl Wire {
-    fn send(&self, opcode: OpCode, payload: &[&[u8]]) -> io::Result<()> {
+    /// Writes one whole frame; returns the bytes written (header and payload).
+    fn send(&self, opcode: OpCode, payload: &[&[u8]]) -> io::Result<usize> {
         let len: usize = payload.iter().map(|p| p.len()).sum();
         let header = FrameHeader {
             opcode,
@@ -144,10 +148,10 @@ impl Wire {
         for p in payload {
             write_all_by(&mut s, p, deadline)?;
         }
-        Ok(())
+        Ok(head.len() + len)
     }
 
-    fn send_text(&self, text: &str) -> io::Result<()> {
+    fn send_text(&self, text: &str) -> io::Result<usize> {
         self.send(OpCode::Data(Data::Text), &[text.as_bytes()])
     }
 }
@@ -315,12 +319,12 @@ fn error_msg(message: &str) -> String {
 fn handle_text(text: &str, ctx: &Arc<Ctx>, out: &Sender<Out>) -> bool {
     let reply = |o: Out| out.send_timeout(o, Duration::from_secs(1)).is_ok();
     match messages::parse(text) {
-        Err(e) => reply(Out::Text(error_msg(&e))),
+        Err(e) => reply(Out::Text(error_msg(&e.to_string()))),
         Ok(ClientMessage::Ping) => reply(Out::Text(json!({"type": "pong"}).to_string())),
         Ok(ClientMessage::Unsubscribe) => reply(Out::Unsubscribe),
         Ok(ClientMessage::Subscribe(req)) => match subscription(req, ctx) {
             Ok(sub) => reply(Out::Subscribe(Box::new(sub))),
-            Err(e) => reply(Out::Text(error_msg(&e))),
+            Err(e) => reply(Out::Text(error_msg(&e.to_string()))),
         },
         Ok(ClientMessage::Ptz { camera_id, command }) => reply(Out::Text(
             super::ptz::ws_command(&ctx.fleet, &camera_id, &command).to_string(),
@@ -328,11 +332,11 @@ fn handle_text(text: &str, ctx: &Arc<Ctx>, out: &Sender<Out>) -> bool {
     }
 }
 
-fn subscription(req: SubscribeRequest, ctx: &Ctx) -> Result<Subscription, String> {
+fn subscription(req: SubscribeRequest, ctx: &Ctx) -> Result<Subscription, ApiError> {
     let camera = ctx
         .fleet
         .camera(&req.camera_id)
-        .ok_or_else(|| format!("Camera {} not found", req.camera_id))?;
+        .ok_or_else(|| FleetError::NotFound(req.camera_id.clone()))?;
     let viewer = camera.watch();
     Ok(Subscription {
         camera_id: req.camera_id,
@@ -467,7 +471,7 @@ fn send_frame_if_due(wire: &Wire, s: &mut Subscription) -> io::Result<bool> {
     };
     // How old the picture is (seconds since its packet arrived) as it goes out.
     let age = ((unix_now() - jpeg.captured).max(0.0) * 1000.0).round() / 1000.0;
-    if s.binary {
+    let sent = if s.binary {
         let header = json!({
             "cameraId": s.camera_id,
             "timestamp": jpeg.captured,
@@ -481,7 +485,7 @@ fn send_frame_if_due(wire: &Wire, s: &mut Subscription) -> io::Result<bool> {
         wire.send(
             OpCode::Data(Data::Binary),
             &[&len, header.as_bytes(), &jpeg.data],
-        )?;
+        )?
     } else {
         let id = serde_json::to_string(&s.camera_id).expect("strings serialise");
         let text = format!(
@@ -493,7 +497,11 @@ fn send_frame_if_due(wire: &Wire, s: &mut Subscription) -> io::Result<bool> {
             jpeg.height,
             json!(age)
         );
-        wire.send_text(&text)?;
-    }
+        wire.send_text(&text)?
+    };
+    s.viewer
+        .feed()
+        .sent
+        .record(Via::WebSocket, sent, jpeg.captured);
     Ok(true)
 }

@@ -44,6 +44,8 @@ struct Registered {
 #[derive(Default)]
 pub struct FrameSlot {
     latest: Mutex<Option<Arc<Frame>>>,
+    /// Pictures published here so far (decoded frames of this id).
+    published: AtomicU64,
     waiters: Mutex<Vec<Registered>>,
     next_waiter: AtomicU64,
 }
@@ -73,8 +75,14 @@ impl FrameSlot {
             buffer,
         });
         *self.latest.lock() = Some(frame);
+        self.published.fetch_add(1, Ordering::Relaxed);
         self.wake_all();
         seq
+    }
+
+    /// How many pictures were published here (decoded) so far.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
     }
 
     /// Frees the picture without waking anyone (decoding paused; nobody watches).

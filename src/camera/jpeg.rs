@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 
 use super::frame::Frame;
 use super::pipeline::{JpegPipeline, PipelineError};
+use crate::meter::{self, Histogram};
 
 /// The largest picture served: larger sources are scaled down to fit, aspect kept.
 pub const MAX_WIDTH: u32 = 1920;
@@ -298,6 +299,8 @@ pub struct JpegService {
     entries: Mutex<Vec<Entry>>,
     cache: Mutex<VecDeque<Arc<Jpeg>>>,
     encodes: AtomicU64,
+    /// How long each successful encode took (the encode only, not starting a pipeline).
+    encode_time: Histogram,
 }
 
 impl Default for JpegService {
@@ -320,6 +323,7 @@ impl JpegService {
             entries: Mutex::new(Vec::new()),
             cache: Mutex::new(VecDeque::with_capacity(CACHE_LEN)),
             encodes: AtomicU64::new(0),
+            encode_time: Histogram::new(meter::ENCODE_BUCKETS),
         }
     }
 
@@ -379,13 +383,16 @@ impl JpegService {
                 *enc = Some(Encoder::new(&in_caps, out, params.quality, permit)?);
             }
             let encoder = enc.as_ref().expect("set just above");
+            let started = Instant::now();
             let result = encoder.encode(frame);
+            let took = started.elapsed();
             if result.is_err() || slot.retired.load(Ordering::SeqCst) {
                 *enc = None;
             }
             drop(enc);
             let data = result?;
             self.encodes.fetch_add(1, Ordering::Relaxed);
+            self.encode_time.observe(took);
             let jpeg = Arc::new(Jpeg {
                 seq: frame.seq,
                 captured: frame.captured,
@@ -487,6 +494,11 @@ impl JpegService {
     /// JPEG encodes done so far (for status and the benchmark).
     pub fn encodes(&self) -> u64 {
         self.encodes.load(Ordering::Relaxed)
+    }
+
+    /// How long the encodes so far took (seconds, bucketed).
+    pub fn encode_time(&self) -> meter::Snapshot {
+        self.encode_time.snapshot()
     }
 
     /// Encoder pipelines of this camera alive now.

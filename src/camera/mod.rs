@@ -29,16 +29,57 @@ pub use supervisor::{
     StreamLocation,
 };
 
-/// How RTP travels from the camera.
+/// How RTP travels from the camera: the configured policy (see
+/// `docs/rtsp-session-start.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
-    /// UDP where the network lets it through, else TCP (rtspsrc's own order).
+    /// TCP-interleaved first; UDP only when the camera cannot do TCP (SETUP refused,
+    /// or no RTP after PLAY). Whatever streamed last is tried first on the next
+    /// reconnect. Not rtspsrc's own `tcp+udp` order, which tries UDP first and waits
+    /// out its whole UDP timeout before TCP when UDP brings nothing.
     #[default]
     Auto,
-    /// RTP interleaved in the RTSP TCP connection: works through Wi-Fi and NAT.
+    /// RTP interleaved in the RTSP TCP connection: works through Wi-Fi, NAT and host
+    /// firewalls.
+    Tcp,
+    /// RTP over UDP only (a clean LAN; no head-of-line blocking after a loss).
+    Udp,
+}
+
+impl Transport {
+    /// The lower transport a session tries first under this policy.
+    pub fn first(self) -> LowerTransport {
+        match self {
+            Transport::Auto | Transport::Tcp => LowerTransport::Tcp,
+            Transport::Udp => LowerTransport::Udp,
+        }
+    }
+}
+
+/// What one session's RTP actually travels over (RFC 2326 "lower-transport").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LowerTransport {
     Tcp,
     Udp,
+}
+
+impl LowerTransport {
+    pub fn other(self) -> LowerTransport {
+        match self {
+            LowerTransport::Tcp => LowerTransport::Udp,
+            LowerTransport::Udp => LowerTransport::Tcp,
+        }
+    }
+}
+
+impl fmt::Display for LowerTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LowerTransport::Tcp => "TCP",
+            LowerTransport::Udp => "UDP",
+        })
+    }
 }
 
 impl FromStr for Transport {

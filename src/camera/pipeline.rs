@@ -6,6 +6,13 @@
 //!   pictures (what to feed it, and when to drop, is `decode.rs`'s policy).
 //! - [`JpegPipeline`]: `appsrc` of raw pictures → videoscale → jpegenc → appsink (which
 //!   encoders to keep is `jpeg.rs`'s policy).
+//!
+//! One session uses one lower transport (TCP-interleaved or UDP), never rtspsrc's own
+//! `tcp+udp` fallback: that one tries UDP first and, when UDP brings nothing, waits out
+//! its whole `timeout` before it re-opens over TCP (the 3.1 s session start of issue 14,
+//! see `docs/rtsp-session-start.md`). Which transport to try is the camera thread's
+//! choice (`supervisor::TransportPlan`); how long each step of the start may take is its
+//! `SessionStart`, fed by the [`BusEvent::Step`] and [`BusEvent::FirstRtp`] events here.
 
 use std::sync::Arc;
 
@@ -14,7 +21,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::{CameraSpec, Codec, Transport};
+use super::{CameraSpec, Codec, LowerTransport};
 use crate::clock::unix_now;
 
 /// One encoded picture as it left the parser.
@@ -28,11 +35,65 @@ pub struct AccessUnit {
     pub keyframe: bool,
 }
 
-/// What the bus tells the camera's thread.
+/// A step of a session start, in order, as rtspsrc reports it in its progress messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SessionStep {
+    /// TCP connect to the camera's RTSP port.
+    Connect,
+    /// OPTIONS and DESCRIBE (with the 401 round trip when the camera asks for auth).
+    Describe,
+    /// SETUP of the video stream.
+    Setup,
+    /// PLAY, until the camera answers it.
+    Play,
+    /// PLAY answered; waiting for the first RTP packet.
+    FirstRtp,
+}
+
+impl SessionStep {
+    /// The step a progress message of rtspsrc (1.22) starts, if any. Codes and texts are
+    /// rtspsrc's `GST_ELEMENT_PROGRESS` calls: "connect" CONTINUE "Connecting to ...",
+    /// "open" CONTINUE "Retrieving server options" / "Retrieving media info", "request"
+    /// CONTINUE "SETUP stream N" and "Sending PLAY request", "request" COMPLETE "Sent
+    /// PLAY request". The START messages are not used: rtspsrc posts them when a
+    /// command is queued (PLAY's comes before the connect has even begun).
+    pub fn from_progress(kind: gst::ProgressType, code: &str, text: &str) -> Option<SessionStep> {
+        use gst::ProgressType as P;
+        match (kind, code) {
+            (P::Continue, "connect") => Some(SessionStep::Connect),
+            (P::Continue, "open") if text.starts_with("Retrieving") => Some(SessionStep::Describe),
+            (P::Continue, "request") if text.starts_with("SETUP") => Some(SessionStep::Setup),
+            (P::Continue, "request") if text.contains("PLAY") => Some(SessionStep::Play),
+            (P::Complete, "request") if text.contains("PLAY") => Some(SessionStep::FirstRtp),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SessionStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SessionStep::Connect => "TCP connect",
+            SessionStep::Describe => "DESCRIBE",
+            SessionStep::Setup => "SETUP",
+            SessionStep::Play => "PLAY",
+            SessionStep::FirstRtp => "first RTP packet",
+        })
+    }
+}
+
+/// What the bus (and the first RTP buffer) tell the camera's thread.
 #[derive(Debug, Clone)]
 pub enum BusEvent {
     Error(String),
     Eos,
+    /// rtspsrc moved on to this step of the session start.
+    Step(SessionStep),
+    /// The first RTP packet of the video stream left rtspsrc.
+    FirstRtp,
+    /// A warning from an element (e.g. "The server closed the connection"): logged,
+    /// the session goes on.
+    Warning(String),
 }
 
 /// Why a pipeline could not be built, started or run. The text never holds credentials
@@ -70,6 +131,11 @@ impl std::error::Error for PipelineError {}
 
 pub type AuSink = Arc<dyn Fn(AccessUnit) + Send + Sync>;
 
+/// rtspsrc's own bound on the TCP connect and on each RTSP reply (`tcp-timeout`). A
+/// backstop only: the camera thread's step bounds (`supervisor::SessionStart`) are
+/// shorter and end a stuck session first, with a log line naming the step.
+const RTSP_IO_TIMEOUT_US: u64 = 4_000_000;
+
 /// A running (or starting) ingest pipeline. Dropping it stops it.
 pub struct Ingest {
     pipeline: gst::Pipeline,
@@ -77,9 +143,14 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Builds and starts the pipeline. Every access unit goes to `on_au` on a streaming
-    /// thread; errors and end of stream arrive on [`Ingest::events`].
-    pub fn start(spec: &CameraSpec, on_au: AuSink) -> Result<Ingest, PipelineError> {
+    /// Builds and starts the pipeline over `lower`. Every access unit goes to `on_au` on
+    /// a streaming thread; errors, end of stream and the steps of the session start
+    /// arrive on [`Ingest::events`].
+    pub fn start(
+        spec: &CameraSpec,
+        lower: LowerTransport,
+        on_au: AuSink,
+    ) -> Result<Ingest, PipelineError> {
         let pipeline = gst::Pipeline::with_name(&format!("cam-{}", spec.id));
         let src = make("rtspsrc")?;
         src.set_property("location", spec.location());
@@ -92,15 +163,16 @@ impl Ingest {
         src.set_property("latency", 0u32);
         src.set_property("drop-on-latency", true);
         src.set_property("do-retransmission", false);
-        // Bounds the initial TCP connect and RTSP handshake (µs).
-        src.set_property("tcp-timeout", 3_000_000u64);
-        src.set_property("timeout", 3_000_000u64);
+        src.set_property("tcp-timeout", RTSP_IO_TIMEOUT_US);
+        // One lower transport per session. With "udp" alone rtspsrc has nothing to fall
+        // back to; its UDP timeout is off because the camera thread bounds the wait for
+        // the first RTP packet itself (and says so in the log).
+        src.set_property("timeout", 0u64);
         src.set_property_from_str(
             "protocols",
-            match spec.transport {
-                Transport::Tcp => "tcp",
-                Transport::Udp => "udp",
-                Transport::Auto => "tcp+udp+udp-mcast",
+            match lower {
+                LowerTransport::Tcp => "tcp",
+                LowerTransport::Udp => "udp",
             },
         );
         pipeline
@@ -119,9 +191,11 @@ impl Ingest {
             Some(video.to_value())
         });
 
+        let (tx, bus_rx) = crossbeam_channel::bounded(32);
         let weak = pipeline.downgrade();
         let linked = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let on_au_pad = Arc::clone(&on_au);
+        let rtp_tx = tx.clone();
         src.connect_pad_added(move |_, pad| {
             let Some(pipeline) = weak.upgrade() else {
                 return;
@@ -130,7 +204,10 @@ impl Ingest {
                 return;
             }
             match link_video(&pipeline, pad, Arc::clone(&on_au_pad)) {
-                Ok(true) => linked.store(true, std::sync::atomic::Ordering::SeqCst),
+                Ok(true) => {
+                    linked.store(true, std::sync::atomic::Ordering::SeqCst);
+                    notify_first_rtp(pad, rtp_tx.clone());
+                }
                 Ok(false) => {}
                 Err(e) => {
                     let _ = pipeline.post_message(
@@ -145,7 +222,6 @@ impl Ingest {
             }
         });
 
-        let (tx, bus_rx) = crossbeam_channel::bounded(16);
         let bus = pipeline.bus().expect("a pipeline has a bus");
         bus.set_sync_handler(move |_, msg| {
             forward(&tx, msg);
@@ -172,24 +248,58 @@ impl Drop for Ingest {
     }
 }
 
+/// Sends [`BusEvent::FirstRtp`] once, when the first buffer passes rtspsrc's video pad.
+fn notify_first_rtp(pad: &gst::Pad, tx: Sender<BusEvent>) {
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, _| {
+            let _ = tx.try_send(BusEvent::FirstRtp);
+            gst::PadProbeReturn::Remove
+        },
+    );
+}
+
+/// The factory name of the element that posted `msg` (element names carry counters).
+fn stage_of(msg: &gst::Message) -> String {
+    let stage = match msg.src().and_then(|s| s.downcast_ref::<gst::Element>()) {
+        Some(el) => el
+            .factory()
+            .map(|f| f.name().to_string())
+            .unwrap_or_else(|| el.name().to_string()),
+        None => "pipeline".into(),
+    };
+    if stage == "rtspsrc" {
+        "RTSP".to_owned()
+    } else {
+        stage
+    }
+}
+
 fn forward(tx: &Sender<BusEvent>, msg: &gst::Message) {
     use gst::MessageView;
     let ev = match msg.view() {
+        MessageView::Progress(p) => {
+            let (kind, code, text) = p.get();
+            match SessionStep::from_progress(kind, code, text) {
+                Some(step) => BusEvent::Step(step),
+                None => return,
+            }
+        }
+        MessageView::Warning(w) => {
+            // The debug text may name the URL, never credentials: they are properties.
+            let detail = w
+                .debug()
+                .map(|d| d.to_string())
+                .and_then(|d| d.lines().last().map(|l| l.trim().to_owned()))
+                .filter(|d| !d.is_empty() && d.len() < 200)
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            BusEvent::Warning(format!("{}: {}{detail}", stage_of(msg), w.error()))
+        }
         MessageView::Error(e) => {
             // Element names carry counters (rtspsrc3); say which stage failed instead.
             // The debug text may name the URL, never credentials: they are properties.
-            let stage = match msg.src().and_then(|s| s.downcast_ref::<gst::Element>()) {
-                Some(el) => el
-                    .factory()
-                    .map(|f| f.name().to_string())
-                    .unwrap_or_else(|| el.name().to_string()),
-                None => "pipeline".into(),
-            };
-            let stage = if stage == "rtspsrc" {
-                "RTSP".to_owned()
-            } else {
-                stage
-            };
+            let stage = stage_of(msg);
             let detail = e
                 .debug()
                 .map(|d| d.to_string())
@@ -516,5 +626,66 @@ impl JpegPipeline {
 impl Drop for JpegPipeline {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gst::ProgressType as P;
+
+    /// The progress messages of rtspsrc 1.22 in the order one session start posts them
+    /// (captured with GST_DEBUG=rtspsrc:5 against camera-sim), and the steps they start.
+    #[test]
+    fn rtspsrc_progress_messages_map_to_session_steps() {
+        let seen = [
+            (P::Start, "open", "Opening Stream", None),
+            // Queued with the PLAY command, before the connect: not a step.
+            (P::Start, "request", "Sending PLAY request", None),
+            (
+                P::Continue,
+                "connect",
+                "Connecting to rtsp://127.0.0.2:8554/1",
+                Some(SessionStep::Connect),
+            ),
+            (
+                P::Continue,
+                "open",
+                "Retrieving server options",
+                Some(SessionStep::Describe),
+            ),
+            (
+                P::Continue,
+                "open",
+                "Retrieving media info",
+                Some(SessionStep::Describe),
+            ),
+            (
+                P::Continue,
+                "request",
+                "SETUP stream 0",
+                Some(SessionStep::Setup),
+            ),
+            (P::Complete, "open", "Opened Stream", None),
+            (
+                P::Continue,
+                "request",
+                "Sending PLAY request",
+                Some(SessionStep::Play),
+            ),
+            (
+                P::Complete,
+                "request",
+                "Sent PLAY request",
+                Some(SessionStep::FirstRtp),
+            ),
+        ];
+        for (kind, code, text, step) in seen {
+            assert_eq!(
+                SessionStep::from_progress(kind, code, text),
+                step,
+                "{code} {text}"
+            );
+        }
     }
 }

@@ -4,7 +4,11 @@
 //!
 //! Ownership: the fleet owns the `Handle` (dropping it stops and joins the thread);
 //! readers (routes, viewers) share the [`Camera`]: its spec, its feed and its health.
-//! Timing decisions (first packet, stall, backoff) run on an injected [`Clock`].
+//! Timing decisions (each step of a session start, first packet, stall, backoff) run on
+//! an injected [`Clock`]. Which lower transport a session uses is the camera's
+//! [`TransportPlan`]: `auto` starts with TCP-interleaved, tries UDP only when TCP cannot
+//! carry the stream, and keeps whatever streamed for the next reconnect (the reasons and
+//! the measurements are in `docs/rtsp-session-start.md`).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -18,8 +22,8 @@ use parking_lot::Mutex;
 use super::decode::{self, Decoder};
 use super::feed::Feed;
 use super::frame::Frame;
-use super::pipeline::{AccessUnit, BusEvent, Ingest};
-use super::{CameraSpec, Codec};
+use super::pipeline::{AccessUnit, BusEvent, Ingest, SessionStep};
+use super::{CameraSpec, Codec, LowerTransport, Transport};
 use crate::clock::{unix_now, Clock};
 use crate::config::DecodeMode;
 
@@ -30,6 +34,15 @@ pub enum CameraState {
     Streaming,
     Reconnecting,
     Stopped,
+}
+
+impl CameraState {
+    pub const ALL: [CameraState; 4] = [
+        CameraState::Connecting,
+        CameraState::Streaming,
+        CameraState::Reconnecting,
+        CameraState::Stopped,
+    ];
 }
 
 impl fmt::Display for CameraState {
@@ -54,6 +67,13 @@ pub enum RetryReason {
     EndOfStream,
     /// A session started but no video came within the first-packet bound.
     NoFirstPacket(Duration),
+    /// A step of the session start (TCP connect, DESCRIBE, SETUP, PLAY, first RTP
+    /// packet) took longer than its bound (see [`SessionStart`]).
+    StepTimeout {
+        step: SessionStep,
+        lower: LowerTransport,
+        bound: Duration,
+    },
     /// Packets stopped arriving for longer than the stall limit.
     Stalled(Duration),
     /// No decoder element can decode this stream.
@@ -74,6 +94,18 @@ impl fmt::Display for RetryReason {
             }
             RetryReason::Stalled(d) => {
                 write!(f, "no data from the camera for {:.1} s", d.as_secs_f64())
+            }
+            RetryReason::StepTimeout { step, lower, bound } => {
+                let b = bound.as_secs_f64();
+                match step {
+                    SessionStep::Connect => {
+                        write!(f, "no TCP connection to the camera within {b:.1} s")
+                    }
+                    SessionStep::FirstRtp => {
+                        write!(f, "no RTP over {lower} within {b:.1} s of PLAY")
+                    }
+                    _ => write!(f, "the camera did not answer {step} within {b:.1} s"),
+                }
             }
         }
     }
@@ -120,9 +152,10 @@ pub struct Backoff {
 
 impl Backoff {
     pub const MIN: Duration = Duration::from_millis(250);
-    // Capped low: on a LAN a retry costs a SYN, and being back within seconds of the
-    // camera matters more than a quiet log.
-    pub const MAX: Duration = Duration::from_millis(1500);
+    // Capped low: on a LAN a retry of a camera that is down costs a SYN and its RST, and
+    // pictures must be back within 2 s of a rebooted camera accepting connections
+    // (issue 14): the cap plus a session start (~0.1-0.3 s) plus the first picture.
+    pub const MAX: Duration = Duration::from_millis(1000);
 
     pub fn new() -> Backoff {
         Backoff { next: Self::MIN }
@@ -152,6 +185,7 @@ impl Default for Backoff {
 #[derive(Debug, Clone)]
 pub struct Watchdog {
     started: Instant,
+    first_packet: Option<Instant>,
     last_packet: Option<Instant>,
     /// Recent arrival instants, for the frame interval.
     window: VecDeque<Instant>,
@@ -168,12 +202,14 @@ impl Watchdog {
     pub fn new(started: Instant) -> Watchdog {
         Watchdog {
             started,
+            first_packet: None,
             last_packet: None,
             window: VecDeque::with_capacity(64),
         }
     }
 
     pub fn on_packet(&mut self, now: Instant) {
+        self.first_packet.get_or_insert(now);
         self.last_packet = Some(now);
         self.window.push_back(now);
         while self.window.len() > 2
@@ -188,6 +224,11 @@ impl Watchdog {
 
     pub fn streaming(&self) -> bool {
         self.last_packet.is_some()
+    }
+
+    /// When the session's first packet arrived (not when the camera thread noticed).
+    pub fn first_packet(&self) -> Option<Instant> {
+        self.first_packet
     }
 
     /// The longest gap between packets that is still a live stream.
@@ -213,6 +254,169 @@ impl Watchdog {
                 (gap > self.stall_limit()).then_some(RetryReason::Stalled(gap))
             }
         }
+    }
+}
+
+/// The start of one session, step by step (TCP connect, DESCRIBE, SETUP, PLAY, first RTP
+/// packet), each with its own bound, so a reconnect never waits behind a stale
+/// handshake and the log names the step that did not finish. Pure: every call takes the
+/// time from the caller's clock.
+#[derive(Debug, Clone)]
+pub struct SessionStart {
+    lower: LowerTransport,
+    /// Whether another transport is there to fail over to (policy `auto`).
+    failover: bool,
+    step: SessionStep,
+    since: Instant,
+    /// How long each finished step took, in order.
+    took: Vec<(SessionStep, Duration)>,
+    done: bool,
+}
+
+impl SessionStart {
+    /// Bound of the TCP connect. A SYN lost on a LAN is sent again after 1 s.
+    pub const CONNECT: Duration = Duration::from_secs(2);
+    /// Bound of each RTSP exchange (OPTIONS + DESCRIBE with its 401 round trip, SETUP,
+    /// PLAY): cameras answer in milliseconds; 2 s is slow firmware's margin.
+    pub const REQUEST: Duration = Duration::from_secs(2);
+    /// Bound from the PLAY reply to the first RTP packet when there is nothing to fail
+    /// over to: a camera sends within a frame interval of PLAY.
+    pub const FIRST_RTP: Duration = Duration::from_secs(2);
+    /// The same over UDP when TCP is there to fail over to (`auto`): a loopback or LAN
+    /// packet takes well under a millisecond, so 0.8 s of nothing means UDP does not
+    /// get through (host firewall, NAT, Docker bridge).
+    pub const FIRST_RTP_UDP_FAILOVER: Duration = Duration::from_millis(800);
+
+    pub fn new(now: Instant, lower: LowerTransport, policy: Transport) -> SessionStart {
+        SessionStart {
+            lower,
+            failover: policy == Transport::Auto,
+            step: SessionStep::Connect,
+            since: now,
+            took: Vec::with_capacity(5),
+            done: false,
+        }
+    }
+
+    pub fn step(&self) -> SessionStep {
+        self.step
+    }
+
+    pub fn lower(&self) -> LowerTransport {
+        self.lower
+    }
+
+    /// Whether the first RTP packet came.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// The bound of `step` for this session.
+    pub fn bound(&self, step: SessionStep) -> Duration {
+        match step {
+            SessionStep::Connect => Self::CONNECT,
+            SessionStep::Describe | SessionStep::Setup | SessionStep::Play => Self::REQUEST,
+            SessionStep::FirstRtp if self.lower == LowerTransport::Udp && self.failover => {
+                Self::FIRST_RTP_UDP_FAILOVER
+            }
+            SessionStep::FirstRtp => Self::FIRST_RTP,
+        }
+    }
+
+    /// rtspsrc moved on to `step` (steps only go forward; a repeat is ignored).
+    pub fn on_step(&mut self, step: SessionStep, now: Instant) {
+        if self.done || step <= self.step {
+            return;
+        }
+        self.took
+            .push((self.step, now.saturating_duration_since(self.since)));
+        self.step = step;
+        self.since = now;
+    }
+
+    /// The first RTP packet came: the start is over.
+    pub fn on_rtp(&mut self, now: Instant) {
+        if self.done {
+            return;
+        }
+        self.took
+            .push((self.step, now.saturating_duration_since(self.since)));
+        self.done = true;
+    }
+
+    /// Why the start failed at `now`, if the current step is past its bound.
+    pub fn check(&self, now: Instant) -> Option<RetryReason> {
+        if self.done {
+            return None;
+        }
+        let bound = self.bound(self.step);
+        (now.saturating_duration_since(self.since) > bound).then_some(RetryReason::StepTimeout {
+            step: self.step,
+            lower: self.lower,
+            bound,
+        })
+    }
+
+    /// "TCP connect 2 ms, DESCRIBE 5 ms, ...": how long each finished step took.
+    pub fn summary(&self) -> String {
+        self.took
+            .iter()
+            .map(|(step, d)| format!("{step} {} ms", d.as_millis()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Which lower transport the camera's next session uses, and the memory of what
+/// worked. `tcp` and `udp` never change. `auto` starts with TCP-interleaved (go2rtc's
+/// and Frigate's default: no firewall, NAT or loss surprises) and switches to the other
+/// transport only when a session got as far as SETUP but the transport did not carry
+/// the stream (SETUP refused, or no RTP within the bound after PLAY); a camera that is
+/// down or refuses the connection never makes it switch. Whatever streamed stays the
+/// first choice for the next reconnect.
+#[derive(Debug, Clone)]
+pub struct TransportPlan {
+    policy: Transport,
+    current: LowerTransport,
+    /// The transport of the last session that streamed.
+    worked: Option<LowerTransport>,
+}
+
+impl TransportPlan {
+    pub fn new(policy: Transport) -> TransportPlan {
+        TransportPlan {
+            policy,
+            current: policy.first(),
+            worked: None,
+        }
+    }
+
+    /// The transport of the next session.
+    pub fn current(&self) -> LowerTransport {
+        self.current
+    }
+
+    pub fn worked(&self) -> Option<LowerTransport> {
+        self.worked
+    }
+
+    /// A session over [`current`](Self::current) ended: `streamed` if RTP came, else
+    /// `failed_at` is the step it did not finish. Returns whether the next session
+    /// uses the other transport.
+    pub fn on_session_end(&mut self, streamed: bool, failed_at: Option<SessionStep>) -> bool {
+        if streamed {
+            self.worked = Some(self.current);
+            return false;
+        }
+        let transport_failed = matches!(
+            failed_at,
+            Some(SessionStep::Setup) | Some(SessionStep::FirstRtp)
+        );
+        if self.policy == Transport::Auto && transport_failed {
+            self.current = self.current.other();
+            return true;
+        }
+        false
     }
 }
 
@@ -597,39 +801,69 @@ impl Camera {
     /// The camera thread.
     fn run(self: Arc<Self>, cmd_rx: Receiver<Command>) {
         let id = self.spec.id.clone();
-        log::info!("{id}: connecting to {}", self.spec.location());
+        log::info!(
+            "{id}: connecting to {} (transport {})",
+            self.spec.location(),
+            self.spec.transport
+        );
         let mut backoff = Backoff::new();
+        let mut plan = TransportPlan::new(self.spec.transport);
         let mut failures: u64 = 0;
         loop {
-            let outcome = self.run_session(&cmd_rx);
+            let lower = plan.current();
+            let outcome = self.run_session(&cmd_rx, lower);
             self.stop_decoder();
             {
                 let mut g = self.gop.lock();
                 g.aus.clear();
                 g.bytes = 0;
             }
-            let reason = match outcome {
+            let (reason, switched) = match outcome {
                 SessionEnd::Stop => break,
-                SessionEnd::Failed { reason, streamed } => {
+                SessionEnd::Failed {
+                    reason,
+                    streamed,
+                    rtp,
+                    failed_at,
+                } => {
                     if streamed {
                         backoff.reset();
                         failures = 0;
                     }
-                    reason
+                    (reason, plan.on_session_end(rtp, failed_at))
                 }
             };
             failures += 1;
             self.health.lock().reconnects += 1;
-            let delay = backoff.next_delay();
+            // A switch of transport after the first failure retries at once: the camera
+            // answered, only the transport did not carry the stream.
+            let delay = if switched && failures == 1 {
+                Duration::ZERO
+            } else {
+                backoff.next_delay()
+            };
             // The first failure and then every 20th: a camera that is off for an hour
             // must not flood the journal.
-            if failures == 1 || failures % 20 == 0 {
+            if failures == 1 || failures % 20 == 0 || switched {
+                let next = if switched {
+                    format!(", next over {}", plan.current())
+                } else {
+                    String::new()
+                };
                 log::warn!(
-                    "{id}: {reason}; reconnecting in {} ms (attempt {failures})",
+                    "{id}: {reason} ({lower}); reconnecting in {} ms{next} (attempt {failures})",
                     delay.as_millis()
                 );
             }
-            self.set_state(CameraState::Reconnecting, Some(reason.to_string()));
+            // A camera that never streamed and is tried over the other transport at
+            // once is still connecting (`auto` has not given up on it yet); after that
+            // it is reconnecting like any other.
+            let state = if switched && failures == 1 && !self.ever_streamed() {
+                CameraState::Connecting
+            } else {
+                CameraState::Reconnecting
+            };
+            self.set_state(state, Some(reason.to_string()));
             if self.wait_or_stop(&cmd_rx, delay) {
                 break;
             }
@@ -679,7 +913,11 @@ impl Camera {
             .unwrap_or_else(|| self.spec.clone())
     }
 
-    fn run_session(self: &Arc<Self>, cmd_rx: &Receiver<Command>) -> SessionEnd {
+    fn run_session(
+        self: &Arc<Self>,
+        cmd_rx: &Receiver<Command>,
+        lower: LowerTransport,
+    ) -> SessionEnd {
         let weak = Arc::downgrade(self);
         let sink: super::pipeline::AuSink = Arc::new(move |au| {
             if let Some(cam) = weak.upgrade() {
@@ -687,17 +925,26 @@ impl Camera {
             }
         });
         let started = self.clock.now();
+        let mut start = SessionStart::new(started, lower, self.spec.transport);
         self.arrivals.lock().watchdog = Some(Watchdog::new(started));
-        let ingest = match Ingest::start(&self.session_spec(), sink) {
+        let ingest = match Ingest::start(&self.session_spec(), lower, sink) {
             Ok(i) => i,
             Err(e) => {
                 return SessionEnd::Failed {
                     reason: RetryReason::Pipeline(e.to_string()),
                     streamed: false,
+                    rtp: false,
+                    failed_at: Some(start.step()),
                 }
             }
         };
         let mut streaming = false;
+        let failed = |reason, streamed, start: &SessionStart| SessionEnd::Failed {
+            reason,
+            streamed,
+            rtp: start.done(),
+            failed_at: (!start.done()).then_some(start.step()),
+        };
         loop {
             select! {
                 recv(cmd_rx) -> cmd => match cmd {
@@ -706,33 +953,50 @@ impl Camera {
                 },
                 recv(ingest.events()) -> ev => {
                     let reason = match ev {
-                        Ok(BusEvent::Error(e)) => RetryReason::Pipeline(e),
-                        Ok(BusEvent::Eos) => RetryReason::EndOfStream,
-                        Err(_) => RetryReason::Pipeline("pipeline bus closed".into()),
+                        Ok(BusEvent::Step(step)) => {
+                            start.on_step(step, self.clock.now());
+                            None
+                        }
+                        Ok(BusEvent::FirstRtp) => {
+                            start.on_rtp(self.clock.now());
+                            None
+                        }
+                        Ok(BusEvent::Warning(w)) => {
+                            log::warn!("{}: {w}", self.spec.id);
+                            None
+                        }
+                        Ok(BusEvent::Error(e)) => Some(RetryReason::Pipeline(e)),
+                        Ok(BusEvent::Eos) => Some(RetryReason::EndOfStream),
+                        Err(_) => Some(RetryReason::Pipeline("pipeline bus closed".into())),
                     };
-                    return SessionEnd::Failed { reason, streamed: streaming };
+                    if let Some(reason) = reason {
+                        return failed(reason, streaming, &start);
+                    }
                 },
                 default(TICK) => {}
             }
             let now = self.clock.now();
-            let (got_packets, dead) = {
+            if let Some(reason) = start.check(now) {
+                return failed(reason, streaming, &start);
+            }
+            let (first_packet, dead) = {
                 let a = self.arrivals.lock();
                 let w = a.watchdog.as_ref().expect("set for the session above");
-                (w.streaming(), w.check(now))
+                (w.first_packet(), w.check(now))
             };
             if let Some(reason) = dead {
-                return SessionEnd::Failed {
-                    reason,
-                    streamed: streaming,
-                };
+                return failed(reason, streaming, &start);
             }
-            if !streaming && got_packets {
+            if let (false, Some(first)) = (streaming, first_packet) {
                 streaming = true;
+                // An access unit implies RTP, even if its probe event is still queued.
+                start.on_rtp(first);
                 self.set_state(CameraState::Streaming, None);
                 log::info!(
-                    "{}: streaming ({} ms to first packet)",
+                    "{}: streaming over {lower} ({} ms to first packet: {})",
                     self.spec.id,
-                    now.saturating_duration_since(started).as_millis()
+                    first.saturating_duration_since(started).as_millis(),
+                    start.summary()
                 );
             }
             if !streaming && self.state() != CameraState::Reconnecting {
@@ -745,10 +1009,7 @@ impl Camera {
             if wanted {
                 if self.gop.lock().decoder.is_none() {
                     if let Err(reason) = self.start_decoder() {
-                        return SessionEnd::Failed {
-                            reason,
-                            streamed: streaming,
-                        };
+                        return failed(reason, streaming, &start);
                     }
                 }
             } else if self.gop.lock().decoder.is_some() {
@@ -860,7 +1121,15 @@ fn decoder_drops(d: &Decoder) -> (u64, bool) {
 
 enum SessionEnd {
     Stop,
-    Failed { reason: RetryReason, streamed: bool },
+    /// `streamed`: access units came (the backoff starts over); `rtp`: RTP came (the
+    /// transport worked); `failed_at`: the step of the session start that did not
+    /// finish, if RTP never came.
+    Failed {
+        reason: RetryReason,
+        streamed: bool,
+        rtp: bool,
+        failed_at: Option<SessionStep>,
+    },
 }
 
 #[cfg(test)]
@@ -871,7 +1140,7 @@ mod tests {
     fn backoff_doubles_to_its_cap_and_resets() {
         let mut b = Backoff::new();
         let seq: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(seq, [250, 500, 1000, 1500, 1500]);
+        assert_eq!(seq, [250, 500, 1000, 1000, 1000]);
         b.reset();
         assert_eq!(b.next_delay(), Backoff::MIN);
     }
@@ -1080,6 +1349,102 @@ mod tests {
         let why = cam.last_error().unwrap_or_default();
         assert!(why.starts_with("RTSP"), "lastError {why:?}");
         drop(h);
+    }
+
+    /// Each step has its own bound on the camera's clock, and the reason names the step
+    /// that did not finish.
+    #[test]
+    fn session_start_bounds_each_step_and_names_it() {
+        let clock = Clock::manual();
+        let mut s = SessionStart::new(clock.now(), LowerTransport::Tcp, Transport::Auto);
+        clock.advance(SessionStart::CONNECT);
+        assert_eq!(s.check(clock.now()), None, "at the bound is still in time");
+        s.on_step(SessionStep::Connect, clock.now()); // a repeat does not restart it
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(
+            s.check(clock.now()),
+            Some(RetryReason::StepTimeout {
+                step: SessionStep::Connect,
+                lower: LowerTransport::Tcp,
+                bound: SessionStart::CONNECT
+            })
+        );
+        // Connected: DESCRIBE gets a bound of its own, counted from its start.
+        s.on_step(SessionStep::Describe, clock.now());
+        clock.advance(SessionStart::REQUEST);
+        assert_eq!(s.check(clock.now()), None);
+        s.on_step(SessionStep::Setup, clock.now());
+        s.on_step(SessionStep::Describe, clock.now()); // steps never go back
+        assert_eq!(s.step(), SessionStep::Setup);
+        s.on_step(SessionStep::Play, clock.now());
+        s.on_step(SessionStep::FirstRtp, clock.now());
+        clock.advance(SessionStart::FIRST_RTP + Duration::from_millis(1));
+        let why = s.check(clock.now()).expect("past the first-RTP bound");
+        assert_eq!(why.to_string(), "no RTP over TCP within 2.0 s of PLAY");
+        s.on_rtp(clock.now());
+        assert!(s.done());
+        assert_eq!(s.check(clock.now() + Duration::from_secs(60)), None);
+        assert!(s
+            .summary()
+            .starts_with("TCP connect 2001 ms, DESCRIBE 2000 ms, SETUP 0 ms"));
+    }
+
+    /// UDP under `auto` gets a short first-RTP bound (TCP is there to fail over to);
+    /// explicit UDP keeps the long one.
+    #[test]
+    fn udp_fails_over_in_well_under_a_second_only_when_there_is_tcp() {
+        let clock = Clock::manual();
+        let auto = SessionStart::new(clock.now(), LowerTransport::Udp, Transport::Auto);
+        let udp = SessionStart::new(clock.now(), LowerTransport::Udp, Transport::Udp);
+        assert!(auto.bound(SessionStep::FirstRtp) < Duration::from_secs(1));
+        assert_eq!(udp.bound(SessionStep::FirstRtp), SessionStart::FIRST_RTP);
+        let mut s = auto;
+        s.on_step(SessionStep::FirstRtp, clock.now());
+        clock.advance(Duration::from_millis(801));
+        assert_eq!(
+            s.check(clock.now()).map(|r| r.to_string()).as_deref(),
+            Some("no RTP over UDP within 0.8 s of PLAY")
+        );
+        let d = RetryReason::StepTimeout {
+            step: SessionStep::Describe,
+            lower: LowerTransport::Tcp,
+            bound: SessionStart::REQUEST,
+        };
+        assert_eq!(
+            d.to_string(),
+            "the camera did not answer DESCRIBE within 2.0 s"
+        );
+    }
+
+    #[test]
+    fn transport_plan_auto_starts_with_tcp_switches_on_transport_failures_and_remembers() {
+        let mut p = TransportPlan::new(Transport::Auto);
+        assert_eq!(p.current(), LowerTransport::Tcp);
+        // A camera that is down does not make it switch.
+        assert!(!p.on_session_end(false, Some(SessionStep::Connect)));
+        assert!(!p.on_session_end(false, Some(SessionStep::Describe)));
+        assert_eq!(p.current(), LowerTransport::Tcp);
+        // TCP refused at SETUP: UDP next, and UDP stays once it streamed.
+        assert!(p.on_session_end(false, Some(SessionStep::Setup)));
+        assert_eq!(p.current(), LowerTransport::Udp);
+        assert!(!p.on_session_end(true, None));
+        assert_eq!(p.worked(), Some(LowerTransport::Udp));
+        assert!(!p.on_session_end(false, Some(SessionStep::Connect)));
+        assert_eq!(
+            p.current(),
+            LowerTransport::Udp,
+            "remembered across an outage"
+        );
+        // UDP that brings nothing: back to TCP.
+        assert!(p.on_session_end(false, Some(SessionStep::FirstRtp)));
+        assert_eq!(p.current(), LowerTransport::Tcp);
+        // Explicit transports never change.
+        for policy in [Transport::Tcp, Transport::Udp] {
+            let mut p = TransportPlan::new(policy);
+            assert!(!p.on_session_end(false, Some(SessionStep::FirstRtp)));
+            assert!(!p.on_session_end(false, Some(SessionStep::Setup)));
+            assert_eq!(p.current(), policy.first());
+        }
     }
 
     #[test]

@@ -313,7 +313,12 @@ impl PtzCommand {
     /// `{"action":"stop"}`, `{"action":"home"}` and
     /// `{"action":"preset","op":"goto"|"save","index":n}`. Other fields are ignored.
     /// Protocol-specific limits (reserved presets) are checked by [`Controller::command`].
-    pub fn parse(value: &Value) -> Result<PtzCommand, String> {
+    /// A malformed command is [`PtzError::Invalid`] with the reason.
+    pub fn parse(value: &Value) -> Result<PtzCommand, PtzError> {
+        Self::parse_fields(value).map_err(PtzError::Invalid)
+    }
+
+    fn parse_fields(value: &Value) -> Result<PtzCommand, String> {
         let Value::Object(m) = value else {
             return Err("PTZ command must be a JSON object".into());
         };
@@ -651,7 +656,7 @@ mod unit_tests {
 
     #[test]
     fn command_parse_errors() {
-        let e = |v: Value| PtzCommand::parse(&v).unwrap_err();
+        let e = |v: Value| PtzCommand::parse(&v).unwrap_err().to_string();
         assert!(e(json!({"action": "move", "pan": 1.5}))
             .contains("'pan' must be a number from -1 to 1"));
         assert!(e(json!({"action": "move", "zoom": "fast"})).contains("'zoom'"));
