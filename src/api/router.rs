@@ -46,6 +46,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/cameras/{cameraId}/mjpeg"),
     ("GET", "/api/cameras/{cameraId}/ptz"),
     ("POST", "/api/cameras/{cameraId}/ptz"),
+    ("GET", "/api/discover"),
+    ("POST", "/api/discover/inspect"),
 ];
 
 /// The reply for a failure.
