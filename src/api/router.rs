@@ -93,7 +93,6 @@ pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
         // ONVIF discovery (api/onvif.rs).
         ["api", "discover"] if get => result(onvif::discover(req, ctx)),
         ["api", "discover", "inspect"] if post => result(onvif::inspect(req, ctx)),
-        ["api", "discover"] | ["api", "discover", "inspect"] => error(405, "Method Not Allowed"),
         ["api", "cameras", id, rest] => {
             let Some(id) = percent_decode(id) else {
                 return fail(ApiError::BadRequest(
