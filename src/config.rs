@@ -93,6 +93,13 @@ pub struct Config {
     pub decoder_threads: u32,
     /// mDNS / DNS-SD announcement.
     pub mdns: crate::discovery::MdnsMode,
+    /// ONVIF WS-Discovery (`GET /api/discover`): whether the probe goes to the multicast
+    /// group 239.255.255.250:3702 (`PTZ_EDGE_DISCOVERY_MULTICAST`, on by default).
+    pub discovery_multicast: bool,
+    /// Extra unicast probe targets, `ip:port,...` (`PTZ_EDGE_DISCOVERY_TARGETS`): cameras
+    /// on other subnets, and simulators on loopback in tests (multicast does not loop
+    /// back on every host).
+    pub discovery_targets: Vec<std::net::SocketAddr>,
     pub limits: Limits,
 }
 
@@ -130,6 +137,8 @@ impl Default for Config {
             token: None,
             decoder_threads: 1,
             mdns: crate::discovery::MdnsMode::On,
+            discovery_multicast: true,
+            discovery_targets: Vec::new(),
             limits: Limits::default(),
         }
     }
@@ -166,6 +175,27 @@ impl Config {
         }
         if let Some(v) = nonempty("PTZ_EDGE_MDNS") {
             c.mdns = parse(&v, "PTZ_EDGE_MDNS")?;
+        }
+        if let Some(v) = nonempty("PTZ_EDGE_DISCOVERY_MULTICAST") {
+            c.discovery_multicast = match v.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" | "yes" => true,
+                "off" | "false" | "0" | "no" => false,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "PTZ_EDGE_DISCOVERY_MULTICAST",
+                        value: v,
+                        why: "use on or off".into(),
+                    })
+                }
+            };
+        }
+        if let Some(v) = nonempty("PTZ_EDGE_DISCOVERY_TARGETS") {
+            c.discovery_targets = v
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| parse(t, "PTZ_EDGE_DISCOVERY_TARGETS"))
+                .collect::<Result<_, _>>()?;
         }
         let l = &mut c.limits;
         if let Some(v) = nonempty("PTZ_EDGE_MAX_CAMERAS") {
@@ -277,6 +307,22 @@ mod tests {
             c.state_file.unwrap(),
             PathBuf::from("/var/lib/ptz-edge/cameras.json")
         );
+    }
+
+    #[test]
+    fn reads_discovery_settings() {
+        let c = cfg(&[]).unwrap();
+        assert!(c.discovery_multicast && c.discovery_targets.is_empty());
+        let c = cfg(&[
+            ("PTZ_EDGE_DISCOVERY_MULTICAST", "off"),
+            ("PTZ_EDGE_DISCOVERY_TARGETS", "127.0.0.1:3702, [::1]:4000"),
+        ])
+        .unwrap();
+        assert!(!c.discovery_multicast);
+        assert_eq!(c.discovery_targets.len(), 2);
+        assert_eq!(c.discovery_targets[1].port(), 4000);
+        assert!(cfg(&[("PTZ_EDGE_DISCOVERY_TARGETS", "camera.local")]).is_err());
+        assert!(cfg(&[("PTZ_EDGE_DISCOVERY_MULTICAST", "maybe")]).is_err());
     }
 
     #[test]

@@ -14,8 +14,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
-use crate::camera::{self, Camera, CameraOptions, CameraSpec, CameraState, CameraStatus, Feed};
+use crate::camera::{
+    self, Camera, CameraOptions, CameraSpec, CameraState, CameraStatus, Feed, StreamLocation,
+};
 use crate::clock::Clock;
+use crate::onvif::{self, OnvifSource};
 use crate::ptz::{Controller, PtzConfig, PtzHealth};
 use crate::state::{SavedCamera, Store};
 
@@ -58,11 +61,41 @@ impl fmt::Display for FleetError {
 
 impl std::error::Error for FleetError {}
 
-/// What connect asks for: the stream and, optionally, PTZ control.
+/// What connect asks for: the stream and, optionally, PTZ control. With `onvif`, the
+/// stream's host, port and path come from the device (`GetStreamUri`), asked at connect
+/// and again before each reconnect; `spec`'s are placeholders until then.
 #[derive(Debug, Clone)]
 pub struct ConnectRequest {
     pub spec: CameraSpec,
     pub ptz: Option<PtzConfig>,
+    pub onvif: Option<OnvifSource>,
+}
+
+/// One ONVIF exchange while looking a stream up: short, because a reconnect's lookup
+/// runs on the camera thread and delays a stop by as much (at most two exchanges when
+/// the device is silent).
+const ONVIF_LOOKUP_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Asks the device where the profile's stream is.
+fn locate_onvif(spec: &CameraSpec, src: &OnvifSource) -> Result<StreamLocation, String> {
+    let mut client = onvif::Client::with_timeout(
+        &src.host,
+        src.port,
+        &spec.username,
+        spec.password.clone(),
+        ONVIF_LOOKUP_TIMEOUT,
+    );
+    let uri = onvif::device::stream_uri_of_profile(&mut client, src.profile.as_deref())
+        .map_err(|e| e.to_string())?;
+    let u = onvif::parse_rtsp_uri(&uri).map_err(|e| e.to_string())?;
+    camera::validate_host(&u.host)
+        .and_then(|()| camera::validate_path(&u.path))
+        .map_err(|e| format!("the device's stream URI {uri} is not usable: {e}"))?;
+    Ok(StreamLocation {
+        host: u.host,
+        port: u.port,
+        path: u.path,
+    })
 }
 
 /// A camera's status with its PTZ control link, as status replies show it.
@@ -96,10 +129,12 @@ impl Events {
     }
 }
 
-/// One connected camera: its thread's handle and its PTZ control.
+/// One connected camera: its thread's handle, its PTZ control and, if connected by
+/// ONVIF, where its stream is looked up.
 struct Entry {
     handle: camera::Handle,
     ptz: Option<Arc<Controller>>,
+    onvif: Option<OnvifSource>,
 }
 
 impl Entry {
@@ -239,12 +274,29 @@ impl Fleet {
     /// On success its PTZ control is (re)started and the list saved. On failure the
     /// camera is not left behind: a failed re-connect also ends the old connection's PTZ
     /// control and saved entry. Viewers of the id stay subscribed across a replacement.
-    pub fn connect(&self, req: ConnectRequest, wait: Duration) -> Result<(), FleetError> {
+    pub fn connect(&self, mut req: ConnectRequest, wait: Duration) -> Result<(), FleetError> {
         let id = req.spec.id.clone();
-        let cam = self.start(req.spec.clone())?;
+        if let Some(src) = &req.onvif {
+            let loc = locate_onvif(&req.spec, src).map_err(|e| {
+                FleetError::Unreachable(format!(
+                    "Could not get the stream URI from the ONVIF device at {}:{}: {e}",
+                    src.host, src.port
+                ))
+            })?;
+            log::info!(
+                "{id}: ONVIF stream at rtsp://{}:{}{}",
+                loc.host,
+                loc.port,
+                loc.path
+            );
+            (req.spec.host, req.spec.port, req.spec.path) = (loc.host, loc.port, loc.path);
+        }
+        let cam = self.start(req.spec.clone(), req.onvif.clone())?;
         match wait_first_picture(&cam, wait) {
             Ok(()) => {
-                let ptz = req.ptz.map(|cfg| self.start_ptz(&req.spec, cfg));
+                let ptz = req
+                    .ptz
+                    .map(|cfg| self.start_ptz(&req.spec, cfg, req.onvif.as_ref()));
                 let old_ptz = {
                     let mut entries = self.entries.lock();
                     match entries.get_mut(&id) {
@@ -288,11 +340,11 @@ impl Fleet {
         };
         for s in saved {
             let id = s.camera.id.clone();
-            match self.start(s.camera.clone()) {
+            match self.start(s.camera.clone(), s.onvif.clone()) {
                 Ok(cam) => {
                     cam.request_picture();
                     if let Some(cfg) = s.ptz {
-                        let ptz = self.start_ptz(&s.camera, cfg);
+                        let ptz = self.start_ptz(&s.camera, cfg, s.onvif.as_ref());
                         if let Some(e) = self.entries.lock().get_mut(&id) {
                             e.ptz = Some(ptz);
                         }
@@ -305,10 +357,17 @@ impl Fleet {
     }
 
     /// Starts PTZ control of the camera `spec` describes (its address and credentials).
-    fn start_ptz(&self, spec: &CameraSpec, cfg: PtzConfig) -> Arc<Controller> {
+    /// A camera connected by ONVIF is controlled at the device's address, which its
+    /// stream URI may not name.
+    fn start_ptz(
+        &self,
+        spec: &CameraSpec,
+        cfg: PtzConfig,
+        onvif: Option<&OnvifSource>,
+    ) -> Arc<Controller> {
         Arc::new(Controller::start(
             &spec.id,
-            &spec.host,
+            onvif.map_or(&spec.host, |o| &o.host),
             cfg,
             &spec.username,
             &spec.password,
@@ -318,7 +377,11 @@ impl Fleet {
 
     /// Starts the camera thread for `spec`, replacing a camera of the same id (whose
     /// feed, with its viewers, carries over).
-    fn start(&self, spec: CameraSpec) -> Result<Arc<Camera>, FleetError> {
+    fn start(
+        &self,
+        spec: CameraSpec,
+        onvif: Option<OnvifSource>,
+    ) -> Result<Arc<Camera>, FleetError> {
         let id = spec.id.clone();
         let old = {
             let mut entries = self.entries.lock();
@@ -338,12 +401,20 @@ impl Fleet {
             None => Feed::new(),
         };
         let events = Arc::clone(&self.events);
-        let handle = camera::Handle::spawn(
+        // A camera connected by ONVIF asks the device for its stream URI again before
+        // each reconnect: a device that rebooted may serve it elsewhere. The connect
+        // address (with the camera's credentials) is the device's.
+        let locate: Option<camera::Locate> = onvif.clone().map(|src| {
+            let device = spec.clone();
+            Box::new(move || locate_onvif(&device, &src)) as camera::Locate
+        });
+        let handle = camera::Handle::spawn_located(
             spec,
             feed,
             self.options.clone(),
             self.clock.clone(),
             Box::new(move |cam| events.publish(cam.status())),
+            locate,
         )
         .map_err(|e| FleetError::Internal(format!("cannot start the camera thread: {e}")))?;
         let cam = Arc::clone(handle.camera());
@@ -356,7 +427,14 @@ impl Fleet {
                 drop(handle);
                 return Err(FleetError::Full(self.max_cameras));
             }
-            entries.insert(id, Entry { handle, ptz: None })
+            entries.insert(
+                id,
+                Entry {
+                    handle,
+                    ptz: None,
+                    onvif,
+                },
+            )
         };
         // A concurrent connect of the same id got in between: it is replaced (stopped
         // here, outside the lock).
@@ -414,6 +492,7 @@ impl Fleet {
             .map(|e| SavedCamera {
                 camera: e.camera().spec.clone(),
                 ptz: e.ptz.as_ref().map(|p| p.config()),
+                onvif: e.onvif.clone(),
             })
             .collect();
         saved.sort_by(|a, b| a.camera.id.cmp(&b.camera.id));

@@ -12,8 +12,10 @@ pub mod discovery;
 pub mod fleet;
 #[cfg(test)]
 mod fuzz;
+pub(crate) mod http_auth;
 pub mod meter;
 pub mod metrics;
+pub mod onvif;
 pub mod ptz;
 pub mod secret;
 #[cfg(feature = "sim")]

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use parking_lot::Mutex;
 
 use crate::camera::CameraSpec;
+use crate::onvif::OnvifSource;
 use crate::ptz::PtzConfig;
 
 /// One saved camera: how to reach its stream and, if it has one, its PTZ control.
@@ -23,6 +24,9 @@ pub struct SavedCamera {
     pub camera: CameraSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ptz: Option<PtzConfig>,
+    /// Connected by ONVIF: where to ask for the stream URI again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onvif: Option<OnvifSource>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -145,6 +149,7 @@ mod tests {
             SavedCamera {
                 camera: camera.clone(),
                 ptz: None,
+                onvif: None,
             },
             SavedCamera {
                 camera: CameraSpec {
@@ -152,6 +157,11 @@ mod tests {
                     ..camera
                 },
                 ptz: Some(PtzConfig::new(crate::ptz::Protocol::ViscaTcp, None).unwrap()),
+                onvif: Some(OnvifSource {
+                    host: "10.0.0.9".into(),
+                    port: 8000,
+                    profile: Some("Profile_1".into()),
+                }),
             },
         ];
         store.save(&saved).unwrap();

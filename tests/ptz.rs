@@ -19,11 +19,20 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ptz_edge::ptz::{Protocol, PROTOCOLS};
+use ptz_edge::ptz::Protocol;
 use ptz_edge::sim::barcode::{self, PtzCode};
 use ptz_edge::sim::ptz::UNITS_PER_SPEED;
 use ptz_edge::sim::ptz::{PtzSim, SimAuth, SimPtzState, SimReceived, SimTransport};
 use serde_json::{json, Value};
+
+/// The protocols whose wire format this file checks byte for byte; ONVIF (SOAP) has its
+/// own file, tests/onvif.rs.
+const PROTOCOLS: [Protocol; 4] = [
+    Protocol::Cgi,
+    Protocol::ViscaTcp,
+    Protocol::ViscaUdp,
+    Protocol::ViscaSony,
+];
 
 /// How long a commanded move may take to show in the simulator's state.
 const MOVE_WAIT: Duration = Duration::from_secs(3);
@@ -1087,6 +1096,7 @@ fn wire_bytes() {
             Protocol::ViscaTcp => SimTransport::ViscaTcp,
             Protocol::ViscaUdp => SimTransport::ViscaUdp,
             Protocol::ViscaSony => SimTransport::ViscaSony,
+            Protocol::Onvif => SimTransport::Onvif,
         };
         assert!(
             all.iter().all(|m| m.transport == transport),
@@ -1415,7 +1425,7 @@ fn no_ptz_unknown_camera_and_disconnect() {
     ws.ping_pong(WS_REPLY);
 
     for (ptz, says) in [
-        (json!({"protocol": "onvif"}), "must be one of"),
+        (json!({"protocol": "pelco-d"}), "must be one of"),
         (json!({"protocol": "visca-sony", "port": 5678}), "PTZOptics"),
         (
             json!({"protocol": "visca-udp", "port": 52381}),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::camera::PictureError;
 use crate::fleet::FleetError;
+use crate::onvif::OnvifError;
 use crate::ptz::PtzError;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +19,9 @@ pub enum ApiError {
     Fleet(FleetError),
     /// A PTZ command failed.
     Ptz(PtzError),
+    /// An ONVIF device (discovery, inspect) failed: unreachable or refusing (502; the
+    /// text names a rejected password), silent (504), lacking a service (501).
+    Onvif(OnvifError),
     /// No picture can be served for camera `id` now.
     Picture(String, PictureError),
     /// JPEG encoding is at its limits: retry shortly (503).
@@ -46,6 +50,11 @@ impl ApiError {
                 PtzError::Camera(_) => 502,
                 PtzError::Busy | PtzError::Closed => 503,
             },
+            ApiError::Onvif(e) => match e {
+                OnvifError::Timeout => 504,
+                OnvifError::Unsupported(_) => 501,
+                _ => 502,
+            },
             ApiError::Picture(_, PictureError::NotYet { .. }) => 404,
             ApiError::Picture(_, PictureError::Out { .. }) => 503,
             ApiError::Busy(_) => 503,
@@ -63,6 +72,7 @@ impl fmt::Display for ApiError {
             | ApiError::Internal(s) => f.write_str(s),
             ApiError::Fleet(e) => e.fmt(f),
             ApiError::Ptz(e) => e.fmt(f),
+            ApiError::Onvif(e) => e.fmt(f),
             ApiError::Picture(id, PictureError::NotYet { why }) => {
                 write!(f, "No frame available yet for camera {id}")?;
                 if let Some(why) = why {
@@ -92,6 +102,12 @@ fn secs(d: Duration) -> String {
 impl From<FleetError> for ApiError {
     fn from(e: FleetError) -> Self {
         ApiError::Fleet(e)
+    }
+}
+
+impl From<OnvifError> for ApiError {
+    fn from(e: OnvifError) -> Self {
+        ApiError::Onvif(e)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod console;
 pub mod error;
 pub mod messages;
 pub mod mjpeg;
+pub mod onvif;
 pub mod pace;
 pub mod params;
 pub mod ptz;

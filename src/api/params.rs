@@ -11,7 +11,8 @@ use super::request::Request;
 use crate::camera::jpeg::DEFAULT_QUALITY;
 use crate::camera::{self, CameraSpec, JpegParams, Transport};
 use crate::fleet::ConnectRequest;
-use crate::ptz::PtzConfig;
+use crate::onvif::OnvifSource;
+use crate::ptz::{Protocol, PtzConfig};
 use crate::secret::Secret;
 
 /// `width` of a picture, in pixels (scaled down only, aspect kept).
@@ -104,6 +105,58 @@ pub fn str_field(
     }
 }
 
+/// The connect body's ONVIF form: `"onvif": true` (the first profile) or
+/// `{"profile": "<token>"}`, with `onvifPort` (default: the `ptz` block's port when it
+/// is ONVIF, else 80). An ONVIF `ptz` block without a port takes `onvifPort`.
+fn onvif_source(
+    m: &Map<String, Value>,
+    host: &str,
+    ptz: Option<PtzConfig>,
+) -> Result<(Option<OnvifSource>, Option<PtzConfig>), ApiError> {
+    let ptz_port_given = m
+        .get("ptz")
+        .and_then(|p| p.get("port"))
+        .is_some_and(|p| !p.is_null());
+    let onvif_ptz = ptz.filter(|p| p.protocol == Protocol::Onvif);
+    let default_port = match onvif_ptz {
+        Some(p) if ptz_port_given => p.port,
+        _ => DEFAULT_ONVIF_PORT,
+    };
+    let port = port_field(m, "onvifPort", default_port)?;
+    let ptz = match ptz {
+        Some(p) if p.protocol == Protocol::Onvif && !ptz_port_given => {
+            Some(PtzConfig { port, ..p })
+        }
+        other => other,
+    };
+    let profile = match m.get("onvif") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok((None, ptz)),
+        Some(Value::Bool(true)) => None,
+        Some(Value::Object(o)) => match o.get("profile") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) if !t.is_empty() && t.len() <= 64 => Some(t.clone()),
+            Some(_) => {
+                return Err(ApiError::Invalid(
+                    "field 'onvif.profile' must be a profile token (1 to 64 characters)".into(),
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(ApiError::Invalid(
+                "field 'onvif' must be true or {\"profile\": \"<token>\"}".into(),
+            ))
+        }
+    };
+    Ok((
+        Some(OnvifSource {
+            host: host.to_owned(),
+            port,
+            profile,
+        }),
+        ptz,
+    ))
+}
+
 /// The body of `POST /api/cameras/connect`.
 pub fn connect(body: &[u8]) -> Result<ConnectRequest, ApiError> {
     let invalid = ApiError::Invalid;
@@ -119,6 +172,14 @@ pub fn connect(body: &[u8]) -> Result<ConnectRequest, ApiError> {
         .to_owned();
     let username = str_field(&m, "username", Some(""))?;
     let password = Secret::new(str_field(&m, "password", Some(""))?);
+    let ptz = PtzConfig::parse(m.get("ptz").unwrap_or(&Value::Null))
+        .map_err(|e| invalid(format!("ptz: {e}")))?;
+    let (onvif, ptz) = onvif_source(&m, &host, ptz)?;
+    if onvif.is_some() && !matches!(m.get("streamPath"), None | Some(Value::Null)) {
+        return Err(invalid(
+            "give either 'streamPath' or 'onvif' (the device then names the stream)".into(),
+        ));
+    }
     let path = str_field(&m, "streamPath", Some(DEFAULT_STREAM_PATH))?;
     camera::validate_path(&path).map_err(bad)?;
     let port = match m.get("port") {
@@ -137,10 +198,9 @@ pub fn connect(body: &[u8]) -> Result<ConnectRequest, ApiError> {
         Some(Value::String(s)) => s.parse().map_err(bad)?,
         Some(_) => return Err(invalid("field 'transport' must be a string".into())),
     };
-    let ptz = PtzConfig::parse(m.get("ptz").unwrap_or(&Value::Null))
-        .map_err(|e| invalid(format!("ptz: {e}")))?;
     Ok(ConnectRequest {
         ptz,
+        onvif,
         spec: CameraSpec {
             id,
             host,
@@ -150,6 +210,67 @@ pub fn connect(body: &[u8]) -> Result<ConnectRequest, ApiError> {
             password,
             transport,
         },
+    })
+}
+
+/// `timeout` of `GET /api/discover`, in seconds.
+pub const DISCOVER_TIMEOUT: RangeInclusive<f64> = 0.1..=10.0;
+pub const DEFAULT_DISCOVER_TIMEOUT: f64 = 2.0;
+/// The ONVIF HTTP port when a request does not name one.
+pub const DEFAULT_ONVIF_PORT: u16 = 80;
+
+/// `?timeout=` seconds for a WS-Discovery probe.
+pub fn discover_timeout(req: &Request) -> Result<std::time::Duration, ApiError> {
+    let secs = match req.query_param("timeout") {
+        None => DEFAULT_DISCOVER_TIMEOUT,
+        Some(t) => t
+            .parse::<f64>()
+            .ok()
+            .filter(|t| DISCOVER_TIMEOUT.contains(t))
+            .ok_or_else(|| {
+                ApiError::Invalid(format!(
+                    "timeout must be a number of seconds from {} to {}",
+                    DISCOVER_TIMEOUT.start(),
+                    DISCOVER_TIMEOUT.end()
+                ))
+            })?,
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// A port field: absent or null gives `default`.
+fn port_field(m: &Map<String, Value>, name: &str, default: u16) -> Result<u16, ApiError> {
+    match m.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => match v.as_u64() {
+            Some(p @ 1..=65535) => Ok(p as u16),
+            _ => Err(ApiError::Invalid(format!(
+                "field '{name}' must be an integer from 1 to 65535"
+            ))),
+        },
+    }
+}
+
+/// The body of `POST /api/discover/inspect`: `{ip, port?, username?, password?}`.
+pub struct InspectRequest {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: Secret,
+}
+
+pub fn inspect(body: &[u8]) -> Result<InspectRequest, ApiError> {
+    let m = object(body)?;
+    let host = str_field(&m, "ip", None)?.trim().to_owned();
+    camera::validate_host(&host).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    Ok(InspectRequest {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port: port_field(&m, "port", DEFAULT_ONVIF_PORT)?,
+        username: str_field(&m, "username", Some(""))?,
+        password: Secret::new(str_field(&m, "password", Some(""))?),
     })
 }
 
@@ -205,6 +326,102 @@ mod tests {
                 assert!(camera::validate_host(&b.spec.host).is_ok());
                 assert!(camera::validate_path(&b.spec.path).is_ok());
                 assert!(b.spec.port > 0);
+            }
+        }
+    }
+
+    #[test]
+    fn connect_by_onvif() {
+        let req = |v: Value| connect(v.to_string().as_bytes());
+        let base = json!({"cameraId": "c", "ip": "10.0.0.5", "onvif": true});
+        let r = req(base.clone()).unwrap();
+        assert_eq!(
+            r.onvif,
+            Some(OnvifSource {
+                host: "10.0.0.5".into(),
+                port: 80,
+                profile: None
+            })
+        );
+        assert!(r.ptz.is_none());
+        let mut b = base.clone();
+        b["onvif"] = json!({"profile": "Profile_2"});
+        b["onvifPort"] = json!(8000);
+        b["ptz"] = json!({"protocol": "onvif"});
+        let r = req(b).unwrap();
+        assert_eq!(
+            r.onvif,
+            Some(OnvifSource {
+                host: "10.0.0.5".into(),
+                port: 8000,
+                profile: Some("Profile_2".into())
+            })
+        );
+        assert_eq!(
+            r.ptz.map(|p| p.port),
+            Some(8000),
+            "the PTZ block takes onvifPort"
+        );
+        let mut b = base.clone();
+        b["ptz"] = json!({"protocol": "onvif", "port": 8080});
+        assert_eq!(req(b).unwrap().onvif.map(|o| o.port), Some(8080));
+        // The contract's form is unchanged.
+        let r = req(json!({"cameraId": "c", "ip": "h", "streamPath": "/s"})).unwrap();
+        assert!(r.onvif.is_none());
+        let st = |v: Value| req(v).map(|_| ()).map_err(|e| e.status());
+        let mut b = base.clone();
+        b["streamPath"] = json!("/1");
+        assert_eq!(st(b), Err(422));
+        for bad in [
+            json!(1),
+            json!("yes"),
+            json!({"profile": 3}),
+            json!({"profile": ""}),
+        ] {
+            let mut b = base.clone();
+            b["onvif"] = bad;
+            assert_eq!(st(b), Err(422));
+        }
+        let mut b = base.clone();
+        b["onvifPort"] = json!(0);
+        assert_eq!(st(b), Err(422));
+        let mut b = base;
+        b["onvif"] = json!(false);
+        assert!(req(b).unwrap().onvif.is_none());
+    }
+
+    #[test]
+    fn inspect_bodies() {
+        let ok = inspect(br#"{"ip":"[::1]","username":"u","password":"p"}"#).unwrap();
+        assert_eq!((ok.host.as_str(), ok.port), ("::1", 80));
+        let ok = inspect(br#"{"ip":"10.0.0.5","port":8000}"#).unwrap();
+        assert_eq!((ok.port, ok.username.as_str()), (8000, ""));
+        let st = |b: &[u8]| inspect(b).map(|_| ()).map_err(|e| e.status());
+        assert_eq!(st(br#"{"port":80}"#), Err(422));
+        assert_eq!(st(br#"{"ip":"a b"}"#), Err(422));
+        assert_eq!(st(br#"{"ip":"h","port":0}"#), Err(422));
+        assert_eq!(st(b"nope"), Err(400));
+    }
+
+    /// Mutated ONVIF connect and inspect bodies never panic; what is accepted is valid.
+    #[test]
+    fn fuzz_onvif_bodies() {
+        let seed = br#"{"cameraId":"c1","ip":"192.168.1.20","username":"admin","password":"p","onvif":{"profile":"Profile_1"},"onvifPort":8000,"ptz":{"protocol":"onvif"}}"#;
+        let mut m = crate::fuzz::Mutator::new(0x5EED_0F0F_1234_ABCD, b"{}[]\",:@/ 0-tf", 5);
+        for _ in 0..20_000 {
+            let body = m.mutate(seed);
+            if let Ok(b) = connect(&body) {
+                if let Some(o) = &b.onvif {
+                    assert!(o.port > 0);
+                    assert!(o
+                        .profile
+                        .as_ref()
+                        .is_none_or(|p| !p.is_empty() && p.len() <= 64));
+                    assert_eq!(o.host, b.spec.host);
+                }
+            }
+            if let Ok(i) = inspect(&body) {
+                assert!(camera::validate_host(&i.host).is_ok() && i.port > 0);
             }
         }
     }

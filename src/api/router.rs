@@ -13,7 +13,7 @@ use tiny_http::{Response, StatusCode};
 
 use super::error::ApiError;
 use super::request::{error, header, json as json_reply, percent_decode, Reply, Request};
-use super::{console, mjpeg, params, ptz, status, ws, Ctx};
+use super::{console, mjpeg, onvif, params, ptz, status, ws, Ctx};
 use crate::camera::feed::Via;
 use crate::camera::jpeg::JpegError;
 use crate::camera::Camera;
@@ -47,11 +47,21 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/cameras/{cameraId}/mjpeg"),
     ("GET", "/api/cameras/{cameraId}/ptz"),
     ("POST", "/api/cameras/{cameraId}/ptz"),
+    ("GET", "/api/discover"),
+    ("POST", "/api/discover/inspect"),
 ];
 
 /// The reply for a failure.
 fn fail(e: ApiError) -> Reply {
     error(e.status(), e.to_string())
+}
+
+/// 200 with the JSON, or the failure.
+fn result(r: Result<Value, ApiError>) -> Reply {
+    match r {
+        Ok(v) => json_reply(200, &v),
+        Err(e) => fail(e),
+    }
 }
 
 pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
@@ -83,6 +93,9 @@ pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
         ["api", "cameras", "connect"] if post => connect(req, ctx),
         ["api", "cameras", "disconnect"] if post => disconnect(req, ctx),
         ["api", "cameras"] if get => list(ctx),
+        // ONVIF discovery (api/onvif.rs).
+        ["api", "discover"] if get => result(onvif::discover(req, ctx)),
+        ["api", "discover", "inspect"] if post => result(onvif::inspect(req, ctx)),
         ["api", "cameras", id, rest] => {
             let Some(id) = percent_decode(id) else {
                 return fail(ApiError::BadRequest(

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ptz_edge::sim::onvif::SimProfile;
 use ptz_edge::sim::ptz::{PtzSim, SimAuth};
-use ptz_edge::sim::{SimConfig, Simulator};
+use ptz_edge::sim::{SimCodec, SimConfig, Simulator};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 const USAGE: &str = "\
@@ -25,9 +26,18 @@ OPTIONS:
     --size WxH           picture size                    [default: 1280x720]
     --fps N              frames per second               [default: 30]
     --codec h264|h265    video codec                     [default: h264]
+    --gop SECS           seconds between keyframes       [default: 1]
+    --bframes N          H.264 High profile with N B-frames (0-4) [default: 0]
+    --audio              an Opus audio track beside the video
+    --tcp-only           RTP over the RTSP connection only (UDP refused)
+    --digest             RTSP Digest instead of Basic auth (with --user/--password)
     --ptz                also simulate the PTZ head: VISCA over TCP and UDP, Sony
-                         VISCA over IP and PTZOptics HTTP-CGI on free ports (listed
-                         under \"ptz\" in the JSON line); the picture follows it
+                         VISCA over IP, PTZOptics HTTP-CGI and ONVIF (device, media,
+                         PTZ services on the HTTP port; WS-Discovery on a free UDP
+                         port and the 239.255.255.250:3702 group) on free ports
+                         (listed under \"ptz\" in the JSON line); the picture follows
+                         it. ONVIF's GetStreamUri gives the RTSP URLs, and with
+                         --user/--password ONVIF asks for the same credentials
     --user U             RTSP basic auth user (needs --password)
     --password P         RTSP basic auth password (visible in `ps`; for tests only)
     -h, --help           print this help
@@ -76,22 +86,51 @@ fn run(mut cfg: SimConfig, with_ptz: bool) -> Result<(), Box<dyn std::error::Err
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
 
-    // The PTZ head (VISCA TCP/UDP, Sony VISCA, HTTP-CGI) on the same address; the CGI
-    // asks for the RTSP credentials with Digest, as PTZOptics cameras do.
+    // The PTZ head (VISCA TCP/UDP, Sony VISCA, HTTP-CGI, ONVIF) on the same address; the
+    // CGI asks for the RTSP credentials with Digest, as PTZOptics cameras do, and ONVIF
+    // for the same in WS-Security.
     let ptz = if with_ptz {
-        let ptz = PtzSim::try_start(cfg.bind)?;
+        let mut ptz = PtzSim::try_start(cfg.bind)?;
         if let Some((user, password)) = &cfg.auth {
             ptz.set_auth(SimAuth::Digest {
                 user: user.clone(),
                 password: password.clone(),
             });
+            let creds = (user.clone(), password.clone());
+            ptz.set_onvif(|o| o.credentials = Some(creds));
+        }
+        // Best effort: a host without multicast still answers unicast probes.
+        if let Err(e) = ptz.join_discovery_multicast() {
+            log::warn!("WS-Discovery: cannot join 239.255.255.250:3702 ({e}); unicast probes only");
         }
         cfg.ptz_view = Some(ptz.handle());
         Some(ptz)
     } else {
         None
     };
+    let (width, height, codec) = (cfg.width, cfg.height, cfg.codec);
     let sim = Simulator::start(cfg)?;
+    if let Some(p) = &ptz {
+        // One ONVIF media profile per path, the first with PTZ.
+        let profiles: Vec<SimProfile> = sim
+            .paths()
+            .iter()
+            .enumerate()
+            .map(|(i, path)| SimProfile {
+                token: format!("profile_{}", i + 1),
+                name: path.trim_start_matches('/').to_owned(),
+                encoding: match codec {
+                    SimCodec::H264 => "H264".into(),
+                    SimCodec::H265 => "H265".into(),
+                },
+                width,
+                height,
+                uri: sim.url(path),
+                ptz: i == 0,
+            })
+            .collect();
+        p.set_onvif(|o| o.profiles = profiles);
+    }
     let mut ready = serde_json::json!({ "rtsp_port": sim.rtsp_port(), "urls": sim.urls() });
     if let Some(p) = &ptz {
         ready["ptz"] = serde_json::json!({
@@ -99,6 +138,8 @@ fn run(mut cfg: SimConfig, with_ptz: bool) -> Result<(), Box<dyn std::error::Err
             "visca_udp": p.visca_udp_port(),
             "visca_sony": p.visca_sony_port(),
             "http": p.http_port(),
+            "onvif": p.onvif_device_url(),
+            "wsd": p.discovery_port(),
         });
     }
     let mut stdout = std::io::stdout().lock();
@@ -167,6 +208,21 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                     .map_err(|_| format!("--fps {v:?} is not a whole number"))?;
             }
             "--codec" => cfg.codec = value()?.parse()?,
+            "--gop" => {
+                let v = value()?;
+                cfg.gop_secs = v
+                    .parse()
+                    .map_err(|_| format!("--gop {v:?} is not a whole number of seconds"))?;
+            }
+            "--bframes" => {
+                let v = value()?;
+                cfg.bframes = v
+                    .parse()
+                    .map_err(|_| format!("--bframes {v:?} is not a whole number"))?;
+            }
+            "--audio" => cfg.audio = true,
+            "--tcp-only" => cfg.tcp_only = true,
+            "--digest" => cfg.digest = true,
             "--ptz" => with_ptz = true,
             "--user" => user = Some(value()?.to_owned()),
             "--password" => password = Some(value()?.to_owned()),

@@ -25,7 +25,8 @@ pub use feed::{Feed, Viewer};
 pub use frame::Frame;
 pub use jpeg::{Jpeg, JpegParams};
 pub use supervisor::{
-    Camera, CameraOptions, CameraState, CameraStatus, Handle, PictureError, RetryReason,
+    Camera, CameraOptions, CameraState, CameraStatus, Handle, Locate, PictureError, RetryReason,
+    StreamLocation,
 };
 
 /// How RTP travels from the camera: the configured policy (see

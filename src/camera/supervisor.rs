@@ -470,9 +470,23 @@ enum Command {
     Stop,
 }
 
+/// Where a camera's stream is, as a lookup found it (e.g. ONVIF `GetStreamUri`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamLocation {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+/// Looks the stream's address up again: called on the camera thread before each
+/// reconnect (so a camera that comes back with a new URI is followed); an error keeps
+/// the last address. Must be bounded in time (it delays a stop by as much).
+pub type Locate = Box<dyn Fn() -> Result<StreamLocation, String> + Send + Sync>;
+
 /// A camera as readers see it: its spec, its feed and its health. Shared by the camera
 /// thread and the API; the thread's life is its [`Handle`]'s.
 pub struct Camera {
+    /// As connected; for a camera with a [`Locate`], the address of its first session.
     pub spec: CameraSpec,
     pub feed: Arc<Feed>,
     options: CameraOptions,
@@ -486,7 +500,16 @@ pub struct Camera {
     cmd_tx: Sender<Command>,
     /// Notified on every state change (WebSocket status pushes).
     on_state: Box<dyn Fn(&Camera) + Send + Sync>,
+    locate: Option<Locate>,
+    /// The address [`Locate`] last found, when it differs from `spec`'s.
+    located: Mutex<Option<CameraSpec>>,
+    /// When [`Locate`] last ran (camera clock): at most once per [`RELOCATE_EVERY`].
+    located_at: Mutex<Option<Instant>>,
 }
+
+/// A camera that stays down is looked up again at most this often (each lookup is a few
+/// exchanges with the device).
+pub const RELOCATE_EVERY: Duration = Duration::from_secs(5);
 
 /// The owner of a camera thread: dropping it stops the thread and joins it.
 pub struct Handle {
@@ -504,6 +527,19 @@ impl Handle {
         clock: Clock,
         on_state: Box<dyn Fn(&Camera) + Send + Sync>,
     ) -> std::io::Result<Handle> {
+        Handle::spawn_located(spec, feed, options, clock, on_state, None)
+    }
+
+    /// Like [`Handle::spawn`], with a lookup of the stream's address before each
+    /// reconnect.
+    pub fn spawn_located(
+        spec: CameraSpec,
+        feed: Arc<Feed>,
+        options: CameraOptions,
+        clock: Clock,
+        on_state: Box<dyn Fn(&Camera) + Send + Sync>,
+        locate: Option<Locate>,
+    ) -> std::io::Result<Handle> {
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(8);
         let camera = Arc::new(Camera {
             spec,
@@ -516,6 +552,9 @@ impl Handle {
             failed_decoders: Mutex::new(Vec::new()),
             cmd_tx,
             on_state,
+            locate,
+            located: Mutex::new(None),
+            located_at: Mutex::new(None),
         });
         let name: String = format!("cam-{}", camera.spec.id).chars().take(15).collect();
         let runner = Arc::clone(&camera);
@@ -828,10 +867,50 @@ impl Camera {
             if self.wait_or_stop(&cmd_rx, delay) {
                 break;
             }
+            self.relocate();
         }
         self.set_state(CameraState::Stopped, None);
         self.feed.jpeg.release();
         log::info!("{id}: stopped");
+    }
+
+    /// Asks the [`Locate`] (if any) where the stream is now.
+    fn relocate(&self) {
+        let Some(locate) = &self.locate else {
+            return;
+        };
+        let now = self.clock.now();
+        {
+            let mut at = self.located_at.lock();
+            if at.is_some_and(|t| now.saturating_duration_since(t) < RELOCATE_EVERY) {
+                return;
+            }
+            *at = Some(now);
+        }
+        match locate() {
+            Ok(loc) => {
+                let mut spec = self.spec.clone();
+                (spec.host, spec.port, spec.path) = (loc.host, loc.port, loc.path);
+                let mut located = self.located.lock();
+                let before = located.as_ref().unwrap_or(&self.spec).location();
+                if spec.location() != before {
+                    log::info!("{}: the stream moved to {}", self.spec.id, spec.location());
+                }
+                *located = (spec.location() != self.spec.location()).then_some(spec);
+            }
+            Err(e) => log::debug!(
+                "{}: cannot look the stream address up ({e}); keeping the last one",
+                self.spec.id
+            ),
+        }
+    }
+
+    /// The address the next session uses.
+    pub fn session_spec(&self) -> CameraSpec {
+        self.located
+            .lock()
+            .clone()
+            .unwrap_or_else(|| self.spec.clone())
     }
 
     fn run_session(
@@ -848,7 +927,7 @@ impl Camera {
         let started = self.clock.now();
         let mut start = SessionStart::new(started, lower, self.spec.transport);
         self.arrivals.lock().watchdog = Some(Watchdog::new(started));
-        let ingest = match Ingest::start(&self.spec, lower, sink) {
+        let ingest = match Ingest::start(&self.session_spec(), lower, sink) {
             Ok(i) => i,
             Err(e) => {
                 return SessionEnd::Failed {
@@ -1184,6 +1263,60 @@ mod tests {
 
     /// The reconnect backoff runs on the camera's clock: with a manual clock, the second
     /// attempt comes exactly when the clock passes the first delay, not before.
+    /// A camera with a [`Locate`] asks it before a reconnect, at most once per
+    /// [`RELOCATE_EVERY`] on the camera's clock, and its sessions use what it found.
+    #[test]
+    fn reconnects_look_the_stream_up_at_a_bounded_rate() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        gstreamer::init().unwrap();
+        let clock = Clock::manual();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let port = closed_port();
+        let counted = Arc::clone(&calls);
+        let locate: Locate = Box::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(StreamLocation {
+                host: "127.0.0.1".into(),
+                port,
+                path: "/moved".into(),
+            })
+        });
+        let h = Handle::spawn_located(
+            spec("locate"),
+            Feed::new(),
+            options(),
+            clock.clone(),
+            Box::new(|_| {}),
+            Some(locate),
+        )
+        .unwrap();
+        let cam = Arc::clone(h.camera());
+        let mut parks = 0;
+        let mut step = |d: Duration| {
+            assert!(
+                clock.await_parked(parks, Duration::from_secs(20)),
+                "never parked"
+            );
+            parks = clock.parks();
+            clock.advance(d);
+        };
+        // First failure, backoff, then the lookup before the second attempt.
+        wait_until("the first failure", || cam.status().reconnects == 1);
+        step(Backoff::MAX);
+        wait_until("the second attempt", || cam.status().reconnects == 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(cam.session_spec().path, "/moved");
+        assert_eq!(cam.spec.path, "/1", "the connect spec stays as connected");
+        // Within RELOCATE_EVERY: attempts go on without lookups.
+        step(Backoff::MAX);
+        wait_until("the third attempt", || cam.status().reconnects == 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "looked up again too soon");
+        step(RELOCATE_EVERY);
+        wait_until("the fourth attempt", || cam.status().reconnects == 4);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        drop(h);
+    }
+
     #[test]
     fn reconnect_waits_for_the_backoff_on_the_cameras_clock() {
         gstreamer::init().unwrap();

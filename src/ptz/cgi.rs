@@ -1,6 +1,6 @@
-//! PTZOptics HTTP-CGI control (`GET /cgi-bin/ptzctrl.cgi?ptzcmd&<action>&<args>`) with a
-//! minimal HTTP/1.1 client over `std::net::TcpStream`, answering the camera's 401 with
-//! Digest (preferred) or Basic using the camera's own credentials.
+//! PTZOptics HTTP-CGI control (`GET /cgi-bin/ptzctrl.cgi?ptzcmd&<action>&<args>`) over
+//! ureq (the synchronous HTTP client the ONVIF side uses too), answering the camera's
+//! 401 with Digest (preferred) or Basic using the camera's own credentials.
 //!
 //! Source: PTZOptics "HTTP-CGI Commands" (developer portal): arguments are bare values
 //! joined by `&`; pan speed 1–24, tilt speed 1–20, zoom speed 1–7 (0–7 documented, 1–7
@@ -8,9 +8,8 @@
 //! position query over HTTP. The appliance only ever requests these fixed paths: it never
 //! proxies the camera's web UI or arbitrary CGI paths.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::io;
+use std::time::Duration;
 
 use super::auth::{self, Challenge, ChallengeError, DigestChallenge};
 use super::{axis, check_preset, Axis, Position, PresetOp, Protocol, PtzDriver, PtzError};
@@ -75,7 +74,7 @@ pub fn preset_path(op: PresetOp, index: u8) -> String {
     format!("{CGI_PATH}?ptzcmd&{action}&{index}")
 }
 
-/// A parsed response: what the client needs of it.
+/// A response: what the client needs of it.
 struct Response {
     status: u16,
     /// `WWW-Authenticate` values.
@@ -89,8 +88,9 @@ enum AuthState {
     Digest { challenge: DigestChallenge, nc: u32 },
 }
 
-/// A one-request-per-connection HTTP/1.1 client for one camera. Credentials live here
-/// and only leave as an `Authorization` header; nothing in here logs them or the header.
+/// An HTTP/1.1 client for one camera, on ureq (the synchronous client the ONVIF side
+/// uses too; keep-alive where the camera offers it). Credentials live here and only
+/// leave as an `Authorization` header; nothing in here logs them or the header.
 struct HttpClient {
     id: String,
     host: String,
@@ -98,17 +98,62 @@ struct HttpClient {
     username: String,
     password: Secret,
     auth: AuthState,
-    addr: Option<SocketAddr>,
+    agent: ureq::Agent,
 }
 
-fn io_to_ptz(e: io::Error, what: &str) -> PtzError {
-    match e.kind() {
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => PtzError::Timeout,
-        _ => PtzError::Camera(format!("{what}: {e}")),
+fn transport_error(e: ureq::Error, where_: &str) -> PtzError {
+    match e {
+        ureq::Error::Timeout(_) => PtzError::Timeout,
+        ureq::Error::Io(ref io)
+            if matches!(
+                io.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) =>
+        {
+            PtzError::Timeout
+        }
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+            PtzError::Camera(format!("cannot connect to {where_}: {e}"))
+        }
+        ureq::Error::Io(ref io)
+            if matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::NetworkUnreachable
+                    | io::ErrorKind::AddrNotAvailable
+            ) =>
+        {
+            PtzError::Camera(format!("cannot connect to {where_}: {e}"))
+        }
+        other => PtzError::Camera(format!("HTTP exchange with {where_} failed: {other}")),
     }
 }
 
 impl HttpClient {
+    fn new(id: &str, host: &str, port: u16, username: &str, password: Secret) -> HttpClient {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            // Every status is looked at here (401 carries the challenge).
+            .http_status_as_error(false)
+            // The camera is on the LAN; never through an environment proxy.
+            .proxy(None)
+            .max_redirects(0)
+            .max_response_header_size(MAX_HEAD)
+            .user_agent(concat!("ptz-edge/", env!("CARGO_PKG_VERSION")))
+            .build();
+        HttpClient {
+            id: id.to_owned(),
+            host: host.to_owned(),
+            port,
+            username: username.to_owned(),
+            password,
+            auth: AuthState::None,
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+
     fn host_header(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
@@ -204,131 +249,32 @@ impl HttpClient {
         ))
     }
 
-    /// The camera's address, resolved once and again after a failed connect (a host
-    /// name may move; a lookup per request would add its latency to every move).
-    fn resolve(&mut self) -> Result<SocketAddr, PtzError> {
-        if let Some(a) = self.addr {
-            return Ok(a);
-        }
-        let a = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| PtzError::Camera(format!("cannot resolve {}", self.host)))?;
-        self.addr = Some(a);
-        Ok(a)
-    }
-
+    /// One exchange, connect to last byte within [`REQUEST_TIMEOUT`]; the body is read
+    /// (up to [`MAX_BODY`]) and discarded.
     fn request(&mut self, path: &str, authorization: Option<&str>) -> Result<Response, PtzError> {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let addr = self.resolve()?;
         let where_ = format!("{}:{}", self.host, self.port);
-        let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| {
-            self.addr = None;
-            io_to_ptz(e, &format!("cannot connect to {where_}"))
-        })?;
-        let _ = stream.set_nodelay(true);
-        stream
-            .set_write_timeout(Some(REQUEST_TIMEOUT))
-            .map_err(|e| io_to_ptz(e, &where_))?;
-        let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ptz-edge/{}\r\nAccept: */*\r\nConnection: close\r\n",
-            self.host_header(),
-            env!("CARGO_PKG_VERSION")
-        );
+        let url = format!("http://{}{path}", self.host_header());
+        let mut req = self.agent.get(&url);
         if let Some(a) = authorization {
-            req.push_str("Authorization: ");
-            req.push_str(a);
-            req.push_str("\r\n");
+            req = req.header("Authorization", a);
         }
-        req.push_str("\r\n");
-        stream
-            .write_all(req.as_bytes())
-            .map_err(|e| io_to_ptz(e, &format!("sending to {where_}")))?;
-        read_response(&mut stream, deadline)
-            .map_err(|e| io_to_ptz(e, &format!("reading from {where_}")))
+        let resp = req.call().map_err(|e| transport_error(e, &where_))?;
+        let status = resp.status().as_u16();
+        let challenges = resp
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        // Drained to be polite (and to keep a kept-alive connection usable); its
+        // content does not matter, nor does a body cut short.
+        let mut body = resp.into_body();
+        let _ = io::copy(
+            &mut body.with_config().limit(MAX_BODY as u64).reader(),
+            &mut io::sink(),
+        );
+        Ok(Response { status, challenges })
     }
-}
-
-/// Reads one response: the head, then the body by `Content-Length`, chunked framing or
-/// connection close (the body is read to be polite, then discarded).
-fn read_response(stream: &mut TcpStream, deadline: Instant) -> io::Result<Response> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    let mut eof = false;
-    let mut read_more = |buf: &mut Vec<u8>, eof: &mut bool| -> io::Result<()> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "response timed out",
-            ));
-        }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut chunk) {
-            Ok(0) => *eof = true,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-        Ok(())
-    };
-    let (head_len, status, challenges, body_len, chunked) = loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&buf) {
-            Ok(httparse::Status::Complete(n)) => {
-                let status = resp.code.unwrap_or(0);
-                let mut challenges = Vec::new();
-                let mut body_len = None;
-                let mut chunked = false;
-                for h in resp.headers.iter() {
-                    let v = String::from_utf8_lossy(h.value).into_owned();
-                    if h.name.eq_ignore_ascii_case("www-authenticate") {
-                        challenges.push(v);
-                    } else if h.name.eq_ignore_ascii_case("content-length") {
-                        body_len = v.trim().parse::<usize>().ok();
-                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        chunked = v.to_ascii_lowercase().contains("chunked");
-                    }
-                }
-                break (n, status, challenges, body_len, chunked);
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD && !eof => {
-                read_more(&mut buf, &mut eof)?
-            }
-            Ok(httparse::Status::Partial) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "incomplete or oversized HTTP response head",
-                ))
-            }
-            Err(e) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("malformed HTTP response: {e}"),
-                ))
-            }
-        }
-    };
-    // Drain the body within the deadline; its content does not matter.
-    loop {
-        let body = &buf[head_len..];
-        let done = eof
-            || body.len() >= MAX_BODY
-            || match (body_len, chunked) {
-                (Some(n), _) => body.len() >= n,
-                (None, true) => body.ends_with(b"0\r\n\r\n"),
-                (None, false) => status == 204 || status == 304 || (100..200).contains(&status),
-            };
-        if done {
-            break;
-        }
-        if read_more(&mut buf, &mut eof).is_err() {
-            break;
-        }
-    }
-    Ok(Response { status, challenges })
 }
 
 /// PTZOptics HTTP-CGI driver. Remembers what it last sent so an unchanged pan-tilt or
@@ -348,15 +294,7 @@ impl CgiDriver {
         password: Secret,
     ) -> CgiDriver {
         CgiDriver {
-            client: HttpClient {
-                id: camera_id.to_owned(),
-                host: host.to_owned(),
-                port,
-                username: username.to_owned(),
-                password,
-                auth: AuthState::None,
-                addr: None,
-            },
+            client: HttpClient::new(camera_id, host, port, username, password),
             last_pan_tilt: None,
             last_zoom: None,
         }

@@ -7,10 +7,12 @@
 //! and the camera's credentials, and gets back `Result<_, PtzError>`. The simulated head
 //! it is tested against lives in `src/sim/ptz.rs`, whose tests exercise these drivers.
 
-// The PTZ simulator (src/sim/ptz.rs) answers digest challenges with these helpers.
-pub(crate) mod auth;
+// HTTP Basic/Digest helpers, shared with the ONVIF client (src/http_auth.rs); the PTZ
+// simulator (src/sim/ptz.rs) answers digest challenges with them too.
+pub(crate) use crate::http_auth as auth;
 pub mod cgi;
 mod controller;
+pub mod onvif;
 pub mod visca;
 
 use std::fmt;
@@ -34,14 +36,18 @@ pub enum Protocol {
     ViscaUdp,
     /// Sony VISCA over IP (8-byte header, UDP 52381), for other vendors' cameras only.
     ViscaSony,
+    /// ONVIF PTZ service (SOAP over HTTP; device service at `/onvif/device_service`),
+    /// port 80 by default.
+    Onvif,
 }
 
 /// Every protocol, for messages and tests.
-pub const PROTOCOLS: [Protocol; 4] = [
+pub const PROTOCOLS: [Protocol; 5] = [
     Protocol::Cgi,
     Protocol::ViscaTcp,
     Protocol::ViscaUdp,
     Protocol::ViscaSony,
+    Protocol::Onvif,
 ];
 
 impl Protocol {
@@ -51,6 +57,7 @@ impl Protocol {
             Protocol::ViscaTcp => 5678,
             Protocol::ViscaUdp => 1259,
             Protocol::ViscaSony => 52381,
+            Protocol::Onvif => 80,
         }
     }
 
@@ -60,6 +67,7 @@ impl Protocol {
             Protocol::ViscaTcp => "visca-tcp",
             Protocol::ViscaUdp => "visca-udp",
             Protocol::ViscaSony => "visca-sony",
+            Protocol::Onvif => "onvif",
         }
     }
 
@@ -70,7 +78,7 @@ impl Protocol {
     pub fn reserved_presets(self) -> Option<RangeInclusive<u8>> {
         match self {
             Protocol::Cgi | Protocol::ViscaTcp | Protocol::ViscaUdp => Some(90..=99),
-            Protocol::ViscaSony => None,
+            Protocol::ViscaSony | Protocol::Onvif => None,
         }
     }
 }
@@ -169,7 +177,7 @@ pub enum PtzConfigError {
     /// The block is neither an object nor null: send `{"protocol":"visca-tcp"}` (or
     /// `null`, or `{"protocol":"none"}`, for no PTZ).
     NotAnObject,
-    /// No `protocol` field: name one of cgi, visca-tcp, visca-udp, visca-sony or none.
+    /// No `protocol` field: name one of cgi, visca-tcp, visca-udp, visca-sony, onvif or none.
     MissingProtocol,
     /// `protocol` is not a string: send one of the names as a string.
     ProtocolNotAString,
@@ -194,14 +202,14 @@ impl fmt::Display for PtzConfigError {
                 f.write_str("field 'ptz' must be an object like {\"protocol\":\"visca-tcp\"}")
             }
             PtzConfigError::MissingProtocol => f.write_str(
-                "field 'ptz.protocol' is required (cgi, visca-tcp, visca-udp, visca-sony or none)",
+                "field 'ptz.protocol' is required (cgi, visca-tcp, visca-udp, visca-sony, onvif or none)",
             ),
             PtzConfigError::ProtocolNotAString => {
                 f.write_str("field 'ptz.protocol' must be a string")
             }
             PtzConfigError::UnknownProtocol(s) => write!(
                 f,
-                "field 'ptz.protocol' must be one of cgi, visca-tcp, visca-udp, visca-sony, none (got {s:?})"
+                "field 'ptz.protocol' must be one of cgi, visca-tcp, visca-udp, visca-sony, onvif, none (got {s:?})"
             ),
             PtzConfigError::BadPort => {
                 f.write_str("field 'ptz.port' must be an integer from 1 to 65535")
@@ -465,7 +473,7 @@ pub trait PtzDriver: Send {
     }
 }
 
-/// Builds the driver for a config. The password is handed to the CGI driver only.
+/// Builds the driver for a config. The password is handed to the CGI and ONVIF drivers only.
 pub fn open_driver(
     camera_id: &str,
     host: &str,
@@ -484,6 +492,13 @@ pub fn open_driver(
         Protocol::ViscaTcp | Protocol::ViscaUdp | Protocol::ViscaSony => {
             Box::new(visca::ViscaDriver::new(camera_id, host, cfg))
         }
+        Protocol::Onvif => Box::new(onvif::OnvifDriver::new(
+            camera_id,
+            host,
+            cfg.port,
+            username,
+            password.clone(),
+        )),
     }
 }
 
@@ -532,6 +547,7 @@ mod unit_tests {
             ("visca-tcp", 5678),
             ("visca-udp", 1259),
             ("visca-sony", 52381),
+            ("onvif", 80),
         ] {
             let c = p(json!({ "protocol": name })).unwrap().unwrap();
             assert_eq!((c.protocol.as_str(), c.port), (name, port));
@@ -548,7 +564,7 @@ mod unit_tests {
     #[test]
     fn config_errors() {
         let e = |v: Value| PtzConfig::parse(&v).unwrap_err().to_string();
-        assert!(e(json!({"protocol": "onvif"})).contains("must be one of"));
+        assert!(e(json!({"protocol": "onvif2"})).contains("must be one of"));
         assert!(e(json!({})).contains("required"));
         assert!(e(json!({"protocol": 3})).contains("string"));
         assert!(e(json!({"protocol": "cgi", "port": 0})).contains("1 to 65535"));
@@ -562,8 +578,8 @@ mod unit_tests {
         // The variants, for callers that act on the kind rather than the text.
         let k = |v: Value| PtzConfig::parse(&v).unwrap_err();
         assert_eq!(
-            k(json!({"protocol": "onvif"})),
-            PtzConfigError::UnknownProtocol("onvif".into())
+            k(json!({"protocol": "onvif2"})),
+            PtzConfigError::UnknownProtocol("onvif2".into())
         );
         assert_eq!(k(json!({})), PtzConfigError::MissingProtocol);
         assert_eq!(

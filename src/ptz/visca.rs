@@ -314,9 +314,9 @@ impl Link {
                 sock.send(&sony_wrap(SONY_CONTROL, 0, &SONY_RESET))?;
                 Ok(Link::Sony { sock, seq: 0 })
             }
-            Protocol::Cgi => Err(io::Error::new(
+            Protocol::Cgi | Protocol::Onvif => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "CGI is not a VISCA transport",
+                "not a VISCA transport",
             )),
         }
     }

@@ -51,6 +51,7 @@ pub fn start(fleet: &Fleet, api: SocketAddr) -> Result<Demo, String> {
             ConnectRequest {
                 spec,
                 ptz: Some(ptz),
+                onvif: None,
             },
             Duration::from_secs(10),
         )

@@ -17,11 +17,21 @@ use crate::sim::ptz::{PtzSimHandle, SimPtzState};
 
 /// Elements the pipeline needs, checked before the server starts because the factory only
 /// parses its launch line when the first client arrives.
-pub(crate) fn required_elements(codec: SimCodec) -> [&'static str; 4] {
-    match codec {
-        SimCodec::H264 => ["videotestsrc", "capsfilter", "x264enc", "rtph264pay"],
-        SimCodec::H265 => ["videotestsrc", "capsfilter", "x265enc", "rtph265pay"],
+pub(crate) fn required_elements(codec: SimCodec, audio: bool) -> Vec<&'static str> {
+    let mut v = match codec {
+        SimCodec::H264 => vec!["videotestsrc", "capsfilter", "x264enc", "rtph264pay"],
+        SimCodec::H265 => vec!["videotestsrc", "capsfilter", "x265enc", "rtph265pay"],
+    };
+    if audio {
+        v.extend([
+            "audiotestsrc",
+            "audioconvert",
+            "audioresample",
+            "opusenc",
+            "rtpopuspay",
+        ]);
     }
+    v
 }
 
 /// Name of the test source in the launch line; the probe goes on its src pad.
@@ -34,6 +44,12 @@ pub(crate) struct StreamFormat {
     pub height: u32,
     pub fps: u32,
     pub codec: SimCodec,
+    /// Seconds between keyframes.
+    pub gop_secs: u32,
+    /// H.264 B-frames between references; more than 0 switches to the High profile.
+    pub bframes: u32,
+    /// An Opus audio track (`pay1`) beside the video.
+    pub audio: bool,
 }
 
 impl StreamFormat {
@@ -58,26 +74,49 @@ impl StreamFormat {
             height,
             fps,
             codec,
+            gop_secs,
+            bframes,
+            audio,
         } = *self;
+        let gop = fps * gop_secs.max(1);
+        let audio = if audio {
+            " audiotestsrc is-live=true wave=sine volume=0.1 ! audioconvert ! audioresample \
+             ! opusenc ! rtpopuspay name=pay1 pt=97"
+        } else {
+            ""
+        };
         if codec == SimCodec::H265 {
             // x265's zerolatency tune has no B-frames and no lookahead; SPS/PPS/VPS
             // repeated so decoding can start at any keyframe.
             return format!(
                 "( videotestsrc name={SOURCE_NAME} is-live=true pattern=smpte horizontal-speed=4 \
                  ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
-                 ! x265enc speed-preset=ultrafast tune=zerolatency key-int-max={fps} \
+                 ! x265enc speed-preset=ultrafast tune=zerolatency key-int-max={gop} \
                    bitrate={bitrate} \
-                 ! rtph265pay name=pay0 pt=96 config-interval=-1 )",
+                 ! rtph265pay name=pay0 pt=96 config-interval=-1{audio} )",
+                bitrate = self.bitrate_kbps(),
+            );
+        }
+        if bframes > 0 {
+            // The interop case: High profile with B-frames (reordered output, as many
+            // cameras' main streams send), no zero-latency tune.
+            return format!(
+                "( videotestsrc name={SOURCE_NAME} is-live=true pattern=smpte horizontal-speed=4 \
+                 ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
+                 ! x264enc speed-preset=ultrafast key-int-max={gop} bframes={bframes} \
+                   b-adapt=false threads=1 bitrate={bitrate} \
+                 ! video/x-h264,profile=high \
+                 ! rtph264pay name=pay0 pt=96 config-interval=-1{audio} )",
                 bitrate = self.bitrate_kbps(),
             );
         }
         format!(
             "( videotestsrc name={SOURCE_NAME} is-live=true pattern=smpte horizontal-speed=4 \
              ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
-             ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max={fps} bframes=0 \
+             ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max={gop} bframes=0 \
                threads=1 bitrate={bitrate} \
              ! video/x-h264,profile=constrained-baseline \
-             ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+             ! rtph264pay name=pay0 pt=96 config-interval=-1{audio} )",
             bitrate = self.bitrate_kbps(),
         )
     }
@@ -90,9 +129,14 @@ pub(crate) fn factory(
     format: StreamFormat,
     role: Option<&str>,
     ptz_view: Option<PtzSimHandle>,
+    tcp_only: bool,
 ) -> rtsp::RTSPMediaFactory {
     let factory = rtsp::RTSPMediaFactory::new();
     factory.set_launch(&format.launch_line());
+    if tcp_only {
+        // RTP interleaved in the RTSP connection only: a UDP SETUP is refused (461).
+        factory.set_protocols(rtsp::gst_rtsp::RTSPLowerTrans::TCP);
+    }
     // One encoder per path, whatever the number of clients; it is built for the first
     // client and torn down after the last one leaves.
     factory.set_shared(true);
@@ -306,6 +350,9 @@ mod tests {
             height: 1080,
             fps: 30,
             codec: SimCodec::H264,
+            gop_secs: 1,
+            bframes: 0,
+            audio: false,
         }
         .launch_line();
         assert!(
@@ -316,6 +363,23 @@ mod tests {
         assert!(line.contains("bitrate=4000"), "{line}");
         assert!(line.contains("name=pay0"), "{line}");
         assert!(line.contains("config-interval=-1"), "{line}");
+        assert!(!line.contains("pay1"), "{line}");
+        let line = StreamFormat {
+            width: 640,
+            height: 360,
+            fps: 25,
+            codec: SimCodec::H264,
+            gop_secs: 4,
+            bframes: 2,
+            audio: true,
+        }
+        .launch_line();
+        assert!(line.contains("key-int-max=100"), "{line}");
+        assert!(
+            line.contains("bframes=2") && line.contains("profile=high"),
+            "{line}"
+        );
+        assert!(line.contains("rtpopuspay name=pay1"), "{line}");
     }
 
     #[test]
@@ -325,6 +389,9 @@ mod tests {
             height: 64,
             fps: 1,
             codec: SimCodec::H264,
+            gop_secs: 1,
+            bframes: 0,
+            audio: false,
         };
         assert_eq!(tiny.bitrate_kbps(), 300);
         let huge = StreamFormat {
@@ -332,6 +399,9 @@ mod tests {
             height: 4320,
             fps: 60,
             codec: SimCodec::H264,
+            gop_secs: 1,
+            bframes: 0,
+            audio: false,
         };
         assert_eq!(huge.bitrate_kbps(), 8_000);
     }

@@ -17,10 +17,13 @@
 pub mod barcode;
 pub mod demo;
 mod media;
+pub mod onvif;
 pub mod ptz;
 
 #[cfg(test)]
 mod e2e_tests;
+#[cfg(test)]
+mod onvif_tests;
 #[cfg(test)]
 mod ptz_tests;
 
@@ -65,6 +68,16 @@ pub struct SimConfig {
     pub auth: Option<(String, String)>,
     /// The video codec every path sends.
     pub codec: SimCodec,
+    /// Seconds between keyframes (1..=10).
+    pub gop_secs: u32,
+    /// H.264 B-frames (0..=4); more than 0 sends the High profile.
+    pub bframes: u32,
+    /// An Opus audio track beside the video.
+    pub audio: bool,
+    /// RTP over the RTSP TCP connection only (UDP transport refused).
+    pub tcp_only: bool,
+    /// RTSP Digest instead of Basic for [`SimConfig::auth`].
+    pub digest: bool,
     /// A simulated PTZ head whose position the picture shows: the scene moves against
     /// pan and tilt and grows with zoom, and the position is drawn as a code below the
     /// frame code (see `barcode::read_ptz`).
@@ -101,6 +114,11 @@ impl Default for SimConfig {
             fps: 30,
             auth: None,
             codec: SimCodec::H264,
+            gop_secs: 1,
+            bframes: 0,
+            audio: false,
+            tcp_only: false,
+            digest: false,
             ptz_view: None,
         }
     }
@@ -160,6 +178,15 @@ impl SimConfig {
                 self.height, self.width
             ));
         }
+        if !(1..=10).contains(&self.gop_secs) {
+            return invalid(format!("gop_secs: {} must be in 1..=10", self.gop_secs));
+        }
+        if self.bframes > 4 || (self.bframes > 0 && self.codec != SimCodec::H264) {
+            return invalid(format!(
+                "bframes: {} must be in 0..=4, and only with H.264",
+                self.bframes
+            ));
+        }
         if !(1..=MAX_FPS).contains(&self.fps) {
             return invalid(format!("fps: {} must be in 1..={MAX_FPS}", self.fps));
         }
@@ -183,6 +210,9 @@ impl SimConfig {
             height: self.height,
             fps: self.fps,
             codec: self.codec,
+            gop_secs: self.gop_secs,
+            bframes: self.bframes,
+            audio: self.audio,
         }
     }
 }
@@ -246,7 +276,7 @@ impl Simulator {
     pub fn start(cfg: SimConfig) -> Result<Simulator, SimError> {
         cfg.validate()?;
         gst::init().map_err(|err| SimError::Init(err.to_string()))?;
-        for name in media::required_elements(cfg.codec) {
+        for name in media::required_elements(cfg.codec, cfg.audio) {
             if gst::ElementFactory::find(name).is_none() {
                 return Err(SimError::MissingElement(name));
             }
@@ -434,7 +464,12 @@ fn build_server(cfg: &SimConfig) -> rtsp::RTSPServer {
         let token = rtsp::RTSPToken::builder()
             .field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, AUTH_ROLE)
             .build();
-        auth.add_basic(&rtsp::RTSPAuth::make_basic(user, password), &token);
+        if cfg.digest {
+            auth.set_supported_methods(rtsp::gst_rtsp::RTSPAuthMethod::Digest);
+            auth.add_digest(user, password, &token);
+        } else {
+            auth.add_basic(&rtsp::RTSPAuth::make_basic(user, password), &token);
+        }
         // No default token: a client without valid credentials gets 401 on every path.
         server.set_auth(Some(&auth));
         AUTH_ROLE
@@ -446,7 +481,7 @@ fn build_server(cfg: &SimConfig) -> rtsp::RTSPServer {
     for path in &cfg.paths {
         mounts.add_factory(
             path,
-            media::factory(path, cfg.format(), role, cfg.ptz_view.clone()),
+            media::factory(path, cfg.format(), role, cfg.ptz_view.clone(), cfg.tcp_only),
         );
     }
     server.connect_client_connected(|_, client| {

@@ -36,6 +36,7 @@ use crate::ptz::visca::{
     SONY_CONTROL_REPLY, SONY_INQUIRY, SONY_REPLY,
 };
 use crate::ptz::Protocol;
+use crate::sim::onvif::{self as soap, Action, SimOnvif};
 
 /// Pan and tilt units per second per speed step (speed 0x18 pans 960 units/s).
 pub const UNITS_PER_SPEED: f64 = 40.0;
@@ -60,6 +61,8 @@ pub enum SimTransport {
     ViscaSony,
     /// An HTTP request target (path and query), as bytes.
     Http,
+    /// An ONVIF SOAP request: the whole envelope as received.
+    Onvif,
 }
 
 /// One received message, for byte checks.
@@ -127,6 +130,7 @@ struct Core {
     completions: bool,
     error_reply: Option<u8>,
     drop_datagrams: u32,
+    onvif: SimOnvif,
 }
 
 impl Core {
@@ -152,6 +156,7 @@ impl Core {
             completions: true,
             error_reply: None,
             drop_datagrams: 0,
+            onvif: SimOnvif::default(),
         }
     }
 
@@ -404,8 +409,205 @@ impl Core {
         }
     }
 
+    /// The position in ONVIF's generic spaces: pan and tilt -1..1, zoom 0..1.
+    fn normalized(&self) -> (f64, f64, f64) {
+        let tilt = if self.tilt >= 0.0 {
+            self.tilt / TILT_MAX
+        } else {
+            self.tilt / -TILT_MIN
+        };
+        (self.pan / PAN_LIMIT, tilt, self.zoom / ZOOM_MAX)
+    }
+
+    fn set_normalized(&mut self, (p, t, z): (f64, f64, f64)) {
+        self.v_pan = 0.0;
+        self.v_tilt = 0.0;
+        self.v_zoom = 0.0;
+        self.pan = (p * PAN_LIMIT).clamp(-PAN_LIMIT, PAN_LIMIT);
+        self.tilt = if t >= 0.0 {
+            t * TILT_MAX
+        } else {
+            t * -TILT_MIN
+        }
+        .clamp(TILT_MIN, TILT_MAX);
+        self.zoom = (z * ZOOM_MAX).clamp(0.0, ZOOM_MAX);
+    }
+
+    /// Answers one ONVIF SOAP request posted to `path`; `base` is `http://host:port` as
+    /// the client reached us. Returns the HTTP status and the reply envelope. Velocities
+    /// in the generic space map onto the VISCA speed range: 1.0 is pan speed 0x18, tilt
+    /// 0x14, zoom 8 steps.
+    fn onvif(&mut self, path: &str, body: &str, base: &str) -> (u16, String) {
+        let now = Instant::now();
+        self.advance(now);
+        self.log(SimTransport::Onvif, body.as_bytes(), None);
+        let req = match soap::parse_request(body) {
+            Ok(r) => r,
+            Err(e) => return (400, soap::fault("InvalidArgVal", &e)),
+        };
+        let service = match path {
+            "/onvif/device_service" => crate::onvif::NS_DEVICE,
+            soap::MEDIA_PATH => crate::onvif::NS_MEDIA,
+            soap::PTZ_PATH => crate::onvif::NS_PTZ,
+            _ => return (404, soap::fault("ActionNotSupported", "no such service")),
+        };
+        let in_service = match &req.action {
+            Action::GetSystemDateAndTime
+            | Action::GetCapabilities
+            | Action::GetServices
+            | Action::GetDeviceInformation => service == crate::onvif::NS_DEVICE,
+            Action::GetProfiles | Action::GetStreamUri { .. } => service == crate::onvif::NS_MEDIA,
+            Action::Other(_) => true,
+            _ => service == crate::onvif::NS_PTZ,
+        };
+        if !in_service {
+            return (
+                400,
+                soap::fault("ActionNotSupported", "not an operation of this service"),
+            );
+        }
+        let device_now = crate::onvif::time::now_millis() + self.onvif.clock_offset_ms;
+        if let (Some((user, password)), false) = (
+            &self.onvif.credentials,
+            req.action == Action::GetSystemDateAndTime,
+        ) {
+            if let Err(why) = soap::check_token(req.token.as_ref(), user, password, device_now) {
+                return (
+                    400,
+                    soap::fault("NotAuthorized", &format!("Sender not Authorized: {why}")),
+                );
+            }
+        }
+        if let Some(p) = req.action.profile() {
+            if self.onvif.profile(p).is_none() {
+                return (400, soap::fault("NoProfile", &format!("no profile {p:?}")));
+            }
+        }
+        let ok = |b: String| (200, b);
+        let empty = |name: &str| (200, soap::envelope(&format!("<tptz:{name}Response/>")));
+        match req.action {
+            Action::GetSystemDateAndTime => ok(soap::system_date_and_time(device_now)),
+            Action::GetCapabilities => ok(soap::capabilities(base)),
+            Action::GetServices => ok(soap::services(base)),
+            Action::GetDeviceInformation => ok(self.onvif.device_information()),
+            Action::GetProfiles => ok(self.onvif.profiles()),
+            Action::GetStreamUri {
+                profile,
+                stream,
+                protocol,
+            } => {
+                if stream != "RTP-Unicast" || protocol != "RTSP" {
+                    return (
+                        400,
+                        soap::fault("InvalidStreamSetup", "only RTP-Unicast over RTSP"),
+                    );
+                }
+                let uri = self
+                    .onvif
+                    .profile(&profile)
+                    .map(|p| p.uri.clone())
+                    .unwrap_or_default();
+                ok(self.onvif.stream_uri(&uri))
+            }
+            Action::ContinuousMove {
+                pan, tilt, zoom, ..
+            } => {
+                let bad = [pan, tilt, zoom]
+                    .iter()
+                    .flatten()
+                    .any(|v| !(-1.0..=1.0).contains(v));
+                if bad {
+                    return (
+                        400,
+                        soap::fault("InvalidVelocity", "velocity outside the generic space"),
+                    );
+                }
+                if let Some(p) = pan {
+                    self.v_pan = p * 24.0 * UNITS_PER_SPEED;
+                }
+                if let Some(t) = tilt {
+                    self.v_tilt = t * 20.0 * UNITS_PER_SPEED;
+                }
+                if let Some(z) = zoom {
+                    self.v_zoom = z * 8.0 * ZOOM_UNITS_PER_STEP;
+                }
+                self.applied(now);
+                empty("ContinuousMove")
+            }
+            Action::Stop { pan_tilt, zoom, .. } => {
+                if pan_tilt {
+                    self.v_pan = 0.0;
+                    self.v_tilt = 0.0;
+                }
+                if zoom {
+                    self.v_zoom = 0.0;
+                }
+                self.applied(now);
+                empty("Stop")
+            }
+            Action::GotoHomePosition { .. } => {
+                self.home();
+                self.applied(now);
+                empty("GotoHomePosition")
+            }
+            Action::SetPreset { name, token, .. } => {
+                let pos = self.normalized();
+                let t = self
+                    .onvif
+                    .set_preset(token.as_deref(), name.as_deref(), pos);
+                self.applied(now);
+                ok(soap::envelope(&format!(
+                    "<tptz:SetPresetResponse><tptz:PresetToken>{}</tptz:PresetToken></tptz:SetPresetResponse>",
+                    crate::onvif::xml::escape(&t)
+                )))
+            }
+            Action::GotoPreset { token, .. } => {
+                let Some(pos) = self
+                    .onvif
+                    .presets
+                    .iter()
+                    .find(|p| p.0 == token)
+                    .map(|p| p.2)
+                else {
+                    return (400, soap::fault("NoToken", &format!("no preset {token:?}")));
+                };
+                self.set_normalized(pos);
+                self.applied(now);
+                empty("GotoPreset")
+            }
+            Action::GetPresets { .. } => ok(self.onvif.presets_reply()),
+            Action::GetStatus { .. } => {
+                let (p, t, z) = self.normalized();
+                let moving = |v: f64| if v != 0.0 { "MOVING" } else { "IDLE" };
+                ok(soap::envelope(&format!(
+                    concat!(
+                        "<tptz:GetStatusResponse><tptz:PTZStatus><tt:Position>",
+                        "<tt:PanTilt x=\"{:.6}\" y=\"{:.6}\"/><tt:Zoom x=\"{:.6}\"/></tt:Position>",
+                        "<tt:MoveStatus><tt:PanTilt>{}</tt:PanTilt><tt:Zoom>{}</tt:Zoom></tt:MoveStatus>",
+                        "<tt:UtcTime>{}</tt:UtcTime></tptz:PTZStatus></tptz:GetStatusResponse>"
+                    ),
+                    p,
+                    t,
+                    z,
+                    moving(self.v_pan.abs() + self.v_tilt.abs()),
+                    moving(self.v_zoom),
+                    crate::onvif::time::format_utc_millis(device_now)
+                )))
+            }
+            Action::Other(name) => (
+                400,
+                soap::fault("ActionNotSupported", &format!("{name} is not supported")),
+            ),
+        }
+    }
+
     /// `None` if the request may proceed, else the `WWW-Authenticate` value for a 401.
-    fn check_auth(&self, target: &str, authorization: Option<&str>) -> Option<String> {
+    fn check_auth(
+        &self,
+        method: &str,
+        target: &str,
+        authorization: Option<&str>,
+    ) -> Option<String> {
         match &self.auth {
             SimAuth::None => None,
             SimAuth::Basic { user, password } => {
@@ -432,7 +634,7 @@ impl Core {
                     username: user,
                     realm: "ptz-sim",
                     password,
-                    method: "GET",
+                    method,
                     uri: target,
                     nonce,
                     nc_cnonce,
@@ -499,6 +701,7 @@ pub struct PtzSim {
     udp_port: u16,
     sony_port: u16,
     http_port: u16,
+    wsd_port: u16,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -530,6 +733,9 @@ impl PtzSim {
         let sony = UdpSocket::bind(any)?;
         sony.set_read_timeout(Some(POLL))?;
         let http = TcpListener::bind(any)?;
+        let wsd = UdpSocket::bind(any)?;
+        wsd.set_read_timeout(Some(POLL))?;
+        let wsd_port = wsd.local_addr()?.port();
         let (tcp_port, udp_port, sony_port, http_port) = (
             tcp.local_addr()?.port(),
             udp.local_addr()?.port(),
@@ -543,8 +749,14 @@ impl PtzSim {
             udp_port,
             sony_port,
             http_port,
+            wsd_port,
             threads: Vec::new(),
         };
+        let xaddr = sim.onvif_device_url();
+        let s = shared.clone();
+        sim.threads.push(spawn("ptzsim-wsd".into(), move || {
+            wsd_loop(&s, wsd, &xaddr)
+        })?);
         let s = shared.clone();
         sim.threads
             .push(spawn("ptzsim-tcp".into(), move || accept_loop(&s, tcp))?);
@@ -585,6 +797,8 @@ impl PtzSim {
             Protocol::ViscaTcp => self.tcp_port,
             Protocol::ViscaUdp => self.udp_port,
             Protocol::ViscaSony => self.sony_port,
+            // ONVIF shares the HTTP port with the CGI, as on a PTZOptics camera.
+            Protocol::Onvif => self.http_port,
         }
     }
 
@@ -612,8 +826,64 @@ impl PtzSim {
         self.shared.core.lock().silent = silent;
     }
 
+    /// HTTP authentication of the CGI and the ONVIF endpoint (ONVIF also checks its
+    /// own WS-Security credentials, [`SimOnvif::credentials`]).
     pub fn set_auth(&self, auth: SimAuth) {
         self.shared.core.lock().auth = auth;
+    }
+
+    /// Changes the ONVIF device's settings (credentials, clock offset, profiles and
+    /// their stream URIs, identity).
+    pub fn set_onvif(&self, f: impl FnOnce(&mut SimOnvif)) {
+        f(&mut self.shared.core.lock().onvif);
+    }
+
+    /// `http://127.0.0.1:port/onvif/device_service` (loopback for an unspecified bind).
+    pub fn onvif_device_url(&self) -> String {
+        format!(
+            "http://{}{}",
+            self.http_authority(),
+            crate::onvif::DEVICE_SERVICE_PATH
+        )
+    }
+
+    fn http_authority(&self) -> SocketAddr {
+        let mut addr = SocketAddr::new(self.bind, self.http_port);
+        if addr.ip().is_unspecified() {
+            addr.set_ip(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        }
+        addr
+    }
+
+    /// The UDP port answering WS-Discovery probes sent to it (unicast).
+    pub fn discovery_port(&self) -> u16 {
+        self.wsd_port
+    }
+
+    /// Also answers probes sent to the WS-Discovery group 239.255.255.250:3702, joined
+    /// on the interface of the bind address (loopback in tests; every sim in the process
+    /// shares the port with `SO_REUSEADDR`, and each answers every probe).
+    pub fn join_discovery_multicast(&mut self) -> io::Result<()> {
+        use socket2::{Domain, Socket, Type};
+        let iface = match self.bind {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+        };
+        let group = *crate::onvif::discovery::MULTICAST.ip();
+        let sock = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+        sock.set_reuse_address(true)?;
+        sock.bind(
+            &SocketAddr::from(([0, 0, 0, 0], crate::onvif::discovery::MULTICAST.port())).into(),
+        )?;
+        sock.join_multicast_v4(&group, &iface)?;
+        let sock: UdpSocket = sock.into();
+        sock.set_read_timeout(Some(POLL))?;
+        let xaddr = self.onvif_device_url();
+        let s = self.shared.clone();
+        self.threads.push(spawn("ptzsim-wsd-mc".into(), move || {
+            wsd_loop(&s, sock, &xaddr)
+        })?);
+        Ok(())
     }
 
     /// Issues a new Digest nonce; the old one then gets `401 stale=true`.
@@ -822,6 +1092,28 @@ fn udp_loop(shared: &Shared, sock: UdpSocket, sony: bool) {
     }
 }
 
+/// Answers WS-Discovery Probes (unicast to this socket) with a ProbeMatch.
+fn wsd_loop(shared: &Shared, sock: UdpSocket, xaddr: &str) {
+    let mut buf = vec![0u8; 8192];
+    while !shared.stop.load(Ordering::SeqCst) {
+        let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let Some(id) = crate::onvif::discovery::parse_probe(&text) else {
+            continue;
+        };
+        let reply = {
+            let core = shared.core.lock();
+            if core.silent {
+                continue;
+            }
+            core.onvif.probe_match(&id, xaddr)
+        };
+        let _ = sock.send_to(reply.as_bytes(), peer);
+    }
+}
+
 fn http_loop(shared: &Shared, listener: TcpListener) {
     loop {
         let accepted = listener.accept();
@@ -835,15 +1127,28 @@ fn http_loop(shared: &Shared, listener: TcpListener) {
     }
 }
 
-/// Serves one request on one connection (clients send `Connection: close`).
+/// Serves one request on one connection (`Connection: close` either way): a CGI GET or
+/// an ONVIF SOAP POST (body read by `Content-Length`, at most 256 KiB).
 fn http_conn(shared: &Shared, mut stream: TcpStream) {
     if stream.set_nonblocking(false).is_err() || stream.set_read_timeout(Some(POLL)).is_err() {
         return;
     }
+    let base = stream
+        .local_addr()
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
     let started = Instant::now();
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 2048];
-    let (target, authorization) = loop {
+    let mut chunk = [0u8; 4096];
+    let mut head: Option<(String, String, Option<String>, usize, usize)> = None;
+    let (method, target, authorization, body) = loop {
+        if let Some((method, target, authorization, head_len, body_len)) = &head {
+            if buf.len() >= head_len + body_len {
+                let body =
+                    String::from_utf8_lossy(&buf[*head_len..head_len + body_len]).into_owned();
+                break (method.clone(), target.clone(), authorization.clone(), body);
+            }
+        }
         if shared.stop.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(3) {
             return;
         }
@@ -852,17 +1157,33 @@ fn http_conn(shared: &Shared, mut stream: TcpStream) {
             Step::Idle => continue,
             Step::Closed => return,
         }
+        if head.is_some() {
+            continue;
+        }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                let target = req.path.unwrap_or("").to_owned();
-                let authorization = req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
-                    .map(|h| String::from_utf8_lossy(h.value).into_owned());
-                break (target, authorization);
+            Ok(httparse::Status::Complete(n)) => {
+                let header = |name: &str| {
+                    req.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                };
+                let body_len = header("content-length")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body_len > 256 * 1024 {
+                    let _ = stream.write_all(&response(400, "", "body too large"));
+                    return;
+                }
+                head = Some((
+                    req.method.unwrap_or("GET").to_owned(),
+                    req.path.unwrap_or("").to_owned(),
+                    header("authorization"),
+                    n,
+                    body_len,
+                ));
             }
             Ok(httparse::Status::Partial) if buf.len() < 8192 => continue,
             _ => {
@@ -871,12 +1192,22 @@ fn http_conn(shared: &Shared, mut stream: TcpStream) {
             }
         }
     };
+    let onvif = method == "POST" && target.starts_with("/onvif/");
     let (silent, reply) = {
         let mut core = shared.core.lock();
-        core.log(SimTransport::Http, target.as_bytes(), None);
+        if !onvif {
+            core.log(SimTransport::Http, target.as_bytes(), None);
+        }
         if core.silent {
+            if onvif {
+                core.log(SimTransport::Onvif, body.as_bytes(), None);
+            }
             (true, Vec::new())
-        } else if let Some(challenge) = core.check_auth(&target, authorization.as_deref()) {
+        } else if let Some(challenge) = core.check_auth(&method, &target, authorization.as_deref())
+        {
+            if onvif {
+                core.log(SimTransport::Onvif, body.as_bytes(), None);
+            }
             (
                 false,
                 response(
@@ -884,6 +1215,12 @@ fn http_conn(shared: &Shared, mut stream: TcpStream) {
                     &format!("WWW-Authenticate: {challenge}\r\n"),
                     "Unauthorized",
                 ),
+            )
+        } else if onvif {
+            let (status, xml) = core.onvif(&target, &body, &base);
+            (
+                false,
+                response_typed(status, "application/soap+xml; charset=utf-8", "", &xml),
             )
         } else {
             let status = core.cgi(&target);
@@ -907,6 +1244,10 @@ fn http_conn(shared: &Shared, mut stream: TcpStream) {
 }
 
 fn response(status: u16, extra_headers: &str, body: &str) -> Vec<u8> {
+    response_typed(status, "text/plain", extra_headers, body)
+}
+
+fn response_typed(status: u16, content_type: &str, extra_headers: &str, body: &str) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -915,7 +1256,7 @@ fn response(status: u16, extra_headers: &str, body: &str) -> Vec<u8> {
         _ => "Error",
     };
     format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n{body}",
         body.len()
     )
     .into_bytes()

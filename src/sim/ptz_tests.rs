@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::onvif::{parse_request, Action};
 use super::ptz::{PtzSim, SimAuth, SimPtzState, SimTransport};
 use crate::clock::Clock;
 use crate::ptz::{
@@ -40,6 +41,31 @@ fn controller_on(
         &Secret::new(password),
         clock,
     )
+}
+
+/// The head's position in ONVIF's generic spaces, in the driver's 1/10000 units.
+fn onvif_units(s: &SimPtzState) -> (i32, i32, i32) {
+    use super::ptz::{PAN_LIMIT, TILT_MAX, TILT_MIN, ZOOM_MAX};
+    let tilt = f64::from(s.tilt);
+    let t = if tilt >= 0.0 {
+        tilt / TILT_MAX
+    } else {
+        tilt / -TILT_MIN
+    };
+    let u = |v: f64| (v * 10_000.0).round() as i32;
+    (
+        u(f64::from(s.pan) / PAN_LIMIT),
+        u(t),
+        u(f64::from(s.zoom) / ZOOM_MAX),
+    )
+}
+
+/// The ONVIF action of a received SOAP request.
+fn onvif_action(m: &super::ptz::SimReceived) -> Option<Action> {
+    (m.transport == SimTransport::Onvif)
+        .then(|| parse_request(&String::from_utf8_lossy(&m.bytes)).ok())
+        .flatten()
+        .map(|r| r.action)
 }
 
 fn mv(pan: f64, tilt: f64, zoom: f64) -> PtzCommand {
@@ -127,8 +153,19 @@ fn every_action_per_protocol() {
             "{ctx}"
         );
 
-        // Position in the camera's units (VISCA), or a clear 501 (CGI).
+        // Position in the camera's units (VISCA; ONVIF's generic spaces in 1/10000),
+        // or a clear 501 (CGI).
         match c.position() {
+            Ok(p) if protocol == Protocol::Onvif => {
+                let want = onvif_units(&back);
+                // The state is rounded to whole VISCA units: half a tilt unit below 0 is
+                // 1/864 of the space, about 12 of ours.
+                let near = |a: i32, b: i32| (a - b).abs() <= 15;
+                assert!(
+                    near(p.pan, want.0) && near(p.tilt, want.1) && near(p.zoom, want.2),
+                    "{ctx}: {p:?} vs {want:?}"
+                );
+            }
             Ok(p) => {
                 assert_ne!(protocol, Protocol::Cgi);
                 assert_eq!(
@@ -156,6 +193,12 @@ fn every_action_per_protocol() {
         });
         if protocol == Protocol::ViscaSony {
             assert!(r.is_ok(), "{ctx}: other vendors have no reserved presets");
+        } else if protocol == Protocol::Onvif {
+            // Not reserved: the request reaches the device, which has no preset 95.
+            match r {
+                Err(PtzError::Camera(e)) => assert!(e.contains("no preset 95"), "{ctx}: {e}"),
+                other => panic!("{ctx}: {other:?}"),
+            }
         } else {
             assert!(matches!(r, Err(PtzError::Invalid(_))), "{ctx}: {r:?}");
             assert!(!sim.state().osd_menu, "{ctx}");
@@ -202,7 +245,7 @@ fn visca_position_follows_the_moves() {
 #[test]
 fn deadman_stops_an_unrefreshed_move() {
     const WAIT: Duration = Duration::from_secs(10);
-    for protocol in [Protocol::ViscaTcp, Protocol::Cgi] {
+    for protocol in [Protocol::ViscaTcp, Protocol::Cgi, Protocol::Onvif] {
         let sim = PtzSim::start(local());
         let clock = Clock::manual();
         let c = controller_on(&sim, protocol, "", "", clock.clone());
@@ -236,6 +279,7 @@ fn deadman_stops_an_unrefreshed_move() {
             .filter(|m| {
                 m.bytes.starts_with(&[0x81, 0x01, 0x06, 0x01])
                     || String::from_utf8_lossy(&m.bytes).contains("&right&")
+                    || matches!(onvif_action(m), Some(Action::ContinuousMove { .. }))
             })
             .count();
         assert_eq!(moves, 1, "{protocol}: refreshes reached the camera");
@@ -256,6 +300,7 @@ fn deadman_stops_an_unrefreshed_move() {
                 .filter(|m| {
                     m.bytes == crate::ptz::visca::PAN_TILT_STOP
                         || m.bytes == crate::ptz::cgi::STOP_PATH.as_bytes()
+                        || matches!(onvif_action(m), Some(Action::Stop { .. }))
                 })
                 .count()
         };
@@ -280,7 +325,7 @@ fn silent_camera_times_out_cleanly() {
             took.as_millis()
         );
         assert_eq!(r, Err(PtzError::Timeout), "{protocol}");
-        let limit = if protocol == Protocol::Cgi {
+        let limit = if matches!(protocol, Protocol::Cgi | Protocol::Onvif) {
             2600
         } else {
             1600

@@ -1,7 +1,8 @@
-//! HTTP authentication for camera CGI requests: parsing `WWW-Authenticate` challenges and
-//! answering them with Digest (RFC 7616 / RFC 2617, MD5 and MD5-sess, `qop=auth` or the
-//! RFC 2069 form without qop) or Basic (RFC 7617). The password only ever enters a hash
-//! or the Basic header; nothing here logs.
+//! HTTP authentication for camera requests (PTZOptics CGI, ONVIF SOAP over HTTP):
+//! parsing `WWW-Authenticate` challenges and answering them with Digest (RFC 7616 /
+//! RFC 2617, MD5 and MD5-sess, `qop=auth` or the RFC 2069 form without qop) or Basic
+//! (RFC 7617). The password only ever enters a hash or the Basic header; nothing here
+//! logs. A leaf module: `ptz` (as `ptz::auth`) and `onvif` both use it.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
