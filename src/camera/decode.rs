@@ -691,23 +691,14 @@ mod tests {
     /// `frames` access units of a moving 320x240 test picture, as h264parse gives them.
     fn encode(profile: &str, bframes: u32, frames: u32) -> Vec<AccessUnit> {
         gst::init().unwrap();
-        let pipeline = gst::parse::launch(&format!(
+        let (pipeline, sink) = crate::camera::pipeline::test_source(&format!(
             "videotestsrc pattern=ball num-buffers={frames} \
              ! video/x-raw,width=320,height=240,framerate=30/1 \
              ! x264enc speed-preset=fast bframes={bframes} key-int-max=15 \
              ! video/x-h264,profile={profile} ! h264parse \
              ! video/x-h264,stream-format=byte-stream,alignment=au \
              ! appsink name=sink sync=false"
-        ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let sink = pipeline
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gstreamer_app::AppSink>()
-            .unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
+        ));
         let mut units = Vec::new();
         while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(20)) {
             let buffer = sample.buffer_owned().unwrap();

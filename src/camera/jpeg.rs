@@ -525,7 +525,6 @@ impl JpegService {
 mod tests {
     use super::*;
     use gstreamer::prelude::*;
-    use gstreamer_app as gst_app;
 
     #[test]
     fn fit_keeps_small_pictures() {
@@ -620,20 +619,10 @@ mod tests {
 
     /// One `width`×`height` I420 picture from `videotestsrc`.
     pub(crate) fn test_frame(seq: u64, width: i32, height: i32) -> Frame {
-        gst::init().unwrap();
-        let pipeline = gst::parse::launch(&format!(
+        let (pipeline, sink) = crate::camera::pipeline::test_source(&format!(
             "videotestsrc num-buffers=1 ! video/x-raw,format=I420,width={width},height={height} \
              ! appsink name=sink sync=false"
-        ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let sink = pipeline
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
+        ));
         let sample = sink
             .try_pull_sample(gst::ClockTime::from_seconds(10))
             .expect("videotestsrc gave no picture");

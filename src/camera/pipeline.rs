@@ -629,6 +629,24 @@ impl Drop for JpegPipeline {
     }
 }
 
+/// A test source: `desc` (ending in `appsink name=sink`) started, with its sink. For the
+/// unit tests of the modules that feed these pipelines (decode, jpeg).
+#[cfg(test)]
+pub(crate) fn test_source(desc: &str) -> (gst::Pipeline, gst_app::AppSink) {
+    gst::init().expect("GStreamer init");
+    let pipeline = gst::parse::launch(desc)
+        .unwrap_or_else(|e| panic!("pipeline {desc:?}: {e}"))
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+    let sink = pipeline
+        .by_name("sink")
+        .expect("an element named sink")
+        .downcast::<gst_app::AppSink>()
+        .expect("sink is an appsink");
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    (pipeline, sink)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
