@@ -179,6 +179,55 @@ pub(crate) fn best_challenge<'a>(
     }
 }
 
+/// How the next request of one client authenticates, learned from the server's last
+/// challenge (RFC 7617 Basic, RFC 7616 Digest with its nonce count).
+#[derive(Debug, Default)]
+pub(crate) enum AuthState {
+    #[default]
+    None,
+    Basic,
+    Digest {
+        challenge: DigestChallenge,
+        nc: u32,
+    },
+}
+
+impl AuthState {
+    /// Answers `challenge` from now on (a fresh nonce count).
+    pub(crate) fn from_challenge(challenge: Challenge) -> AuthState {
+        match challenge {
+            Challenge::Basic => AuthState::Basic,
+            Challenge::Digest(challenge) => AuthState::Digest { challenge, nc: 0 },
+        }
+    }
+
+    /// The `Authorization` value for `method path`, if the server asked for one.
+    pub(crate) fn authorization(
+        &mut self,
+        username: &str,
+        password: &str,
+        method: &str,
+        path: &str,
+    ) -> Option<String> {
+        match self {
+            AuthState::None => None,
+            AuthState::Basic => Some(basic_authorization(username, password)),
+            AuthState::Digest { challenge, nc } => {
+                *nc += 1;
+                Some(digest_authorization(
+                    challenge,
+                    username,
+                    password,
+                    method,
+                    path,
+                    *nc,
+                    &cnonce(),
+                ))
+            }
+        }
+    }
+}
+
 /// `Authorization: Basic ...` value.
 pub(crate) fn basic_authorization(username: &str, password: &str) -> String {
     let raw = format!("{username}:{password}");

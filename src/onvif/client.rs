@@ -24,7 +24,7 @@ use super::time::{format_utc_secs, now_millis};
 use super::xml::{self, escape, Element};
 use super::{OnvifError, NS_SCHEMA, NS_SOAP, NS_SOAP11, NS_WSSE, NS_WSU};
 use super::{BASE64_BINARY, DEVICE_SERVICE_PATH, NS_DEVICE, PASSWORD_DIGEST};
-use crate::http_auth::{self, Challenge, ChallengeError, DigestChallenge};
+use crate::http_auth::{self, AuthState, Challenge, ChallengeError};
 use crate::secret::Secret;
 
 /// The whole exchange, connect to last byte. Long enough for a slow camera's
@@ -33,13 +33,6 @@ use crate::secret::Secret;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Replies larger than this are refused (GetProfiles of 16 profiles is ~100 KiB).
 const MAX_REPLY: u64 = 1024 * 1024;
-
-/// How the next request answers HTTP authentication.
-enum HttpAuth {
-    None,
-    Basic,
-    Digest { challenge: DigestChallenge, nc: u32 },
-}
 
 /// One device's SOAP endpoint(s) and credentials. Owned by one thread (a PTZ driver, or
 /// an API worker for one inspect); holds no connection between calls beyond ureq's pool.
@@ -51,7 +44,7 @@ pub struct Client {
     password: Secret,
     /// Device clock minus local clock, in milliseconds; `None` until asked.
     clock_offset_ms: Option<i64>,
-    http_auth: HttpAuth,
+    http_auth: AuthState,
 }
 
 /// `host` with brackets for IPv6, and `:port` unless 80.
@@ -103,7 +96,7 @@ impl Client {
             username: username.to_owned(),
             password,
             clock_offset_ms: None,
-            http_auth: HttpAuth::None,
+            http_auth: AuthState::None,
         }
     }
 
@@ -222,25 +215,12 @@ impl Client {
     }
 
     fn authorization(&mut self, url: &str) -> Option<String> {
-        match &mut self.http_auth {
-            HttpAuth::None => None,
-            HttpAuth::Basic => Some(http_auth::basic_authorization(
-                &self.username,
-                self.password.expose(),
-            )),
-            HttpAuth::Digest { challenge, nc } => {
-                *nc += 1;
-                Some(http_auth::digest_authorization(
-                    challenge,
-                    &self.username,
-                    self.password.expose(),
-                    "POST",
-                    url_path(url),
-                    *nc,
-                    &http_auth::cnonce(),
-                ))
-            }
-        }
+        self.http_auth.authorization(
+            &self.username,
+            self.password.expose(),
+            "POST",
+            url_path(url),
+        )
     }
 
     /// One SOAP exchange, answering HTTP authentication challenges (twice at most).
@@ -290,13 +270,10 @@ impl Client {
                 }
                 let stale = matches!(&ch, Challenge::Digest(d) if d.stale);
                 if attempt > 0 && !stale {
-                    self.http_auth = HttpAuth::None;
+                    self.http_auth = AuthState::None;
                     return Err(OnvifError::Auth("HTTP Digest refused (HTTP 401)".into()));
                 }
-                self.http_auth = match ch {
-                    Challenge::Basic => HttpAuth::Basic,
-                    Challenge::Digest(challenge) => HttpAuth::Digest { challenge, nc: 0 },
-                };
+                self.http_auth = AuthState::from_challenge(ch);
                 continue;
             }
             return read_reply(status, &text);

@@ -11,7 +11,7 @@
 use std::io;
 use std::time::Duration;
 
-use super::auth::{self, Challenge, ChallengeError, DigestChallenge};
+use super::auth::{self, AuthState, Challenge, ChallengeError};
 use super::{axis, check_preset, Axis, Position, PresetOp, Protocol, PtzDriver, PtzError};
 use crate::secret::Secret;
 
@@ -79,13 +79,6 @@ struct Response {
     status: u16,
     /// `WWW-Authenticate` values.
     challenges: Vec<String>,
-}
-
-/// How to authenticate the next request, learned from the camera's last challenge.
-enum AuthState {
-    None,
-    Basic,
-    Digest { challenge: DigestChallenge, nc: u32 },
 }
 
 /// An HTTP/1.1 client for one camera, on ureq (the synchronous client the ONVIF side
@@ -168,25 +161,8 @@ impl HttpClient {
     }
 
     fn authorization(&mut self, path: &str) -> Option<String> {
-        match &mut self.auth {
-            AuthState::None => None,
-            AuthState::Basic => Some(auth::basic_authorization(
-                &self.username,
-                self.password.expose(),
-            )),
-            AuthState::Digest { challenge, nc } => {
-                *nc += 1;
-                Some(auth::digest_authorization(
-                    challenge,
-                    &self.username,
-                    self.password.expose(),
-                    "GET",
-                    path,
-                    *nc,
-                    &auth::cnonce(),
-                ))
-            }
-        }
+        self.auth
+            .authorization(&self.username, self.password.expose(), "GET", path)
     }
 
     /// GETs `path`, answering one authentication challenge (two if the camera says the
@@ -239,10 +215,7 @@ impl HttpClient {
                     "camera rejected the username or password (HTTP 401 Unauthorized)".into(),
                 ));
             }
-            self.auth = match ch {
-                Challenge::Basic => AuthState::Basic,
-                Challenge::Digest(challenge) => AuthState::Digest { challenge, nc: 0 },
-            };
+            self.auth = AuthState::from_challenge(ch);
         }
         Err(PtzError::Camera(
             "camera kept asking for authentication (HTTP 401)".into(),
