@@ -445,22 +445,43 @@ fn viewers_share_encodes_and_idle_cameras_encode_nothing() {
             let mut ws = app.ws();
             std::thread::spawn(move || {
                 ws.send(&json!({"action": "subscribe", "cameraId": CAM, "fps": 30}));
-                let n = collect_frames(&mut ws, Duration::from_secs(2)).len() as u64;
+                let mut seqs: Vec<u64> = collect_frames(&mut ws, Duration::from_secs(2))
+                    .iter()
+                    .map(|f| f.seq)
+                    .collect();
+                // Pictures already encoded for this viewer may still be on their way:
+                // stop the stream and count them too, until it is quiet.
+                ws.send(&json!({"action": "unsubscribe"}));
+                while let Some(m) = ws.recv(Duration::from_millis(500)) {
+                    match as_frame(&m) {
+                        Some(f) => seqs.push(f.seq),
+                        None if matches!(m, WsIn::Closed(_)) => break,
+                        None => {}
+                    }
+                }
                 ws.close();
-                n
+                seqs
             })
         })
         .collect();
-    let counts: Vec<u64> = handles
+    let seqs: Vec<std::collections::BTreeSet<u64>> = handles
         .into_iter()
-        .map(|h| h.join().expect("viewer thread"))
+        .map(|h| h.join().expect("viewer thread").into_iter().collect())
         .collect();
     let spent = encodes(&app) - before;
-    let most = *counts.iter().max().expect("two viewers");
-    eprintln!("two viewers got {counts:?} frames; {spent} encodes");
+    // Each viewer is paced on its own, so under jitter one may skip a picture the other
+    // sends: what is shared is one encode per picture sent to anyone, not per viewer.
+    let union = seqs[0].union(&seqs[1]).count() as u64;
+    let both = seqs[0].intersection(&seqs[1]).count();
+    eprintln!(
+        "two viewers got {} and {} frames ({union} distinct, {both} to both); {spent} encodes",
+        seqs[0].len(),
+        seqs[1].len()
+    );
+    assert!(both > 0, "the two viewers never got the same picture");
     assert!(
-        spent <= most + 5,
-        "two viewers of one size cost {spent} encodes for {counts:?} frames"
+        spent <= union + 3,
+        "two viewers of one size cost {spent} encodes for {union} distinct pictures sent"
     );
 }
 

@@ -389,7 +389,6 @@ impl JpegService {
             if result.is_err() || slot.retired.load(Ordering::SeqCst) {
                 *enc = None;
             }
-            drop(enc);
             let data = result?;
             self.encodes.fetch_add(1, Ordering::Relaxed);
             self.encode_time.observe(took);
@@ -402,11 +401,16 @@ impl JpegService {
                 data,
                 base64: OnceLock::new(),
             });
-            let mut cache = self.cache.lock();
-            if cache.len() >= CACHE_LEN {
-                cache.pop_front();
+            {
+                let mut cache = self.cache.lock();
+                if cache.len() >= CACHE_LEN {
+                    cache.pop_front();
+                }
+                cache.push_back(Arc::clone(&jpeg));
             }
-            cache.push_back(Arc::clone(&jpeg));
+            // Cached before the encoder's lock is let go: whoever waited on it finds
+            // this picture instead of encoding it again.
+            drop(enc);
             return Ok(jpeg);
         }
         Err(JpegError::Busy)
