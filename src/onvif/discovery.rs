@@ -266,8 +266,8 @@ pub fn probe(
     Ok(found)
 }
 
-/// `8-4-4-4-12` from 32 hex digits.
-fn uuid(hex: &str) -> String {
+/// `8-4-4-4-12` from 32 hex digits (the simulator's device ids use it too).
+pub(crate) fn uuid(hex: &str) -> String {
     format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],

@@ -76,23 +76,14 @@ impl Default for SimOnvif {
             serial: "SIM-0001".into(),
             name: "camera-sim".into(),
             hardware: "camera-sim".into(),
-            endpoint: format!("urn:uuid:{}", uuid_like(&crate::http_auth::cnonce())),
+            endpoint: format!(
+                "urn:uuid:{}",
+                crate::onvif::discovery::uuid(&crate::http_auth::cnonce())
+            ),
             presets: Vec::new(),
             next_preset: 1,
         }
     }
-}
-
-/// `8-4-4-4-12` from 32 hex digits.
-fn uuid_like(hex: &str) -> String {
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
 
 /// A received UsernameToken.
@@ -526,7 +517,7 @@ impl SimOnvif {
             wsa = crate::onvif::discovery::NS_WSA,
             wsd = crate::onvif::discovery::NS_WSD,
             dn = crate::onvif::discovery::NS_DN,
-            id = uuid_like(&crate::http_auth::cnonce()),
+            id = crate::onvif::discovery::uuid(&crate::http_auth::cnonce()),
             rel = escape(relates_to),
             ep = escape(&self.endpoint),
             name = scope_escape(&self.name),
