@@ -378,7 +378,7 @@ fn run(args: &Args) -> Result<Report, String> {
     let size = format!("{}x{}", args.width, args.height);
     let fps = args.fps.to_string();
     let path_names: Vec<String> = (1..=paths).map(|i| format!("/{i}")).collect();
-    let mut sim_args = vec!["--size", &size, "--fps", &fps];
+    let mut sim_args = vec!["--size", &size, "--fps", &fps, "--scroll"];
     for p in &path_names {
         sim_args.extend(["--path", p.as_str()]);
     }
@@ -975,7 +975,7 @@ fn reboot(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
         Sim::launch(
             &sim_bin,
             &[
-                "--path", "/1", "--size", &size, "--fps", &fps, "--port", &port,
+                "--path", "/1", "--size", &size, "--fps", &fps, "--port", &port, "--scroll",
             ],
             Launch::in_dir(&env.logs, &format!("camera-sim-reboot-{run}.log")),
         )

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ptz_edge::sim::onvif::SimProfile;
 use ptz_edge::sim::ptz::{PtzSim, SimAuth};
 use ptz_edge::sim::{SimCodec, SimConfig, Simulator};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
 const USAGE: &str = "\
 camera-sim: a local RTSP camera streaming an H.264 test picture with a frame code.
@@ -38,20 +38,26 @@ OPTIONS:
                          (listed under \"ptz\" in the JSON line); the picture follows
                          it. ONVIF's GetStreamUri gives the RTSP URLs, and with
                          --user/--password ONVIF asks for the same credentials
+    --preset-travel MS   with --ptz: preset recalls and home take MS milliseconds (the
+                         head travels there) instead of arriving at once  [default: 0]
+    --scroll             scroll the colour bars (a busy scene); by default they stand
+                         still, and the picture hunts for a moment after the head stops
     --user U             RTSP basic auth user (needs --password)
     --password P         RTSP basic auth password (visible in `ps`; for tests only)
     -h, --help           print this help
 
 Once listening, prints one JSON line to stdout:
     {\"rtsp_port\":8554,\"urls\":[\"rtsp://127.0.0.1:8554/1\"]}
-Runs until SIGTERM or SIGINT; a second signal exits at once.
+SIGUSR1 toggles an object in the scene (a box in the lower right), so change
+detection has something to see. Runs until SIGTERM or SIGINT; a second signal exits
+at once.
 Logs go to stderr (RUST_LOG=debug for more).";
 
 /// What the command line asked for.
 enum Command {
     Help,
-    /// The stream settings, and whether to simulate a PTZ head too.
-    Run(SimConfig, bool),
+    /// The stream settings, whether to simulate a PTZ head too, and its preset travel.
+    Run(SimConfig, bool, Option<Duration>),
 }
 
 fn main() -> ExitCode {
@@ -63,7 +69,7 @@ fn main() -> ExitCode {
             let _ = writeln!(std::io::stdout(), "{USAGE}");
             ExitCode::SUCCESS
         }
-        Ok(Command::Run(cfg, ptz)) => match run(cfg, ptz) {
+        Ok(Command::Run(cfg, ptz, travel)) => match run(cfg, ptz, travel) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 log::error!("{err}");
@@ -77,7 +83,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(mut cfg: SimConfig, with_ptz: bool) -> Result<(), Box<dyn std::error::Error>> {
+fn run(
+    mut cfg: SimConfig,
+    with_ptz: bool,
+    travel: Option<Duration>,
+) -> Result<(), Box<dyn std::error::Error>> {
     // Register before starting, so a signal during start-up is not lost. A second signal
     // after the flag is set exits at once (conditional shutdown runs first).
     let stop = Arc::new(AtomicBool::new(false));
@@ -85,12 +95,16 @@ fn run(mut cfg: SimConfig, with_ptz: bool) -> Result<(), Box<dyn std::error::Err
         signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))?;
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
+    let toggle = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(SIGUSR1, Arc::clone(&toggle))?;
+    let scene = cfg.scene.clone();
 
     // The PTZ head (VISCA TCP/UDP, Sony VISCA, HTTP-CGI, ONVIF) on the same address; the
     // CGI asks for the RTSP credentials with Digest, as PTZOptics cameras do, and ONVIF
     // for the same in WS-Security.
     let ptz = if with_ptz {
         let mut ptz = PtzSim::try_start(cfg.bind)?;
+        ptz.set_preset_travel(travel);
         if let Some((user, password)) = &cfg.auth {
             ptz.set_auth(SimAuth::Digest {
                 user: user.clone(),
@@ -148,7 +162,10 @@ fn run(mut cfg: SimConfig, with_ptz: bool) -> Result<(), Box<dyn std::error::Err
     drop(stdout);
 
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
+        if toggle.swap(false, Ordering::Relaxed) {
+            scene.toggle_object();
+        }
     }
     log::info!("signal received, stopping");
     sim.stop();
@@ -163,6 +180,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     };
     let (mut user, mut password) = (None, None);
     let mut with_ptz = false;
+    let mut travel = None;
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
         let flag = flag.as_str();
@@ -224,6 +242,16 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             "--tcp-only" => cfg.tcp_only = true,
             "--digest" => cfg.digest = true,
             "--ptz" => with_ptz = true,
+            "--scroll" => cfg.scroll = true,
+            "--preset-travel" => {
+                let v = value()?;
+                let ms: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|&ms| ms <= 60_000)
+                    .ok_or_else(|| format!("--preset-travel {v:?} is not 0..60000 ms"))?;
+                travel = (ms > 0).then(|| Duration::from_millis(ms));
+            }
             "--user" => user = Some(value()?.to_owned()),
             "--password" => password = Some(value()?.to_owned()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -238,7 +266,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         _ => return Err("--user and --password go together".to_owned()),
     };
     cfg.validate().map_err(|err| err.to_string())?;
-    Ok(Command::Run(cfg, with_ptz))
+    Ok(Command::Run(cfg, with_ptz, travel))
 }
 
 /// `"1920x1080"` → `(1920, 1080)`.
@@ -257,7 +285,7 @@ mod tests {
 
     fn config(s: &str) -> SimConfig {
         match parse_args(&args(s)) {
-            Ok(Command::Run(cfg, _)) => cfg,
+            Ok(Command::Run(cfg, _, _)) => cfg,
             Ok(Command::Help) => panic!("help for {s:?}"),
             Err(err) => panic!("{s:?}: {err}"),
         }
@@ -296,6 +324,8 @@ mod tests {
             "--user admin",
             "--fps x",
             "--frobnicate",
+            "--preset-travel x",
+            "--preset-travel 60001",
         ] {
             assert!(parse_args(&args(bad)).is_err(), "{bad:?}");
         }

@@ -13,6 +13,7 @@ pub mod frame;
 pub mod jpeg;
 pub mod pipeline;
 pub mod supervisor;
+pub mod thumb;
 
 use std::fmt;
 use std::str::FromStr;

@@ -30,6 +30,8 @@ impl Drop for Demo {
 /// listens (for the hints it logs).
 pub fn start(fleet: &Fleet, api: SocketAddr) -> Result<Demo, String> {
     let ptz_sim = PtzSim::try_start([127, 0, 0, 1].into()).map_err(|e| e.to_string())?;
+    // Presets take a moment to reach, as on a real camera.
+    ptz_sim.set_preset_travel(Some(Duration::from_millis(1200)));
     let sim = Simulator::start(SimConfig {
         ptz_view: Some(ptz_sim.handle()),
         ..SimConfig::default()

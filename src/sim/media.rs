@@ -12,6 +12,7 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
 use super::barcode::{self, FrameCode};
+use super::scene::{self, Scene};
 use super::SimCodec;
 use crate::sim::ptz::{PtzSimHandle, SimPtzState};
 
@@ -50,6 +51,9 @@ pub(crate) struct StreamFormat {
     pub bframes: u32,
     /// An Opus audio track (`pay1`) beside the video.
     pub audio: bool,
+    /// The colour bars scroll (a busy scene, for load figures); otherwise they stand
+    /// still and only the frame code, the PTZ target and the scene's object change.
+    pub scroll: bool,
 }
 
 impl StreamFormat {
@@ -61,8 +65,9 @@ impl StreamFormat {
     }
 
     /// The factory's launch line. Choices, all for low CPU and easy decoding:
-    /// - `pattern=smpte horizontal-speed=4`: scrolling colour bars cost videotestsrc about
-    ///   a third of what `pattern=ball` does (measured at 1080p30: 9 % vs 29 % of a core).
+    /// - `pattern=smpte`: colour bars, still unless `scroll` (`horizontal-speed=4`);
+    ///   scrolling bars cost videotestsrc about a third of what `pattern=ball` does
+    ///   (measured at 1080p30: 9 % vs 29 % of a core).
     /// - `key-int-max = fps`: one IDR per second, so a client joining the shared stream
     ///   waits at most a second; `config-interval=-1` sends SPS/PPS with every IDR, so the
     ///   stream decodes from any keyframe.
@@ -77,7 +82,9 @@ impl StreamFormat {
             gop_secs,
             bframes,
             audio,
+            scroll,
         } = *self;
+        let speed = if scroll { 4 } else { 0 };
         let gop = fps * gop_secs.max(1);
         let audio = if audio {
             " audiotestsrc is-live=true wave=sine volume=0.1 ! audioconvert ! audioresample \
@@ -89,7 +96,7 @@ impl StreamFormat {
             // x265's zerolatency tune has no B-frames and no lookahead; SPS/PPS/VPS
             // repeated so decoding can start at any keyframe.
             return format!(
-                "( videotestsrc name={SOURCE_NAME} is-live=true pattern=smpte horizontal-speed=4 \
+                "( videotestsrc name={SOURCE_NAME} is-live=true pattern=smpte horizontal-speed={speed} \
                  ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
                  ! x265enc speed-preset=ultrafast tune=zerolatency key-int-max={gop} \
                    bitrate={bitrate} \
@@ -101,7 +108,7 @@ impl StreamFormat {
             // The interop case: High profile with B-frames (reordered output, as many
             // cameras' main streams send), no zero-latency tune.
             return format!(
-                "( videotestsrc name={SOURCE_NAME} is-live=true pattern=smpte horizontal-speed=4 \
+                "( videotestsrc name={SOURCE_NAME} is-live=true pattern=smpte horizontal-speed={speed} \
                  ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
                  ! x264enc speed-preset=ultrafast key-int-max={gop} bframes={bframes} \
                    b-adapt=false threads=1 bitrate={bitrate} \
@@ -111,7 +118,7 @@ impl StreamFormat {
             );
         }
         format!(
-            "( videotestsrc name={SOURCE_NAME} is-live=true pattern=smpte horizontal-speed=4 \
+            "( videotestsrc name={SOURCE_NAME} is-live=true pattern=smpte horizontal-speed={speed} \
              ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
              ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max={gop} bframes=0 \
                threads=1 bitrate={bitrate} \
@@ -129,6 +136,7 @@ pub(crate) fn factory(
     format: StreamFormat,
     role: Option<&str>,
     ptz_view: Option<PtzSimHandle>,
+    scene: Scene,
     tcp_only: bool,
 ) -> rtsp::RTSPMediaFactory {
     let factory = rtsp::RTSPMediaFactory::new();
@@ -149,7 +157,7 @@ pub(crate) fn factory(
     }
     let path = path.to_owned();
     factory.connect_media_configure(move |_, media| {
-        configure_media(&path, format, media, ptz_view.clone())
+        configure_media(&path, format, media, ptz_view.clone(), scene.clone())
     });
     factory
 }
@@ -161,6 +169,7 @@ fn configure_media(
     format: StreamFormat,
     media: &rtsp::RTSPMedia,
     ptz_view: Option<PtzSimHandle>,
+    scene: Scene,
 ) {
     log::info!(
         "sim {path}: encoder starting, {}x{}@{}",
@@ -204,6 +213,7 @@ fn configure_media(
         warned: AtomicBool::new(false),
         copy_logged: AtomicBool::new(false),
         ptz_view,
+        scene,
     };
     let stamper = Arc::new(stamper);
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, probe| {
@@ -224,8 +234,11 @@ struct Stamper {
     warned: AtomicBool,
     /// Set after the first buffer that had to be copied to be drawn on.
     copy_logged: AtomicBool,
-    /// The simulated PTZ head, if any: drawn as a moving target and a code.
+    /// The simulated PTZ head, if any: drawn as a moving target and a code, and the
+    /// picture hunts for a moment after it stops.
     ptz_view: Option<PtzSimHandle>,
+    /// The object that appears on demand.
+    scene: Scene,
 }
 
 impl Stamper {
@@ -261,14 +274,21 @@ impl Stamper {
         };
         let (width, height) = (frame.width(), frame.height());
         if let Ok(luma) = frame.plane_data_mut(0) {
+            let counter = self.counter.fetch_add(1, Ordering::Relaxed);
+            let head = self.ptz_view.as_ref().map(PtzSimHandle::state);
+            if self.scene.object() {
+                scene::draw_object(luma, stride, width, height);
+            }
+            if let Some(still_for) = head.as_ref().and_then(|s| s.still_for) {
+                scene::shift_brightness(luma, scene::hunt_offset(still_for, counter));
+            }
             let code = FrameCode {
-                counter: self.counter.fetch_add(1, Ordering::Relaxed),
+                counter,
                 sent_ms: barcode::now_ms32(),
             };
             barcode::draw(luma, stride, width, height, code);
-            if let Some(view) = &self.ptz_view {
-                let s = view.state();
-                draw_ptz_view(luma, stride, width, height, &s);
+            if let Some(s) = &head {
+                draw_ptz_view(luma, stride, width, height, s);
             }
         }
         neutralise_code_chroma(&mut frame);
@@ -353,8 +373,10 @@ mod tests {
             gop_secs: 1,
             bframes: 0,
             audio: false,
+            scroll: false,
         }
         .launch_line();
+        assert!(line.contains("horizontal-speed=0 "), "{line}");
         assert!(
             line.contains("width=1920,height=1080,framerate=30/1"),
             "{line}"
@@ -372,8 +394,10 @@ mod tests {
             gop_secs: 4,
             bframes: 2,
             audio: true,
+            scroll: true,
         }
         .launch_line();
+        assert!(line.contains("horizontal-speed=4 "), "{line}");
         assert!(line.contains("key-int-max=100"), "{line}");
         assert!(
             line.contains("bframes=2") && line.contains("profile=high"),
@@ -392,6 +416,7 @@ mod tests {
             gop_secs: 1,
             bframes: 0,
             audio: false,
+            scroll: false,
         };
         assert_eq!(tiny.bitrate_kbps(), 300);
         let huge = StreamFormat {
@@ -402,6 +427,7 @@ mod tests {
             gop_secs: 1,
             bframes: 0,
             audio: false,
+            scroll: false,
         };
         assert_eq!(huge.bitrate_kbps(), 8_000);
     }

@@ -19,6 +19,7 @@ pub mod demo;
 mod media;
 pub mod onvif;
 pub mod ptz;
+pub mod scene;
 
 #[cfg(test)]
 mod e2e_tests;
@@ -38,6 +39,7 @@ use gstreamer_rtsp_server as rtsp;
 use gstreamer_rtsp_server::prelude::*;
 
 use media::StreamFormat;
+pub use scene::Scene;
 
 /// Media-factory role given to authenticated clients.
 const AUTH_ROLE: &str = "user";
@@ -82,6 +84,11 @@ pub struct SimConfig {
     /// pan and tilt and grows with zoom, and the position is drawn as a code below the
     /// frame code (see `barcode::read_ptz`).
     pub ptz_view: Option<crate::sim::ptz::PtzSimHandle>,
+    /// The colour bars scroll (a busy scene, e.g. for load figures); by default they
+    /// stand still, so the picture changes only where the scene does.
+    pub scroll: bool,
+    /// The scene: an object that appears on demand ([`Scene::set_object`]).
+    pub scene: Scene,
 }
 
 /// What the simulator encodes.
@@ -120,6 +127,8 @@ impl Default for SimConfig {
             tcp_only: false,
             digest: false,
             ptz_view: None,
+            scroll: false,
+            scene: Scene::default(),
         }
     }
 }
@@ -213,6 +222,7 @@ impl SimConfig {
             gop_secs: self.gop_secs,
             bframes: self.bframes,
             audio: self.audio,
+            scroll: self.scroll,
         }
     }
 }
@@ -481,7 +491,14 @@ fn build_server(cfg: &SimConfig) -> rtsp::RTSPServer {
     for path in &cfg.paths {
         mounts.add_factory(
             path,
-            media::factory(path, cfg.format(), role, cfg.ptz_view.clone(), cfg.tcp_only),
+            media::factory(
+                path,
+                cfg.format(),
+                role,
+                cfg.ptz_view.clone(),
+                cfg.scene.clone(),
+                cfg.tcp_only,
+            ),
         );
     }
     server.connect_client_connected(|_, client| {

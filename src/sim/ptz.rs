@@ -107,6 +107,19 @@ pub struct SimPtzState {
     pub last_command_at: Option<Instant>,
     /// Toggled by recalling preset 95, as on a PTZOptics camera.
     pub osd_menu: bool,
+    /// Travelling to a preset or home (see [`PtzSim::set_preset_travel`]).
+    pub travelling: bool,
+    /// How long the head has been still (no velocity, no travel, no jump); `None` if it
+    /// never moved. The picture hunts (see `sim::scene::HUNT`) for a moment after it stops.
+    pub still_for: Option<Duration>,
+}
+
+/// A preset or home move under way: from where, to where, over what time.
+struct Route {
+    from: (f64, f64, f64),
+    to: (f64, f64, f64),
+    start: Instant,
+    takes: Duration,
 }
 
 struct Core {
@@ -120,6 +133,11 @@ struct Core {
     presets: HashMap<u8, (f64, f64, f64)>,
     last_command_at: Option<Instant>,
     osd_menu: bool,
+    /// How long a preset or home move takes; `None`: the head arrives at once.
+    travel: Option<Duration>,
+    route: Option<Route>,
+    /// When the head last moved (velocity, travel or jump).
+    last_motion: Option<Instant>,
     received: VecDeque<SimReceived>,
     silent: bool,
     auth: SimAuth,
@@ -146,6 +164,9 @@ impl Core {
             presets: HashMap::new(),
             last_command_at: None,
             osd_menu: false,
+            travel: None,
+            route: None,
+            last_motion: None,
             received: VecDeque::new(),
             silent: false,
             auth: SimAuth::None,
@@ -160,27 +181,82 @@ impl Core {
         }
     }
 
-    /// Integrates the position up to `now`.
+    /// Integrates the position up to `now`. A velocity command ends a preset route where
+    /// the head is.
     fn advance(&mut self, now: Instant) {
         let dt = now.saturating_duration_since(self.updated).as_secs_f64();
         self.updated = self.updated.max(now);
+        let driven = self.v_pan != 0.0 || self.v_tilt != 0.0 || self.v_zoom != 0.0;
+        if driven {
+            self.route = None;
+            if dt > 0.0 {
+                self.last_motion = Some(self.updated);
+            }
+        }
         self.pan = (self.pan + self.v_pan * dt).clamp(-PAN_LIMIT, PAN_LIMIT);
         self.tilt = (self.tilt + self.v_tilt * dt).clamp(TILT_MIN, TILT_MAX);
         self.zoom = (self.zoom + self.v_zoom * dt).clamp(0.0, ZOOM_MAX);
+        if let Some(r) = &self.route {
+            let done = now.saturating_duration_since(r.start).as_secs_f64()
+                / r.takes.as_secs_f64().max(1e-6);
+            let at = |a: f64, b: f64| a + (b - a) * done.min(1.0);
+            self.pan = at(r.from.0, r.to.0);
+            self.tilt = at(r.from.1, r.to.1);
+            self.zoom = at(r.from.2, r.to.2);
+            if done >= 1.0 {
+                self.last_motion = Some(r.start + r.takes);
+                self.route = None;
+            } else {
+                self.last_motion = Some(now);
+            }
+        }
+    }
+
+    /// Sends the head to `to` (pan, tilt, zoom in VISCA units, already clamped): at once,
+    /// or over the preset travel time.
+    fn go_to(&mut self, to: (f64, f64, f64)) {
+        let now = Instant::now();
+        self.advance(now);
+        self.v_pan = 0.0;
+        self.v_tilt = 0.0;
+        self.v_zoom = 0.0;
+        self.last_motion = Some(now);
+        match self.travel {
+            Some(takes) if !takes.is_zero() => {
+                self.route = Some(Route {
+                    from: (self.pan, self.tilt, self.zoom),
+                    to,
+                    start: now,
+                    takes,
+                });
+            }
+            _ => {
+                self.route = None;
+                (self.pan, self.tilt, self.zoom) = to;
+            }
+        }
     }
 
     fn state(&mut self) -> SimPtzState {
-        self.advance(Instant::now());
+        let now = Instant::now();
+        self.advance(now);
+        let moving = self.v_pan != 0.0 || self.v_tilt != 0.0 || self.v_zoom != 0.0;
         SimPtzState {
             pan: self.pan.round() as i32,
             tilt: self.tilt.round() as i32,
             zoom: self.zoom.round() as i32,
-            moving: self.v_pan != 0.0 || self.v_tilt != 0.0 || self.v_zoom != 0.0,
+            moving,
             pan_velocity: self.v_pan,
             tilt_velocity: self.v_tilt,
             zoom_velocity: self.v_zoom,
             last_command_at: self.last_command_at,
             osd_menu: self.osd_menu,
+            travelling: self.route.is_some(),
+            still_for: if moving || self.route.is_some() {
+                Some(Duration::ZERO)
+            } else {
+                self.last_motion.map(|t| now.saturating_duration_since(t))
+            },
         }
     }
 
@@ -201,10 +277,7 @@ impl Core {
     }
 
     fn home(&mut self) {
-        self.v_pan = 0.0;
-        self.v_tilt = 0.0;
-        self.pan = 0.0;
-        self.tilt = 0.0;
+        self.go_to((0.0, 0.0, self.zoom));
     }
 
     fn preset_set(&mut self, n: u8) {
@@ -216,14 +289,9 @@ impl Core {
             self.osd_menu = !self.osd_menu;
             return;
         }
-        // The sim arrives at once; a real camera travels there at preset speed.
-        if let Some(&(p, t, z)) = self.presets.get(&n) {
-            self.v_pan = 0.0;
-            self.v_tilt = 0.0;
-            self.v_zoom = 0.0;
-            self.pan = p;
-            self.tilt = t;
-            self.zoom = z;
+        // At once, or over the travel time as a real camera does at preset speed.
+        if let Some(&to) = self.presets.get(&n) {
+            self.go_to(to);
         }
     }
 
@@ -420,17 +488,16 @@ impl Core {
     }
 
     fn set_normalized(&mut self, (p, t, z): (f64, f64, f64)) {
-        self.v_pan = 0.0;
-        self.v_tilt = 0.0;
-        self.v_zoom = 0.0;
-        self.pan = (p * PAN_LIMIT).clamp(-PAN_LIMIT, PAN_LIMIT);
-        self.tilt = if t >= 0.0 {
+        let tilt = if t >= 0.0 {
             t * TILT_MAX
         } else {
             t * -TILT_MIN
-        }
-        .clamp(TILT_MIN, TILT_MAX);
-        self.zoom = (z * ZOOM_MAX).clamp(0.0, ZOOM_MAX);
+        };
+        self.go_to((
+            (p * PAN_LIMIT).clamp(-PAN_LIMIT, PAN_LIMIT),
+            tilt.clamp(TILT_MIN, TILT_MAX),
+            (z * ZOOM_MAX).clamp(0.0, ZOOM_MAX),
+        ));
     }
 
     /// Answers one ONVIF SOAP request posted to `path`; `base` is `http://host:port` as
@@ -579,6 +646,7 @@ impl Core {
             Action::GetStatus { .. } => {
                 let (p, t, z) = self.normalized();
                 let moving = |v: f64| if v != 0.0 { "MOVING" } else { "IDLE" };
+                let travelling = if self.route.is_some() { 1.0 } else { 0.0 };
                 ok(soap::envelope(&format!(
                     concat!(
                         "<tptz:GetStatusResponse><tptz:PTZStatus><tt:Position>",
@@ -589,8 +657,8 @@ impl Core {
                     p,
                     t,
                     z,
-                    moving(self.v_pan.abs() + self.v_tilt.abs()),
-                    moving(self.v_zoom),
+                    moving(self.v_pan.abs() + self.v_tilt.abs() + travelling),
+                    moving(self.v_zoom.abs() + travelling),
                     crate::onvif::time::format_utc_millis(device_now)
                 )))
             }
@@ -819,6 +887,13 @@ impl PtzSim {
 
     pub fn clear_received(&self) {
         self.shared.core.lock().received.clear();
+    }
+
+    /// How long a preset recall, home or ONVIF preset takes: the head travels there in a
+    /// straight line (position inquiries see it on the way) instead of arriving at once
+    /// (`None`, the default).
+    pub fn set_preset_travel(&self, takes: Option<Duration>) {
+        self.shared.core.lock().travel = takes;
     }
 
     /// Silent: messages are logged but neither applied nor answered (a hung camera).

@@ -803,3 +803,53 @@ mod api_bodies {
         assert_eq!(position(&ctrl).unwrap_err().0, 501);
     }
 }
+
+/// With a preset travel time the head goes there over that time (inquiries see it on the
+/// way, `travelling` is set), then stays; `still_for` counts from the arrival.
+#[test]
+fn preset_recall_travels_when_asked_to() {
+    let sim = PtzSim::start(local());
+    let c = controller(&sim, Protocol::ViscaTcp, "", "");
+    let save = |i| PtzCommand::Preset {
+        op: PresetOp::Save,
+        index: i,
+    };
+    let goto = |i| PtzCommand::Preset {
+        op: PresetOp::Goto,
+        index: i,
+    };
+    c.command(save(1)).unwrap();
+    let home = sim.state();
+    let (_, away) = nudge(&sim, &c, mv(1.0, 0.0, 0.0), |s| s.pan);
+    assert_ne!(away, home.pan);
+    c.command(save(2)).unwrap();
+    sim.set_preset_travel(Some(Duration::from_millis(800)));
+    let sent = Instant::now();
+    c.command(goto(1)).unwrap();
+    let mut seen = Vec::new();
+    let arrived = wait_until(Duration::from_secs(5), || {
+        let s = sim.state();
+        seen.push(s.pan);
+        !s.travelling
+    });
+    assert!(arrived, "still travelling 5 s after the recall");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(800),
+        "arrived before the travel time"
+    );
+    let s = sim.state();
+    assert_eq!((s.pan, s.tilt, s.zoom), (home.pan, home.tilt, home.zoom));
+    assert!(!s.moving && s.still_for.is_some());
+    let between = seen.iter().filter(|&&p| p != away && p != home.pan).count();
+    assert!(between > 0, "no position on the way: {seen:?}");
+    assert!(
+        seen.windows(2)
+            .all(|w| (w[1] - home.pan).abs() <= (w[0] - home.pan).abs()),
+        "the head went straight there: {seen:?}"
+    );
+    // A move during the travel ends it where the head is.
+    c.command(goto(2)).unwrap();
+    c.command(mv(-1.0, 0.0, 0.0)).unwrap();
+    c.command(PtzCommand::Stop).unwrap();
+    assert!(!sim.state().travelling, "a move ends the travel");
+}
