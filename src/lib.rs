@@ -20,4 +20,5 @@ pub mod ptz;
 pub mod secret;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod snapshot;
 pub mod state;

@@ -28,6 +28,9 @@ pub enum ApiError {
     Busy(String),
     /// Something failed inside (a pipeline would not start): retry; see the log (500).
     Internal(String),
+    /// A time limit the request set ran out (a snapshot that did not settle): the text
+    /// says what was still moving; retry with a longer limit or a still scene (504).
+    Timeout(String),
 }
 
 impl ApiError {
@@ -49,6 +52,7 @@ impl ApiError {
                 PtzError::Timeout => 504,
                 PtzError::Camera(_) => 502,
                 PtzError::Busy | PtzError::Closed => 503,
+                PtzError::Claimed(_) | PtzError::Interrupted(_) => 409,
             },
             ApiError::Onvif(e) => match e {
                 OnvifError::Timeout => 504,
@@ -59,6 +63,7 @@ impl ApiError {
             ApiError::Picture(_, PictureError::Out { .. }) => 503,
             ApiError::Busy(_) => 503,
             ApiError::Internal(_) => 500,
+            ApiError::Timeout(_) => 504,
         }
     }
 }
@@ -69,7 +74,8 @@ impl fmt::Display for ApiError {
             ApiError::BadRequest(s)
             | ApiError::Invalid(s)
             | ApiError::Busy(s)
-            | ApiError::Internal(s) => f.write_str(s),
+            | ApiError::Internal(s)
+            | ApiError::Timeout(s) => f.write_str(s),
             ApiError::Fleet(e) => e.fmt(f),
             ApiError::Ptz(e) => e.fmt(f),
             ApiError::Onvif(e) => e.fmt(f),
@@ -130,6 +136,8 @@ mod tests {
         assert_eq!(st(PtzError::Camera("x".into())), 502);
         assert_eq!(st(PtzError::Busy), 503);
         assert_eq!(st(PtzError::Closed), 503);
+        assert_eq!(st(PtzError::Claimed("a tour".into())), 409);
+        assert_eq!(st(PtzError::Interrupted("stopped".into())), 409);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod request;
 pub mod router;
 pub mod server;
 pub mod sessions;
+pub mod snapshot;
 pub mod status;
 pub mod ws;
 

@@ -3,6 +3,7 @@
 //! Snapping sizes and qualities to what is cached is the JPEG service's policy, not ours.
 
 use std::ops::RangeInclusive;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -14,6 +15,7 @@ use crate::fleet::ConnectRequest;
 use crate::onvif::OnvifSource;
 use crate::ptz::{Protocol, PtzConfig};
 use crate::secret::Secret;
+use crate::snapshot::{self, Shot, Stop};
 
 /// `width` of a picture, in pixels (scaled down only, aspect kept).
 pub const WIDTH: RangeInclusive<u64> = 16..=7680;
@@ -73,6 +75,142 @@ pub fn fps(req: &Request) -> Result<f64, ApiError> {
         None => Ok(DEFAULT_FPS),
         Some(f) => check_fps(f.parse().ok().filter(|f: &f64| f.is_finite())),
     }
+}
+
+/// A snapshot's time limit, in seconds (`timeout`).
+pub const SNAPSHOT_TIMEOUT: RangeInclusive<f64> = 0.5..=60.0;
+
+/// What `POST /api/cameras/{id}/snapshot` asks for, and whether the reply is JSON.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SnapshotRequest {
+    pub shot: Shot,
+    pub json: bool,
+}
+
+/// What `POST /api/cameras/{id}/tour` asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TourRequest {
+    pub stops: Vec<Stop>,
+    pub per_stop: Duration,
+}
+
+/// An optional integer field within `range`.
+fn int_field(
+    m: &Map<String, Value>,
+    name: &str,
+    range: RangeInclusive<u64>,
+) -> Result<Option<u64>, ApiError> {
+    match m.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| range.contains(n))
+            .map(Some)
+            .ok_or_else(|| out_of_range(&format!("field '{name}'"), "an integer", &range)),
+    }
+}
+
+/// `width` and `quality` of a JSON body (as the query's).
+fn jpeg_fields(m: &Map<String, Value>) -> Result<JpegParams, ApiError> {
+    let width = int_field(m, "width", WIDTH)?.map(|w| w as u32);
+    let quality = int_field(m, "quality", QUALITY)?.map_or(DEFAULT_QUALITY, |q| q as u8);
+    Ok(JpegParams { width, quality })
+}
+
+/// `timeout` (seconds) of a JSON body.
+fn timeout_field(m: &Map<String, Value>) -> Result<Duration, ApiError> {
+    match m.get("timeout") {
+        None | Some(Value::Null) => Ok(snapshot::DEFAULT_TIMEOUT),
+        Some(v) => v
+            .as_f64()
+            .filter(|t| SNAPSHOT_TIMEOUT.contains(t))
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| {
+                out_of_range("field 'timeout'", "a number of seconds", &SNAPSHOT_TIMEOUT)
+            }),
+    }
+}
+
+/// The snapshot body (may be empty): `preset`, `width`, `quality`, `timeout` (seconds),
+/// `format` (`"jpeg"`, the default, or `"json"`).
+pub fn snapshot(body: &[u8]) -> Result<SnapshotRequest, ApiError> {
+    let m = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        object(body)?
+    };
+    let json = match m.get("format") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(f)) if f == "jpeg" => false,
+        Some(Value::String(f)) if f == "json" => true,
+        Some(_) => {
+            return Err(ApiError::Invalid(
+                "field 'format' must be \"jpeg\" or \"json\"".into(),
+            ))
+        }
+    };
+    Ok(SnapshotRequest {
+        shot: Shot {
+            preset: int_field(&m, "preset", 0..=255)?.map(|p| p as u8),
+            params: jpeg_fields(&m)?,
+            timeout: timeout_field(&m)?,
+        },
+        json,
+    })
+}
+
+/// The tour body: `stops` (1 to 16 presets, each a number or `{"preset": n}`), `width`,
+/// `quality` and `timeout` (seconds per stop) for all of them.
+pub fn tour(body: &[u8]) -> Result<TourRequest, ApiError> {
+    let m = object(body)?;
+    let params = jpeg_fields(&m)?;
+    let Some(Value::Array(list)) = m.get("stops") else {
+        return Err(ApiError::Invalid(
+            "field 'stops' must be an array of presets".into(),
+        ));
+    };
+    if list.is_empty() || list.len() > snapshot::MAX_STOPS {
+        return Err(ApiError::Invalid(format!(
+            "field 'stops' must list 1 to {} presets",
+            snapshot::MAX_STOPS
+        )));
+    }
+    let stops = list
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let bad = || {
+                ApiError::Invalid(format!(
+                    "stops[{i}] must be a preset number 0-255 or {{\"preset\": n}}"
+                ))
+            };
+            let (preset, own) = match v {
+                Value::Number(_) => (v.as_u64(), None),
+                Value::Object(o) => (o.get("preset").and_then(Value::as_u64), Some(o)),
+                _ => return Err(bad()),
+            };
+            let preset = preset.filter(|p| *p <= 255).ok_or_else(bad)? as u8;
+            let params = match own {
+                Some(o) if o.contains_key("width") || o.contains_key("quality") => {
+                    let mine = jpeg_fields(o)?;
+                    JpegParams {
+                        width: mine.width.or(params.width),
+                        quality: if o.contains_key("quality") {
+                            mine.quality
+                        } else {
+                            params.quality
+                        },
+                    }
+                }
+                _ => params,
+            };
+            Ok(Stop { preset, params })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TourRequest {
+        stops,
+        per_stop: timeout_field(&m)?,
+    })
 }
 
 /// A JSON object body.

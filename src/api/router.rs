@@ -13,7 +13,7 @@ use tiny_http::{Response, StatusCode};
 
 use super::error::ApiError;
 use super::request::{error, header, json as json_reply, percent_decode, Reply, Request};
-use super::{console, mjpeg, onvif, params, ptz, status, ws, Ctx};
+use super::{console, mjpeg, onvif, params, ptz, snapshot, status, ws, Ctx};
 use crate::camera::feed::Via;
 use crate::camera::jpeg::JpegError;
 use crate::camera::Camera;
@@ -45,6 +45,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/cameras/{cameraId}/status"),
     ("GET", "/api/cameras/{cameraId}/frame"),
     ("GET", "/api/cameras/{cameraId}/mjpeg"),
+    ("POST", "/api/cameras/{cameraId}/snapshot"),
+    ("POST", "/api/cameras/{cameraId}/tour"),
     ("GET", "/api/cameras/{cameraId}/ptz"),
     ("POST", "/api/cameras/{cameraId}/ptz"),
     ("GET", "/api/discover"),
@@ -106,6 +108,10 @@ pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
                 ("status", true) => status(&id, ctx),
                 ("frame", true) => frame(req, &id, ctx),
                 ("ptz", _) if get || post => ptz_rest(req, &id, ctx),
+                ("snapshot", false) if post => {
+                    snapshot::snapshot(req, &id, ctx).unwrap_or_else(fail)
+                }
+                ("tour", false) if post => snapshot::tour(req, &id, ctx).unwrap_or_else(fail),
                 ("mjpeg", true) => match camera_or_404(&id, ctx) {
                     Ok(cam) => mjpeg::stream(req, cam, ctx),
                     Err(r) => r,

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::camera::{self, CameraState, CameraStatus, Codec};
 use crate::fleet::{CameraView, Fleet};
 use crate::ptz::{LinkState, PtzHealth};
+use crate::snapshot::Snapshot;
 
 /// The status object: the contract's fields first, then ours, then `ptz` (the control
 /// link, `null` without PTZ).
@@ -85,5 +86,24 @@ pub fn health(fleet: &Fleet, forced_decoder: Option<&str>, uptime: Duration) -> 
         "decoders": decoders,
         "decodersInUse": fleet.decoders_in_use(),
         "jpegEncoder": camera::jpeg::ENCODER,
+    })
+}
+
+/// A settled snapshot (`POST .../snapshot` with `"format":"json"`, and each shot of a
+/// tour): the picture as base64 and how it was got.
+pub fn snapshot(camera_id: &str, s: &Snapshot) -> Value {
+    let j = &s.jpeg;
+    json!({
+        "cameraId": camera_id,
+        "preset": s.preset,
+        "seq": j.seq,
+        "timestamp": j.captured,
+        "width": j.width,
+        "height": j.height,
+        "position": s.position.map(|p| json!({"pan": p.pan, "tilt": p.tilt, "zoom": p.zoom})),
+        "settleMs": s.took.as_millis() as u64,
+        "headMs": s.head.as_millis() as u64,
+        "examined": s.examined,
+        "data": j.base64(),
     })
 }

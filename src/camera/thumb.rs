@@ -90,6 +90,30 @@ impl Thumb {
         moved as f32 / self.cells.len() as f32
     }
 
+    /// The grey-level difference (0..255) that a `share` (0..1) of the cells stay within:
+    /// with `share` 0.75, most of the picture moved by at most this much. A small part
+    /// changing (an on-screen clock, the simulator's frame code, someone walking by)
+    /// leaves it low; the whole picture moving, blurring or changing brightness (a head
+    /// still moving, focus or exposure hunting) raises it. Different shapes: 255.
+    pub fn spread(&self, other: &Thumb, share: f32) -> f32 {
+        if self.w != other.w || self.h != other.h || self.cells.is_empty() {
+            return 255.0;
+        }
+        let mut histogram = [0u32; 256];
+        for (a, b) in self.cells.iter().zip(&other.cells) {
+            histogram[usize::from(a.abs_diff(*b))] += 1;
+        }
+        let want = (share.clamp(0.0, 1.0) * self.cells.len() as f32).ceil() as u32;
+        let mut seen = 0;
+        for (diff, n) in histogram.iter().enumerate() {
+            seen += n;
+            if seen >= want.max(1) {
+                return diff as f32;
+            }
+        }
+        255.0
+    }
+
     /// The mean absolute difference of grey levels (0..255): small movements (a blurred
     /// or hunting picture) that [`Thumb::changed`] does not count show here. Different
     /// shapes: 255.
@@ -166,6 +190,35 @@ mod tests {
     }
 
     #[test]
+    fn spread_ignores_a_small_changing_part() {
+        let (w, h) = (640, 360);
+        let base = plane(w, h, w, |x, _| (x / 3) as u8);
+        // A code strip over the top 13 % changes completely; the rest stays.
+        let strip = plane(w, h, w, |x, y| {
+            if y < 48 {
+                255 - (x / 3) as u8
+            } else {
+                (x / 3) as u8
+            }
+        });
+        let (a, b) = (
+            Thumb::from_luma(&base, w, w, h),
+            Thumb::from_luma(&strip, w, w, h),
+        );
+        assert_eq!(a.spread(&b, 0.75), 0.0);
+        assert!(
+            a.distance(&b) > 5.0,
+            "the mean sees the strip: {}",
+            a.distance(&b)
+        );
+        // The whole picture 20 levels brighter: the spread sees it.
+        let bright = plane(w, h, w, |x, _| (x / 3) as u8 + 20);
+        let c = Thumb::from_luma(&bright, w, w, h);
+        assert_eq!(a.spread(&c, 0.75), 20.0);
+        assert_eq!(a.spread(&a, 1.0), 0.0);
+    }
+
+    #[test]
     fn short_planes_and_tiny_pictures_do_not_panic() {
         let t = Thumb::from_luma(&[1, 2, 3], 100, 100, 100);
         assert_eq!(t.w, 64);
@@ -174,5 +227,6 @@ mod tests {
         let other = Thumb::from_luma(&[9; 4], 2, 2, 2);
         assert_eq!(t.changed(&other), 1.0);
         assert_eq!(t.distance(&other), 255.0);
+        assert_eq!(t.spread(&other, 0.5), 255.0);
     }
 }

@@ -105,6 +105,57 @@ pub struct Controller {
     /// Callers waiting for this camera now. Past [`MAX_WAITING`] a caller is answered
     /// Busy at once, so a hung camera holds at most that many API threads.
     waiting: std::sync::atomic::AtomicUsize,
+    /// The automated run holding the head, if any (see [`Controller::claim`]).
+    claim: Mutex<Option<Arc<ClaimState>>>,
+}
+
+/// What a [`Claim`] shares with its controller: what the run is, and why it was ended.
+struct ClaimState {
+    what: String,
+    interrupted: Mutex<Option<String>>,
+}
+
+/// The head, held for an automated run (a tour, a settled snapshot) until dropped. Its
+/// commands go to the camera like manual ones; a manual command through
+/// [`Controller::command`] ends the claim, and the run's next command or
+/// [`Claim::check`] answers [`PtzError::Interrupted`] saying so.
+pub struct Claim<'a> {
+    ctrl: &'a Controller,
+    state: Arc<ClaimState>,
+}
+
+impl Claim<'_> {
+    /// `Ok` while the claim holds; [`PtzError::Interrupted`] once a manual command ended it.
+    pub fn check(&self) -> Result<(), PtzError> {
+        match &*self.state.interrupted.lock() {
+            Some(why) => Err(PtzError::Interrupted(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a command for the run (see [`Controller::command`]), if the claim holds.
+    pub fn command(&self, cmd: PtzCommand) -> Result<(), PtzError> {
+        self.check()?;
+        cmd.validate(self.ctrl.cfg.protocol)?;
+        self.ctrl.ask(Job::Command(cmd)).map(|_| ())?;
+        self.check()
+    }
+
+    /// The head's position (see [`Controller::position`]), if the claim holds.
+    pub fn position(&self) -> Result<Position, PtzError> {
+        self.check()?;
+        let p = self.ctrl.position()?;
+        self.check().map(|()| p)
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut held = self.ctrl.claim.lock();
+        if held.as_ref().is_some_and(|s| Arc::ptr_eq(s, &self.state)) {
+            *held = None;
+        }
+    }
 }
 
 /// How many callers may wait on one camera at once: enough for a joystick over REST at
@@ -174,7 +225,29 @@ impl Controller {
             thread: Mutex::new(thread),
             health,
             waiting: std::sync::atomic::AtomicUsize::new(0),
+            claim: Mutex::new(None),
         }
+    }
+
+    /// Claims the head for an automated run described by `what` (e.g. "a tour of 4
+    /// presets"), until the [`Claim`] is dropped or a manual command ends it. One claim at
+    /// a time: another answers [`PtzError::Claimed`].
+    pub fn claim(&self, what: &str) -> Result<Claim<'_>, PtzError> {
+        let mut held = self.claim.lock();
+        if let Some(s) = held.as_ref() {
+            return Err(PtzError::Claimed(s.what.clone()));
+        }
+        let state = Arc::new(ClaimState {
+            what: what.to_owned(),
+            interrupted: Mutex::new(None),
+        });
+        *held = Some(Arc::clone(&state));
+        Ok(Claim { ctrl: self, state })
+    }
+
+    /// What holds the head now, if anything (see [`Controller::claim`]).
+    pub fn claimed_by(&self) -> Option<String> {
+        self.claim.lock().as_ref().map(|s| s.what.clone())
     }
 
     pub fn camera_id(&self) -> &str {
@@ -217,8 +290,20 @@ impl Controller {
     /// Runs a command and waits (up to [`REPLY_WAIT`]) for the camera's answer.
     /// A move equal to the running one only refreshes the dead-man timer; a different
     /// move replaces it.
+    ///
+    /// A manual command: it ends a running [`Claim`] (a tour stops where it is), which is
+    /// how a user takes the head back from an automated run.
     pub fn command(&self, cmd: PtzCommand) -> Result<(), PtzError> {
         cmd.validate(self.cfg.protocol)?;
+        if let Some(s) = self.claim.lock().take() {
+            let why = format!(
+                "{} was stopped by a manual PTZ command ({})",
+                s.what,
+                cmd.action()
+            );
+            log::info!("{}: {why}", self.camera_id);
+            *s.interrupted.lock() = Some(why);
+        }
         self.ask(Job::Command(cmd)).map(|_| ())
     }
 

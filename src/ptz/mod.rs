@@ -22,7 +22,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use controller::{Controller, Controllers, LinkState, PtzHealth, REPLY_WAIT};
+pub use controller::{Claim, Controller, Controllers, LinkState, PtzHealth, REPLY_WAIT};
 
 /// A camera's control protocol, as the connect block names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -309,6 +309,21 @@ fn velocity(m: &serde_json::Map<String, Value>, axis: &str) -> Result<f64, Strin
 }
 
 impl PtzCommand {
+    /// The command's name in the API (`move`, `stop`, `home`, `preset goto`...).
+    pub fn action(&self) -> &'static str {
+        match self {
+            PtzCommand::Move { .. } => "move",
+            PtzCommand::Stop => "stop",
+            PtzCommand::Home => "home",
+            PtzCommand::Preset {
+                op: PresetOp::Goto, ..
+            } => "preset goto",
+            PtzCommand::Preset {
+                op: PresetOp::Save, ..
+            } => "preset save",
+        }
+    }
+
     /// Reads `{"action":"move","pan":v,"tilt":v,"zoom":v}` (missing axes are 0),
     /// `{"action":"stop"}`, `{"action":"home"}` and
     /// `{"action":"preset","op":"goto"|"save","index":n}`. Other fields are ignored.
@@ -433,6 +448,12 @@ pub enum PtzError {
     /// This camera's PTZ control has stopped (the camera was disconnected or replaced):
     /// do not retry on this controller; connect the camera again (503).
     Closed,
+    /// The head is claimed by an automated run (a tour or settled snapshot; the text
+    /// says which): wait for it to end, or send a manual command, which ends it (409).
+    Claimed(String),
+    /// A manual command ended this automated run (the text says which command): report
+    /// it to whoever started the run; do not retry without the user's say (409).
+    Interrupted(String),
 }
 
 impl fmt::Display for PtzError {
@@ -445,6 +466,8 @@ impl fmt::Display for PtzError {
                 f.write_str("the camera is busy with other PTZ commands; retry shortly")
             }
             PtzError::Closed => f.write_str("PTZ control of this camera has stopped"),
+            PtzError::Claimed(what) => write!(f, "the camera's head is busy with {what}"),
+            PtzError::Interrupted(why) => f.write_str(why),
         }
     }
 }

@@ -1,0 +1,343 @@
+//! Settled snapshots and preset tours (issue 13), against camera-sim with a PTZ head
+//! whose presets take a second to reach and whose picture hunts in brightness for
+//! 600 ms after the head stops (`sim::scene::HUNT`). The picture carries the head's
+//! position (`barcode::read_ptz`) and the moment it was drawn (the frame code), which is
+//! how these tests know a snapshot is from after the stop and past the hunt.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ptz_edge::sim::barcode::{self, PtzCode};
+use ptz_edge::sim::scene::HUNT;
+use serde_json::{json, Value};
+
+/// How long the simulated head takes to reach a preset.
+const TRAVEL_MS: u32 = 1000;
+/// Long enough for a tour on a loaded 2-core machine.
+const SLOW: Duration = Duration::from_secs(90);
+
+struct Rig {
+    app: Appliance,
+    _sim: Sim,
+}
+
+/// A 640x360 camera-sim with a PTZ head (presets take [`TRAVEL_MS`]), connected as `cam`
+/// with VISCA over TCP.
+fn rig() -> Rig {
+    let travel = TRAVEL_MS.to_string();
+    let sim = Sim::start(&[
+        "--path",
+        "/1",
+        "--size",
+        "640x360",
+        "--fps",
+        "30",
+        "--ptz",
+        "--preset-travel",
+        &travel,
+    ]);
+    let visca = sim.ready["ptz"]["visca_tcp"].as_u64().expect("visca port");
+    let app = Appliance::start(&[]);
+    let mut body = connect_body("cam", &sim, "/1");
+    body["ptz"] = json!({"protocol": "visca-tcp", "port": visca});
+    let r = app.connect(&body);
+    assert_eq!(r.status, 200, "connect: {}", r.text());
+    Rig { app, _sim: sim }
+}
+
+impl Rig {
+    fn ptz(&self, cmd: Value) {
+        let r = self.app.post_json("/api/cameras/cam/ptz", &cmd);
+        assert_eq!(r.status, 200, "PTZ {cmd}: {}", r.text());
+    }
+
+    fn position(&self) -> (i64, i64, i64) {
+        let p = self.app.get("/api/cameras/cam/ptz").json();
+        let n = |k: &str| p[k].as_i64().unwrap_or_else(|| panic!("position {p}"));
+        (n("pan"), n("tilt"), n("zoom"))
+    }
+
+    /// Waits for the head to stand still and returns where.
+    fn still_at(&self) -> (i64, i64, i64) {
+        let mut last = self.position();
+        wait_until(Duration::from_secs(10), "the head to stand still", || {
+            let now = self.position();
+            let same = now == last;
+            last = now;
+            same
+        });
+        last
+    }
+
+    /// Moves right (`pan` > 0) or left for a moment and saves preset `index` there.
+    fn save_preset_after_move(&self, pan: f64, index: u8) -> (i64, i64, i64) {
+        let before = self.position();
+        self.ptz(json!({"action": "move", "pan": pan, "tilt": 0.3 * pan}));
+        wait_until(Duration::from_secs(5), "the head to move", || {
+            self.position() != before
+        });
+        self.ptz(json!({"action": "stop"}));
+        let at = self.still_at();
+        self.ptz(json!({"action": "preset", "op": "save", "index": index}));
+        at
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Resp {
+        request(
+            self.app.addr,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+            SLOW,
+        )
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+}
+
+/// The head's position drawn into a JPEG by the simulator.
+fn drawn_position(jpeg: &[u8]) -> PtzCode {
+    let (w, h, luma) = decode_jpeg(jpeg);
+    barcode::read_ptz(&luma, w as usize, w, h).expect("a PTZ code in the picture")
+}
+
+/// The mean grey level of the picture's lower half (away from the codes).
+fn lower_half_grey(jpeg: &[u8]) -> f64 {
+    let (w, h, luma) = decode_jpeg(jpeg);
+    let lower = &luma[(w * h / 2) as usize..];
+    lower.iter().map(|&v| f64::from(v)).sum::<f64>() / lower.len() as f64
+}
+
+fn pos_of(v: &Value) -> (i64, i64, i64) {
+    let n = |k: &str| v[k].as_i64().unwrap_or_else(|| panic!("position {v}"));
+    (n("pan"), n("tilt"), n("zoom"))
+}
+
+fn code_pos(c: PtzCode) -> (i64, i64, i64) {
+    (i64::from(c.pan), i64::from(c.tilt), i64::from(c.zoom))
+}
+
+fn b64(v: &Value) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(v["data"].as_str().expect("data"))
+        .expect("base64")
+}
+
+#[test]
+fn a_snapshot_after_a_preset_is_from_after_the_stop_and_past_the_hunt() {
+    let rig = rig();
+    let home = rig.still_at();
+    rig.ptz(json!({"action": "preset", "op": "save", "index": 1}));
+    let away = rig.save_preset_after_move(1.0, 2);
+    assert_ne!(
+        home, away,
+        "the presets must differ for the test to prove anything"
+    );
+
+    // The head is at preset 2; a snapshot at preset 1 makes it travel back.
+    let asked_ms = barcode::now_ms32();
+    let r = rig.post(
+        "/api/cameras/cam/snapshot",
+        &json!({"preset": 1, "format": "json"}),
+    );
+    assert_eq!(r.status, 200, "snapshot: {}", r.text());
+    let shot = r.json();
+    let jpeg = b64(&shot);
+
+    // The position the head answered and the one drawn into the picture: preset 1's.
+    assert_eq!(pos_of(&shot["position"]), home, "reply: {shot}");
+    assert_eq!(
+        code_pos(drawn_position(&jpeg)),
+        home,
+        "the picture is from the preset"
+    );
+    // Drawn after the travel and (almost all of) the hunt: not during the move, not
+    // while the brightness still swung.
+    let (_, _, code) = jpeg_code(&jpeg);
+    let drawn_after = code.sent_ms.wrapping_sub(asked_ms);
+    let hunt_ms = HUNT.as_millis() as u32;
+    assert!(
+        drawn_after >= TRAVEL_MS + hunt_ms * 3 / 4 && drawn_after < 60_000,
+        "the picture was drawn {drawn_after} ms after the request: before the head \
+         arrived ({TRAVEL_MS} ms) and its picture settled ({hunt_ms} ms more)"
+    );
+    let settle = shot["settleMs"].as_u64().expect("settleMs");
+    assert!(settle >= u64::from(TRAVEL_MS), "settleMs {settle}");
+    assert_eq!(shot["preset"], 1);
+    assert_eq!(
+        (shot["width"].as_u64(), shot["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+
+    // Sharp: as bright as the still picture a while later (a hunting one is up to 48
+    // grey levels off).
+    std::thread::sleep(Duration::from_millis(800));
+    let later = rig.app.frame("cam", "");
+    assert_eq!(later.status, 200);
+    let (a, b) = (lower_half_grey(&jpeg), lower_half_grey(&later.body));
+    assert!(
+        (a - b).abs() < 3.0,
+        "snapshot grey {a:.1} vs still picture {b:.1}"
+    );
+
+    // The JPEG form carries the same in headers.
+    let r = rig.post("/api/cameras/cam/snapshot", &json!({"preset": 2}));
+    assert_eq!(r.status, 200, "snapshot: {}", r.text());
+    assert_eq!(r.header("content-type"), Some("image/jpeg"));
+    let drawn = drawn_position(&r.body);
+    assert_eq!(code_pos(drawn), away, "the picture is from preset 2");
+    let header_pos = r
+        .header("x-ptz-position")
+        .expect("X-Ptz-Position")
+        .to_owned();
+    assert_eq!(header_pos, format!("{},{},{}", away.0, away.1, away.2));
+    assert_eq!(r.header("x-preset"), Some("2"));
+    assert!(r.header("x-settle-ms").is_some() && r.header("x-frame-seq").is_some());
+
+    // No preset: the picture as it is, once settled (the head is already still).
+    let r = rig.post("/api/cameras/cam/snapshot", &json!({"width": 320}));
+    assert_eq!(r.status, 200, "snapshot: {}", r.text());
+    let (w, h, _) = decode_jpeg(&r.body);
+    assert_eq!((w, h), (320, 180));
+}
+
+#[test]
+fn a_tour_returns_one_settled_picture_per_preset_in_order() {
+    let rig = rig();
+    let p1 = rig.still_at();
+    rig.ptz(json!({"action": "preset", "op": "save", "index": 1}));
+    let p2 = rig.save_preset_after_move(1.0, 2);
+    let p3 = rig.save_preset_after_move(-1.0, 3);
+    assert!(p1 != p2 && p2 != p3 && p1 != p3, "{p1:?} {p2:?} {p3:?}");
+
+    let r = rig.post(
+        "/api/cameras/cam/tour",
+        &json!({"stops": [2, {"preset": 1, "width": 320}, 3], "timeout": 20}),
+    );
+    assert_eq!(r.status, 200, "tour: {}", r.text());
+    let tour = r.json();
+    let shots = tour["shots"].as_array().expect("shots");
+    assert_eq!(shots.len(), 3, "{tour}");
+    let mut last_seq = 0;
+    for (shot, (preset, want)) in shots.iter().zip([(2, p2), (1, p1), (3, p3)]) {
+        assert_eq!(shot["preset"], preset);
+        assert_eq!(pos_of(&shot["position"]), want, "shot at preset {preset}");
+        let jpeg = b64(shot);
+        assert_eq!(
+            code_pos(drawn_position(&jpeg)),
+            want,
+            "picture at preset {preset}"
+        );
+        let seq = shot["seq"].as_u64().expect("seq");
+        assert!(seq > last_seq, "pictures in order");
+        last_seq = seq;
+    }
+    assert_eq!(shots[1]["width"], 320, "a stop's own width");
+    assert_eq!(shots[0]["width"], 640);
+}
+
+#[test]
+fn a_manual_command_stops_a_tour_and_one_tour_runs_at_a_time() {
+    let rig = rig();
+    rig.ptz(json!({"action": "preset", "op": "save", "index": 1}));
+    let away = rig.save_preset_after_move(1.0, 2);
+    let stops = json!({"stops": [1, 2, 1, 2, 1, 2]});
+    std::thread::scope(|s| {
+        let tour = s.spawn(|| rig.post("/api/cameras/cam/tour", &stops));
+        // The tour is under way once the head leaves preset 2.
+        wait_until(Duration::from_secs(20), "the tour to move the head", || {
+            rig.position() != away
+        });
+        let second = rig.post("/api/cameras/cam/tour", &json!({"stops": [1]}));
+        let d = second.assert_detail(409, "a second tour");
+        assert!(d.contains("busy with a tour of 6 presets"), "{d}");
+        let snap = rig.post("/api/cameras/cam/snapshot", &json!({"preset": 1}));
+        snap.assert_detail(409, "a preset snapshot during a tour");
+
+        rig.ptz(json!({"action": "stop"}));
+        let r = tour.join().expect("tour thread");
+        let d = r.assert_detail(409, "the interrupted tour");
+        assert!(
+            d.contains("stopped by a manual PTZ command (stop)") && d.contains("of 6 presets"),
+            "{d}"
+        );
+    });
+    // The head is free again.
+    let r = rig.post("/api/cameras/cam/tour", &json!({"stops": [2]}));
+    assert_eq!(
+        r.status,
+        200,
+        "a tour after the interrupted one: {}",
+        r.text()
+    );
+}
+
+#[test]
+fn snapshot_errors_are_clear() {
+    let rig = rig();
+    rig.ptz(json!({"action": "preset", "op": "save", "index": 1}));
+    rig.save_preset_after_move(1.0, 2);
+    // Too short a limit for the head to arrive: 504 saying what moved.
+    let r = rig.post(
+        "/api/cameras/cam/snapshot",
+        &json!({"preset": 1, "timeout": 0.5}),
+    );
+    let d = r.assert_detail(504, "a snapshot that cannot settle in time");
+    assert!(
+        d.contains("did not stop in time") || d.contains("did not settle"),
+        "{d}"
+    );
+
+    for (body, status, what) in [
+        (json!({"preset": 300}), 422, "preset"),
+        (json!({"timeout": 0.1}), 422, "timeout"),
+        (json!({"timeout": "soon"}), 422, "timeout"),
+        (json!({"width": 5}), 422, "width"),
+        (json!({"format": "png"}), 422, "format"),
+        (json!([1]), 422, "a JSON object"),
+    ] {
+        let r = rig.post("/api/cameras/cam/snapshot", &body);
+        let d = r.assert_detail(status, &format!("snapshot {body}"));
+        assert!(d.contains(what), "{body}: {d}");
+    }
+    let r = rig.app.post("/api/cameras/cam/snapshot", "{not json");
+    r.assert_detail(400, "bad JSON");
+    for (body, what) in [
+        (json!({}), "stops"),
+        (json!({"stops": []}), "stops"),
+        (json!({"stops": [1, "x"]}), "stops[1]"),
+        (json!({"stops": (0..17).collect::<Vec<u8>>()}), "1 to 16"),
+    ] {
+        let r = rig.post("/api/cameras/cam/tour", &body);
+        let d = r.assert_detail(422, &format!("tour {body}"));
+        assert!(d.contains(what), "{body}: {d}");
+    }
+    rig.post("/api/cameras/nope/snapshot", &json!({}))
+        .assert_detail(404, "unknown camera");
+}
+
+#[test]
+fn a_camera_without_ptz_gives_snapshots_but_no_presets() {
+    let sim = Sim::simple("640x360", 30);
+    let app = Appliance::start(&[]);
+    app.connect_sim("plain", &sim, "/1");
+    let r = request(
+        app.addr,
+        "POST",
+        "/api/cameras/plain/snapshot",
+        &[],
+        b"",
+        SLOW,
+    )
+    .expect("snapshot");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("x-ptz-position").is_none());
+    jpeg_code(&r.body);
+    let r = app.post_json("/api/cameras/plain/snapshot", &json!({"preset": 1}));
+    r.assert_detail(404, "a preset without PTZ");
+    let r = app.post_json("/api/cameras/plain/tour", &json!({"stops": [1]}));
+    r.assert_detail(404, "a tour without PTZ");
+}
