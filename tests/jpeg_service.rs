@@ -85,6 +85,7 @@ fn a_sweep_of_2000_sizes_and_qualities_stays_within_the_encoder_caps() {
                 JpegParams {
                     width: Some(width),
                     quality,
+                    crop: None,
                 },
                 now,
             )
