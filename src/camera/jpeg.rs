@@ -45,7 +45,7 @@ pub const MAX_ENCODERS_TOTAL: usize = 32;
 /// camera's other encoders are in use.
 pub const ENCODER_IDLE: Duration = Duration::from_secs(10);
 /// How many encoded pictures are kept (a few sizes of the newest one or two frames).
-const CACHE_LEN: usize = 8;
+pub const CACHE_LEN: usize = 8;
 
 /// What a viewer asks for: a region of the picture (`crop`, cut at the source's full
 /// resolution before any scaling), `width` (scaled down only, aspect kept) and JPEG
@@ -629,6 +629,11 @@ impl JpegService {
     /// How long the encodes so far took (seconds, bucketed).
     pub fn encode_time(&self) -> meter::Snapshot {
         self.encode_time.snapshot()
+    }
+
+    /// Encoded pictures cached now (at most [`CACHE_LEN`]).
+    pub fn cached_pictures(&self) -> usize {
+        self.cache.lock().len()
     }
 
     /// Encoder pipelines of this camera alive now.
