@@ -4,8 +4,8 @@
 //!   units. No decoding here, so a camera nobody watches costs only the depayloading.
 //! - [`DecoderPipeline`]: `appsrc` of access units → decoder → convert → appsink of raw
 //!   pictures (what to feed it, and when to drop, is `decode.rs`'s policy).
-//! - [`JpegPipeline`]: `appsrc` of raw pictures → videoscale → jpegenc → appsink (which
-//!   encoders to keep is `jpeg.rs`'s policy).
+//! - [`JpegPipeline`]: `appsrc` of raw pictures → videocrop (for a crop) → videoscale →
+//!   jpegenc → appsink (which encoders to keep is `jpeg.rs`'s policy).
 //!
 //! One session uses one lower transport (TCP-interleaved or UDP), never rtspsrc's own
 //! `tcp+udp` fallback: that one tries UDP first and, when UDP brings nothing, waits out
