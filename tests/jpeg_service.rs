@@ -1,6 +1,7 @@
 //! The JPEG service's bounds from outside: 2,000 distinct (width, quality) pairs on one
-//! picture keep at most `MAX_ENCODERS_PER_CAMERA` encoders alive, and once they are
-//! swept the process has the threads and memory it had with one viewer.
+//! picture, then 1,000 distinct crops, keep at most `MAX_ENCODERS_PER_CAMERA` encoders
+//! alive and `CACHE_LEN` pictures cached, and once they are swept the process has the
+//! threads and memory it had with one viewer.
 //!
 //! Its own test binary (one test), so `/proc/self/task` counts only this work's threads.
 
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use ptz_edge::camera::jpeg::{
-    fit, snap_width, JpegParams, JpegService, ENCODER_IDLE, MAX_ENCODERS_PER_CAMERA,
-    MAX_ENCODERS_TOTAL,
+    fit, snap_width, Crop, JpegParams, JpegService, CACHE_LEN, ENCODER_IDLE,
+    MAX_ENCODERS_PER_CAMERA, MAX_ENCODERS_TOTAL,
 };
 use ptz_edge::camera::Frame;
 
@@ -85,6 +86,7 @@ fn a_sweep_of_2000_sizes_and_qualities_stays_within_the_encoder_caps() {
                 JpegParams {
                     width: Some(width),
                     quality,
+                    crop: None,
                 },
                 now,
             )
@@ -142,5 +144,68 @@ fn a_sweep_of_2000_sizes_and_qualities_stays_within_the_encoder_caps() {
     assert!(
         rss_swept <= rss_one + 20.0,
         "RSS: {rss_one:.1} MB with one viewer, {rss_swept:.1} MB after the sweep"
+    );
+
+    // 1,000 distinct crops (each a new encoder key), with a spread of widths, on
+    // pictures that change every 10 requests: the same bounds hold.
+    let mut crops = std::collections::HashSet::new();
+    let mut max_threads = 0;
+    let mut max_cached = 0;
+    let mut frame = frame;
+    for i in 0..1000u32 {
+        let f = |k: u32, m: u32| f64::from((i * k) % m) / 1000.0;
+        let (w, h) = (0.05 + f(613, 900), 0.05 + f(389, 900));
+        let (x, y) = (f(271, 1000) * (1.0 - w), f(457, 1000) * (1.0 - h));
+        let crop = Crop::new(x, y, w, h);
+        crops.insert(crop);
+        let width = [None, Some(160), Some(640), Some(1280)][(i % 4) as usize];
+        if i % 10 == 0 {
+            frame.seq += 1;
+        }
+        now += Duration::from_millis(1);
+        let p = JpegParams::new(width, 80).with_crop(Some(crop));
+        let jpeg = jpegs
+            .get_at(&frame, p, now)
+            .unwrap_or_else(|e| panic!("crop {crop}: {e}"));
+        let r = crop.pixels(1280, 720);
+        assert_eq!(jpeg.region, r, "crop {crop}");
+        assert_eq!(
+            (jpeg.width, jpeg.height),
+            fit(r.width, r.height, snap_width(width)),
+            "crop {crop} width {width:?}"
+        );
+        assert!(
+            jpegs.encoders() <= MAX_ENCODERS_PER_CAMERA,
+            "after crop {i}"
+        );
+        assert!(JpegService::total_encoders() <= MAX_ENCODERS_TOTAL);
+        max_cached = max_cached.max(jpegs.cached_pictures());
+        if i % 50 == 0 {
+            max_threads = max_threads.max(threads());
+        }
+    }
+    assert!(crops.len() > 900, "{} distinct crops", crops.len());
+    assert!(max_cached <= CACHE_LEN, "{max_cached} pictures cached");
+    let rss_crops = rss_mb();
+    jpegs.sweep(now + ENCODER_IDLE);
+    assert_eq!(jpegs.encoders(), 0);
+    assert_eq!(jpegs.cached_pictures(), 0);
+    let (threads_crops_swept, rss_crops_swept) = (threads(), rss_mb());
+    println!(
+        "after {} crops: {rss_crops:.1} MB, threads max {max_threads}, {max_cached} cached \
+         | swept: {threads_crops_swept} threads, {rss_crops_swept:.1} MB",
+        crops.len()
+    );
+    assert!(
+        max_threads <= threads_one + MAX_ENCODERS_PER_CAMERA + 4,
+        "threads: {threads_one} with one viewer, up to {max_threads} during the crops"
+    );
+    assert!(
+        threads_crops_swept <= threads_one + MAX_ENCODERS_PER_CAMERA + 2,
+        "threads: {threads_one} with one viewer, {threads_crops_swept} after the crops"
+    );
+    assert!(
+        rss_crops_swept <= rss_one + 20.0,
+        "RSS: {rss_one:.1} MB with one viewer, {rss_crops_swept:.1} MB after the crops"
     );
 }

@@ -220,10 +220,12 @@ fn the_served_document_is_valid_and_replies_match_it() {
     for m in [
         json!({"action": "ping"}),
         json!({"action": "subscribe", "cameraId": CAM, "fps": 5, "width": 160}),
+        json!({"action": "subscribe", "cameraId": CAM, "fps": 5, "crop": [0, 0, 0.5, 0.5]}),
         json!({"action": "ptz", "cameraId": CAM, "command": {"action": "move", "pan": 0.5}}),
         json!({"action": "ptz", "cameraId": CAM, "command": {"action": "stop"}}),
         json!({"action": "unsubscribe"}),
         json!({"action": "subscribe", "cameraId": CAM, "binary": true}),
+        json!({"action": "subscribe", "cameraId": CAM, "binary": true, "crop": "0.5,0.5,0.5,0.5"}),
         json!({"action": "bogus"}),
     ] {
         // The bogus action is the one message the schema must not accept.
@@ -233,14 +235,32 @@ fn the_served_document_is_valid_and_replies_match_it() {
         ws.send(&m);
         match m["action"].as_str() {
             Some("ping") => checks.push(("WsServerMessage", ws.expect_type("pong", secs(10)))),
+            // A subscription with a crop: wait for a frame of it (frames of the
+            // previous one may still be on the way), which carries "crop".
             Some("subscribe") if m["binary"] == true => {
-                let b = wait_for(secs(20), "a binary frame", || match ws.recv(secs(1)) {
-                    Some(WsIn::Binary(b)) => Ok(b),
+                let header = wait_for(secs(20), "a binary frame", || match ws.recv(secs(1)) {
+                    Some(WsIn::Binary(b)) => {
+                        let n = usize::from(u16::from_be_bytes([b[0], b[1]]));
+                        let h: Value = serde_json::from_slice(&b[2..2 + n]).expect("JSON header");
+                        if m.get("crop").is_some() == h.get("crop").is_some() {
+                            Ok(h)
+                        } else {
+                            Err(format!("a frame of the previous subscription: {h}"))
+                        }
+                    }
                     other => Err(format!("{other:?}")),
                 });
-                let n = usize::from(u16::from_be_bytes([b[0], b[1]]));
-                let header: Value = serde_json::from_slice(&b[2..2 + n]).expect("JSON header");
                 checks.push(("WsBinaryFrameHeader", header));
+            }
+            Some("subscribe") if m.get("crop").is_some() => {
+                let frame = wait_for(secs(20), "a cropped frame", || {
+                    let v = ws.expect_type("frame", secs(20));
+                    v.get("crop")
+                        .is_some()
+                        .then_some(v.clone())
+                        .ok_or(short(&v))
+                });
+                checks.push(("WsServerMessage", frame))
             }
             Some("subscribe") => {
                 checks.push(("WsServerMessage", ws.expect_type("frame", secs(20))))
@@ -270,6 +290,8 @@ fn the_served_document_is_valid_and_replies_match_it() {
         json!({"spec": spec, "checks": checks, "rejects": [
             ["WsClientMessage", {"action": "bogus"}],
             ["WsClientMessage", {"action": "subscribe"}],
+            ["WsClientMessage", {"action": "subscribe", "cameraId": "c", "crop": [0, 0, 2, 1]}],
+            ["WsClientMessage", {"action": "subscribe", "cameraId": "c", "crop": [0, 0, 1]}],
             ["PtzCommand", {"action": "preset", "op": "goto"}],
             ["ConnectRequest", {"cameraId": "a/b", "ip": "10.0.0.1"}],
             ["CameraStatus", {"cameraId": "c", "connected": true, "frameRate": 1,

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::params::{check_fps, check_quality, check_width, DEFAULT_FPS};
+use super::params::{check_fps, check_quality, check_width, crop_value, DEFAULT_FPS};
 use crate::camera::jpeg::DEFAULT_QUALITY;
 use crate::camera::JpegParams;
 
@@ -82,11 +82,16 @@ fn subscribe(v: &Value) -> Result<SubscribeRequest, ApiError> {
         None | Some(Value::Null) => DEFAULT_QUALITY,
         Some(q) => check_quality(q.as_u64())?,
     };
+    let crop = crop_value(v.get("crop"))?;
     Ok(SubscribeRequest {
         camera_id,
         fps,
         binary,
-        params: JpegParams { width, quality },
+        params: JpegParams {
+            width,
+            quality,
+            crop,
+        },
     })
 }
 
@@ -120,6 +125,18 @@ mod tests {
             (s.fps, s.binary, s.params.width, s.params.quality),
             (30.0, true, Some(640), 60)
         );
+        assert_eq!(s.params.crop, None);
+        // A crop as an array or as the query's string form.
+        for crop in [r#"[0.25,0.25,0.5,0.5]"#, r#""0.25,0.25,0.5,0.5""#] {
+            let msg = format!(r#"{{"action":"subscribe","cameraId":"c1","crop":{crop}}}"#);
+            let ClientMessage::Subscribe(s) = parse(&msg).unwrap() else {
+                panic!("not a subscribe")
+            };
+            assert_eq!(
+                s.params.crop.map(|c| c.fractions()),
+                Some([0.25, 0.25, 0.5, 0.5])
+            );
+        }
     }
 
     #[test]
@@ -146,6 +163,18 @@ mod tests {
                 r#"{"action":"subscribe","cameraId":"c","quality":0}"#,
                 "quality",
             ),
+            (
+                r#"{"action":"subscribe","cameraId":"c","crop":[0.5,0,0.6,1]}"#,
+                "crop: the region must lie inside the picture",
+            ),
+            (
+                r#"{"action":"subscribe","cameraId":"c","crop":"0,0,0"}"#,
+                "crop must be four numbers",
+            ),
+            (
+                r#"{"action":"subscribe","cameraId":"c","crop":true}"#,
+                "crop must be",
+            ),
             (r#"{"action":"ptz","cameraId":"c"}"#, "command"),
         ] {
             let err = parse(msg).expect_err(msg).to_string();
@@ -158,6 +187,7 @@ mod tests {
     fn fuzz_never_panics() {
         let seeds = [
             r#"{"action":"subscribe","cameraId":"c1","fps":30,"binary":true,"width":640}"#,
+            r#"{"action":"subscribe","cameraId":"c1","crop":[0.25,0.25,0.5,0.5],"width":640}"#,
             r#"{"action":"ptz","cameraId":"c1","command":{"action":"move","pan":0.5}}"#,
             r#"{"action":"ping"}"#,
         ];

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::pace::Pacer;
-use super::params;
 use super::request::{error, Reply, Request};
 use super::sessions::Kind;
 use super::Ctx;
+use super::{params, status};
 use crate::camera::feed::Via;
 use crate::camera::{Camera, JpegParams};
 use crate::clock::unix_now;
@@ -91,9 +91,13 @@ fn run(mut stream: TcpStream, cam: Arc<Camera>, params: JpegParams, fps: f64, ct
                 continue;
             }
         };
+        let crop: String = status::crop_headers(params.crop, &jpeg)
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let part = format!(
             "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\
-             X-Frame-Seq: {}\r\nX-Frame-Timestamp: {:.6}\r\nX-Frame-Age: {:.3}\r\n\r\n",
+             X-Frame-Seq: {}\r\nX-Frame-Timestamp: {:.6}\r\nX-Frame-Age: {:.3}\r\n{crop}\r\n",
             jpeg.data.len(),
             jpeg.seq,
             jpeg.captured,

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::request::Request;
-use crate::camera::jpeg::DEFAULT_QUALITY;
+use crate::camera::jpeg::{Crop, DEFAULT_QUALITY};
 use crate::camera::{self, CameraSpec, JpegParams, Transport};
 use crate::fleet::ConnectRequest;
 use crate::onvif::OnvifSource;
@@ -29,6 +29,10 @@ pub const DEFAULT_FPS: f64 = 15.0;
 pub const DEFAULT_RTSP_PORT: u16 = 554;
 /// The stream path when connect does not name one (the contract's default).
 pub const DEFAULT_STREAM_PATH: &str = "/1";
+
+/// How far `x + w` (or `y + h`) may pass 1 and still count as 1: decimal fractions that
+/// add up to 1 can sum to 1.0000000000000002 in binary floating point.
+const CROP_SUM_SLACK: f64 = 1e-9;
 
 /// A value out of its range: 422 with what the range is.
 fn out_of_range<T: std::fmt::Display>(name: &str, kind: &str, r: &RangeInclusive<T>) -> ApiError {
@@ -56,7 +60,73 @@ pub fn check_fps(f: Option<f64>) -> Result<f64, ApiError> {
         .ok_or_else(|| out_of_range("fps", "a number", &FPS))
 }
 
-/// `width` and `quality` from the query.
+/// A crop `[x, y, w, h]` (fractions of the picture: left, top, width, height), checked
+/// and snapped to the grid of [`Crop`] (steps of 1/[`CROP_GRID`](crate::camera::jpeg::CROP_GRID)). `x` and `y` from 0,
+/// `w` and `h` above 0, `x + w` and `y + h` at most 1.
+pub fn check_crop(v: [f64; 4]) -> Result<Crop, ApiError> {
+    let [x, y, w, h] = v;
+    let invalid = |s: &str| Err(ApiError::Invalid(format!("crop: {s}")));
+    if v.iter().any(|f| !f.is_finite()) {
+        return invalid("x, y, w and h must be finite numbers");
+    }
+    if !(0.0..=1.0).contains(&x) || !(0.0..=1.0).contains(&y) {
+        return invalid(&format!(
+            "x and y (left and top) must be fractions from 0 to 1, got {x},{y}"
+        ));
+    }
+    if w <= 0.0 || h <= 0.0 || w > 1.0 || h > 1.0 {
+        return invalid(&format!(
+            "w and h (width and height) must be fractions above 0 and at most 1, got {w},{h}"
+        ));
+    }
+    if x + w > 1.0 + CROP_SUM_SLACK || y + h > 1.0 + CROP_SUM_SLACK {
+        return invalid(&format!(
+            "the region must lie inside the picture (x + w and y + h at most 1), got {x},{y},{w},{h}"
+        ));
+    }
+    Ok(Crop::new(x, y, w, h))
+}
+
+/// A crop in its text form `x,y,w,h` (the query parameter; WebSocket also takes it).
+pub fn parse_crop(text: &str) -> Result<Crop, ApiError> {
+    let parts: Vec<Option<f64>> = text.split(',').map(|p| p.trim().parse().ok()).collect();
+    match parts[..] {
+        [Some(x), Some(y), Some(w), Some(h)] => check_crop([x, y, w, h]),
+        _ => Err(ApiError::Invalid(format!(
+            "crop must be four numbers x,y,w,h (fractions of the picture: left, top, width, \
+             height, e.g. 0.25,0.25,0.5,0.5), got {:?}",
+            text.chars().take(64).collect::<String>()
+        ))),
+    }
+}
+
+/// A crop in a JSON body or message: an array `[x, y, w, h]` of numbers or the string
+/// `"x,y,w,h"`; absent or null is no crop.
+pub fn crop_value(v: Option<&Value>) -> Result<Option<Crop>, ApiError> {
+    let numbers = |a: &Vec<Value>| -> Option<[f64; 4]> {
+        match a.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>()?[..] {
+            [x, y, w, h] => Some([x, y, w, h]),
+            _ => None,
+        }
+    };
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => parse_crop(s).map(Some),
+        Some(Value::Array(a)) => match numbers(a) {
+            Some(v) => check_crop(v).map(Some),
+            None => Err(ApiError::Invalid(
+                "crop must be an array of four numbers [x, y, w, h] (fractions of the \
+                 picture: left, top, width, height) or the string \"x,y,w,h\""
+                    .into(),
+            )),
+        },
+        Some(_) => Err(ApiError::Invalid(
+            "crop must be [x, y, w, h] (fractions of the picture) or \"x,y,w,h\"".into(),
+        )),
+    }
+}
+
+/// `width`, `quality` and `crop` from the query.
 pub fn jpeg(req: &Request) -> Result<JpegParams, ApiError> {
     let width = match req.query_param("width") {
         None => None,
@@ -66,7 +136,15 @@ pub fn jpeg(req: &Request) -> Result<JpegParams, ApiError> {
         None => DEFAULT_QUALITY,
         Some(q) => check_quality(q.parse().ok())?,
     };
-    Ok(JpegParams { width, quality })
+    let crop = match req.query_param("crop") {
+        None => None,
+        Some(c) => Some(parse_crop(&c)?),
+    };
+    Ok(JpegParams {
+        width,
+        quality,
+        crop,
+    })
 }
 
 /// `fps` from the query.
@@ -577,5 +655,57 @@ mod tests {
         assert!(check_quality(Some(0)).is_err());
         assert!(check_fps(Some(60.5)).is_err());
         assert_eq!(check_fps(Some(0.1)), Ok(0.1));
+    }
+
+    #[test]
+    fn crops() {
+        let ok = |s: &str| parse_crop(s).map(|c| c.to_string());
+        assert_eq!(ok("0.25,0.25,0.5,0.5").unwrap(), "0.25,0.25,0.5,0.5");
+        assert_eq!(ok(" 0 , 0 ,1, 1 ").unwrap(), "0,0,1,1");
+        assert_eq!(ok("0.1234,0,0.5,0.5").unwrap(), "0.123,0,0.5,0.5");
+        assert_eq!(ok("0.7,0.6,0.3,0.4").unwrap(), "0.7,0.6,0.3,0.4");
+        for (bad, why) in [
+            ("", "four numbers"),
+            ("0.1,0.1,0.5", "four numbers"),
+            ("0.1,0.1,0.5,0.5,0.5", "four numbers"),
+            ("a,b,c,d", "four numbers"),
+            ("NaN,0,0.5,0.5", "finite"),
+            ("inf,0,0.5,0.5", "finite"),
+            ("-0.1,0,0.5,0.5", "x and y"),
+            ("0,1.5,0.5,0.5", "x and y"),
+            ("0,0,0,0.5", "w and h"),
+            ("0,0,0.5,-1", "w and h"),
+            ("0,0,1.5,1", "w and h"),
+            ("0.6,0,0.5,0.5", "inside the picture"),
+            ("0,0.5,0.5,0.51", "inside the picture"),
+        ] {
+            let e = parse_crop(bad).expect_err(bad);
+            assert_eq!(e.status(), 422, "{bad}");
+            let text = e.to_string();
+            assert!(text.starts_with("crop"), "{bad}: {text}");
+            assert!(text.contains(why), "{bad}: {text}");
+        }
+        // JSON forms: an array or the string; null is none.
+        use serde_json::json;
+        let v = |v: Value| crop_value(Some(&v)).map(|c| c.map(|c| c.to_string()));
+        assert_eq!(
+            v(json!([0.25, 0.25, 0.5, 0.5])).unwrap().unwrap(),
+            "0.25,0.25,0.5,0.5"
+        );
+        assert_eq!(v(json!([0, 0, 1, 1])).unwrap().unwrap(), "0,0,1,1");
+        assert_eq!(v(json!("0,0,0.1,0.1")).unwrap().unwrap(), "0,0,0.1,0.1");
+        assert_eq!(v(Value::Null).unwrap(), None);
+        assert_eq!(crop_value(None).unwrap(), None);
+        for bad in [
+            json!([0, 0, 1]),
+            json!([0, 0, "1", 1]),
+            json!(5),
+            json!({"x": 0}),
+            json!([0, 0, 2, 1]),
+        ] {
+            let e = v(bad.clone()).expect_err(&bad.to_string());
+            assert_eq!(e.status(), 422);
+            assert!(e.to_string().starts_with("crop"), "{e}");
+        }
     }
 }

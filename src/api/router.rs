@@ -321,23 +321,29 @@ fn frame(req: &Request, id: &str, ctx: &Ctx) -> Reply {
             cam.feed
                 .sent
                 .record(Via::Rest, jpeg.data.len(), jpeg.captured);
+            let crop = status::crop_headers(params.crop, &jpeg);
+            let mut expose = String::from("X-Frame-Seq, X-Frame-Timestamp, X-Frame-Age");
+            if !crop.is_empty() {
+                expose = format!("{expose}, {}", status::CROP_HEADER_NAMES);
+            }
+            let mut response = Response::from_data(jpeg.data.clone())
+                .with_header(header("Content-Type", "image/jpeg"))
+                .with_header(header("Cache-Control", "no-store"))
+                .with_header(header("X-Frame-Seq", &jpeg.seq.to_string()))
+                .with_header(header(
+                    "X-Frame-Timestamp",
+                    &format!("{:.6}", jpeg.captured),
+                ))
+                .with_header(header(
+                    "X-Frame-Age",
+                    &format!("{:.3}", (unix_now() - jpeg.captured).max(0.0)),
+                ));
+            for (name, value) in &crop {
+                response = response.with_header(header(name, value));
+            }
             Reply::Response(
-                Response::from_data(jpeg.data.clone())
-                    .with_header(header("Content-Type", "image/jpeg"))
-                    .with_header(header("Cache-Control", "no-store"))
-                    .with_header(header("X-Frame-Seq", &jpeg.seq.to_string()))
-                    .with_header(header(
-                        "X-Frame-Timestamp",
-                        &format!("{:.6}", jpeg.captured),
-                    ))
-                    .with_header(header(
-                        "X-Frame-Age",
-                        &format!("{:.3}", (unix_now() - jpeg.captured).max(0.0)),
-                    ))
-                    .with_header(header(
-                        "Access-Control-Expose-Headers",
-                        "X-Frame-Seq, X-Frame-Timestamp, X-Frame-Age",
-                    ))
+                response
+                    .with_header(header("Access-Control-Expose-Headers", &expose))
                     .boxed(),
             )
         }

@@ -6,10 +6,43 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::camera::jpeg::{Crop, Jpeg};
 use crate::camera::{self, CameraState, CameraStatus, Codec};
 use crate::fleet::{CameraView, Fleet};
 use crate::ptz::{LinkState, PtzHealth};
 use crate::snapshot::Snapshot;
+
+/// What a cropped picture shows, as HTTP headers (`/frame`, MJPEG parts; a snapshot
+/// should say the same): `X-Crop` the crop served (snapped fractions `x,y,w,h`),
+/// `X-Crop-Pixels` the source pixels cut (`x,y,w,h`), `X-Source-Size` the decoded
+/// picture's size (`3840x2160`). Nothing when no crop was asked (`asked` is `None`), so
+/// replies without a crop are as they always were.
+pub fn crop_headers(asked: Option<Crop>, jpeg: &Jpeg) -> Vec<(&'static str, String)> {
+    let Some(crop) = asked else {
+        return Vec::new();
+    };
+    let r = jpeg.region;
+    vec![
+        ("X-Crop", crop.to_string()),
+        (
+            "X-Crop-Pixels",
+            format!("{},{},{},{}", r.x, r.y, r.width, r.height),
+        ),
+        (
+            "X-Source-Size",
+            format!("{}x{}", jpeg.source.0, jpeg.source.1),
+        ),
+    ]
+}
+
+/// The names [`crop_headers`] sets, for `Access-Control-Expose-Headers`.
+pub const CROP_HEADER_NAMES: &str = "X-Crop, X-Crop-Pixels, X-Source-Size";
+
+/// The `crop` field of a WebSocket frame: the crop served as `[x, y, w, h]` (snapped
+/// fractions).
+pub fn crop_field(crop: Crop) -> Value {
+    json!(crop.fractions())
+}
 
 /// The status object: the contract's fields first, then ours, then `ptz` (the control
 /// link, `null` without PTZ).

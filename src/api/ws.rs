@@ -27,6 +27,7 @@ use super::messages::{self, ClientMessage, SubscribeRequest};
 use super::pace::Pacer;
 use super::request::{error, Reply, Request};
 use super::sessions::Kind;
+use super::status;
 use super::Ctx;
 use crate::camera::feed::Via;
 use crate::camera::{CameraState, CameraStatus, JpegParams, Viewer};
@@ -472,15 +473,18 @@ fn send_frame_if_due(wire: &Wire, s: &mut Subscription) -> io::Result<bool> {
     // How old the picture is (seconds since its packet arrived) as it goes out.
     let age = ((unix_now() - jpeg.captured).max(0.0) * 1000.0).round() / 1000.0;
     let sent = if s.binary {
-        let header = json!({
+        let mut header = json!({
             "cameraId": s.camera_id,
             "timestamp": jpeg.captured,
             "seq": jpeg.seq,
             "width": jpeg.width,
             "height": jpeg.height,
             "age": age,
-        })
-        .to_string();
+        });
+        if let Some(c) = s.params.crop {
+            header["crop"] = status::crop_field(c);
+        }
+        let header = header.to_string();
         let len = (header.len() as u16).to_be_bytes();
         wire.send(
             OpCode::Data(Data::Binary),
@@ -488,8 +492,15 @@ fn send_frame_if_due(wire: &Wire, s: &mut Subscription) -> io::Result<bool> {
         )?
     } else {
         let id = serde_json::to_string(&s.camera_id).expect("strings serialise");
+        // Only a subscription with a crop gets the field: without one, the contract's
+        // frame message exactly.
+        let crop = s
+            .params
+            .crop
+            .map(|c| format!(r#","crop":{}"#, status::crop_field(c)))
+            .unwrap_or_default();
         let text = format!(
-            r#"{{"type":"frame","cameraId":{id},"data":"{}","timestamp":{},"seq":{},"width":{},"height":{},"age":{}}}"#,
+            r#"{{"type":"frame","cameraId":{id},"data":"{}","timestamp":{},"seq":{},"width":{},"height":{},"age":{}{crop}}}"#,
             jpeg.base64(),
             json!(jpeg.captured),
             jpeg.seq,

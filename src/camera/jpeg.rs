@@ -1,12 +1,14 @@
 //! `JpegService`: a camera's JPEG encoding, with its own bounds. One encode per (picture,
-//! size, quality) however many viewers ask; sizes and qualities snapped to a small ladder
-//! so the key space of encoders and cached pictures is ours, not the client's; at most
+//! crop, size, quality) however many viewers ask; sizes and qualities snapped to a small
+//! ladder and crops to a 1/1000 grid, so near-equal asks share; at most
 //! [`MAX_ENCODERS_PER_CAMERA`] encoder pipelines per camera (least recently used evicted),
 //! idle ones freed after [`ENCODER_IDLE`], and at most [`MAX_ENCODERS_TOTAL`] in the
-//! process.
+//! process, whatever the keys.
 //!
-//! Each encoder is an `appsrc ! videoscale ! capsfilter ! jpegenc ! appsink` pipeline
-//! (one streaming thread): a few MB and a thread each, which is why they are capped.
+//! Each encoder is an `appsrc ! [videocrop !] videoscale ! capsfilter ! jpegenc ! appsink`
+//! pipeline (one streaming thread): a few MB and a thread each, which is why they are
+//! capped. A crop is cut from the decoded picture at the source's resolution, before any
+//! scaling: a region of a 4K camera is served with 4K detail.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -18,6 +20,7 @@ use gstreamer as gst;
 use parking_lot::Mutex;
 
 use super::frame::Frame;
+pub use super::pipeline::PixelRect;
 use super::pipeline::{JpegPipeline, PipelineError};
 use crate::meter::{self, Histogram};
 
@@ -42,16 +45,21 @@ pub const MAX_ENCODERS_TOTAL: usize = 32;
 /// camera's other encoders are in use.
 pub const ENCODER_IDLE: Duration = Duration::from_secs(10);
 /// How many encoded pictures are kept (a few sizes of the newest one or two frames).
-const CACHE_LEN: usize = 8;
+pub const CACHE_LEN: usize = 8;
 
-/// What a viewer asks for: `width` (scaled down only, aspect kept) and JPEG quality.
+/// What a viewer asks for: a region of the picture (`crop`, cut at the source's full
+/// resolution before any scaling), `width` (scaled down only, aspect kept) and JPEG
+/// quality.
 ///
-/// [`JpegParams::new`] snaps both to the served ladder; the service snaps whatever it is
-/// given again, so a value built field by field is served snapped too.
+/// [`JpegParams::new`] snaps width and quality to the served ladder (a [`Crop`] is snapped
+/// when made); the service snaps whatever it is given again, so a value built field by
+/// field is served snapped too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct JpegParams {
     pub width: Option<u32>,
     pub quality: u8,
+    /// The region served; `None` is the whole picture.
+    pub crop: Option<Crop>,
 }
 
 impl Default for JpegParams {
@@ -59,22 +67,120 @@ impl Default for JpegParams {
         JpegParams {
             width: None,
             quality: DEFAULT_QUALITY,
+            crop: None,
         }
     }
 }
 
 impl JpegParams {
-    /// Params snapped to [`WIDTH_LADDER`] and [`QUALITY_STEPS`]. `None` is full size.
+    /// Params snapped to [`WIDTH_LADDER`] and [`QUALITY_STEPS`], whole picture. `None` is
+    /// full size.
     pub fn new(width: Option<u32>, quality: u8) -> JpegParams {
         JpegParams {
             width: snap_width(width),
             quality: snap_quality(quality),
+            crop: None,
         }
+    }
+
+    /// These params with `crop` as the region served.
+    pub fn with_crop(self, crop: Option<Crop>) -> JpegParams {
+        JpegParams { crop, ..self }
     }
 
     /// These params as served (see [`JpegParams::new`]).
     pub fn snapped(self) -> JpegParams {
-        JpegParams::new(self.width, self.quality)
+        // A `Crop` is snapped when made (its fields are private).
+        JpegParams::new(self.width, self.quality).with_crop(self.crop)
+    }
+}
+
+/// Crop fractions are snapped to steps of `1 / CROP_GRID` of the picture's width and
+/// height. 1/1000: finer than the even-pixel alignment of a 1080p source (2 px of 1920 is
+/// 1/960) and within 4 px of a 4K one, so a snapped crop is where the app meant it; and
+/// three decimals, so what the app writes with three decimals is served (and echoed in
+/// `X-Crop`) exactly. The key space this leaves (10^12 rectangles) is not what bounds
+/// memory: encoders are [`MAX_ENCODERS_PER_CAMERA`] per camera (LRU) and
+/// [`MAX_ENCODERS_TOTAL`] per process, and cached pictures [`CACHE_LEN`], whatever the
+/// keys; snapping makes near-equal asks (0.25 and 0.2500001) share an encoder and a
+/// cached picture.
+pub const CROP_GRID: u16 = 1000;
+/// The smallest region cut, in source pixels each way: a smaller crop grows to this
+/// (kept inside the picture), as JPEG's 8x8 blocks and 4:2:0 chroma make less useless.
+pub const MIN_CROP_PIXELS: u32 = 16;
+
+/// A region of the picture: left, top, width and height as fractions of the picture's
+/// width and height, held in steps of 1/[`CROP_GRID`]. Invariant (kept by [`Crop::new`]):
+/// `w, h >= 1` step, `x + w <= CROP_GRID`, `y + h <= CROP_GRID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Crop {
+    x: u16,
+    y: u16,
+    w: u16,
+    h: u16,
+}
+
+impl Crop {
+    /// The crop of fractions `x, y, w, h`, snapped to the nearest step of the grid and
+    /// kept inside the picture (a size that snaps to 0 becomes one step). Range checks
+    /// with clear errors for the client are `api::params`'s; this one never fails, so a
+    /// value out of range (or NaN) is clamped, not trusted.
+    pub fn new(x: f64, y: f64, w: f64, h: f64) -> Crop {
+        let grid = f64::from(CROP_GRID);
+        let step = |v: f64| {
+            let v = if v.is_nan() { 0.0 } else { v };
+            (v * grid).round().clamp(0.0, grid) as u16
+        };
+        let (w, h) = (step(w).max(1), step(h).max(1));
+        Crop {
+            x: step(x).min(CROP_GRID - w),
+            y: step(y).min(CROP_GRID - h),
+            w,
+            h,
+        }
+    }
+
+    /// Left, top, width, height as fractions (snapped).
+    pub fn fractions(self) -> [f64; 4] {
+        let f = |v: u16| f64::from(v) / f64::from(CROP_GRID);
+        [f(self.x), f(self.y), f(self.w), f(self.h)]
+    }
+
+    /// The pixel rectangle of this crop in a `src_w`×`src_h` picture: even left, top,
+    /// width and height (4:2:0 chroma), at least [`MIN_CROP_PIXELS`] each way (or the
+    /// picture's size, if smaller), inside the picture.
+    pub fn pixels(self, src_w: u32, src_h: u32) -> PixelRect {
+        let axis = |start: u16, len: u16, size: u32| -> (u32, u32) {
+            let scale = |v: u16| (u64::from(v) * u64::from(size) / u64::from(CROP_GRID)) as u32;
+            let even_down = |v: u32| v & !1;
+            let even_up = |v: u32| (v + 1) & !1;
+            let size_even = even_down(size).max(2.min(size));
+            let mut a = even_down(scale(start));
+            let mut b = even_up(scale(start + len)).min(size_even);
+            let min = MIN_CROP_PIXELS.min(size_even);
+            if b < a + min {
+                // Grow to the minimum around the start, kept inside the picture.
+                b = (a + min).min(size_even);
+                a = b - min;
+            }
+            (a, b - a)
+        };
+        let (x, width) = axis(self.x, self.w, src_w);
+        let (y, height) = axis(self.y, self.h, src_h);
+        PixelRect {
+            x,
+            y,
+            width,
+            height,
+        }
+    }
+}
+
+impl std::fmt::Display for Crop {
+    /// `x,y,w,h` as decimal fractions, as the API takes them (`0.25,0.25,0.5,0.5`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [x, y, w, h] = self.fractions();
+        write!(f, "{x},{y},{w},{h}")
     }
 }
 
@@ -150,8 +256,13 @@ pub struct Jpeg {
     pub captured: f64,
     pub width: u32,
     pub height: u32,
-    /// The params as served (snapped).
+    /// The params as served (snapped; `crop` is `None` when it covered the whole
+    /// picture).
     pub params: JpegParams,
+    /// The size of the decoded picture it was made from (the source's resolution).
+    pub source: (u32, u32),
+    /// The source pixels it shows (the whole picture without a crop).
+    pub region: PixelRect,
     pub data: Vec<u8>,
     base64: OnceLock<String>,
 }
@@ -233,6 +344,7 @@ impl Drop for Permit {
 struct Encoder {
     pipeline: JpegPipeline,
     in_caps: gst::Caps,
+    crop: Option<PixelRect>,
     out: (u32, u32),
     /// Counts this encoder against the camera's and the process's caps until dropped
     /// (declared last: released after the pipeline is down).
@@ -242,13 +354,15 @@ struct Encoder {
 impl Encoder {
     fn new(
         in_caps: &gst::Caps,
+        crop: Option<PixelRect>,
         out: (u32, u32),
         quality: u8,
         permit: Permit,
     ) -> Result<Encoder, PipelineError> {
         Ok(Encoder {
-            pipeline: JpegPipeline::start(in_caps, out, quality)?,
+            pipeline: JpegPipeline::start(in_caps, crop, out, quality)?,
             in_caps: in_caps.clone(),
+            crop,
             out,
             _permit: permit,
         })
@@ -259,7 +373,7 @@ impl Encoder {
     }
 }
 
-/// One (size, quality)'s encoder, made on first use and remade when the picture size
+/// One (crop, size, quality)'s encoder, made on first use and remade when the picture size
 /// changes. Its lock serialises encodes on it; whoever waited finds the picture cached.
 #[derive(Default)]
 struct Slot {
@@ -341,8 +455,17 @@ impl JpegService {
         now: Instant,
     ) -> Result<Arc<Jpeg>, JpegError> {
         let mut params = params.snapped();
-        if fit(frame.width(), frame.height(), params.width)
-            == fit(frame.width(), frame.height(), None)
+        let whole = PixelRect::whole(frame.width(), frame.height());
+        let region = match params.crop {
+            Some(c) => c.pixels(whole.width, whole.height),
+            None => whole,
+        };
+        if region == whole {
+            // A crop of the whole picture is the picture: one encoder, one cache entry.
+            params.crop = None;
+        }
+        let crop = params.crop.map(|_| region);
+        if fit(region.width, region.height, params.width) == fit(region.width, region.height, None)
         {
             // A width at or above the picture's: the full-size picture, one encoder.
             params.width = None;
@@ -371,16 +494,17 @@ impl JpegService {
             if let Some(j) = self.cached(frame.seq, params) {
                 return Ok(j);
             }
-            let out = fit(frame.width(), frame.height(), params.width);
+            let out = fit(region.width, region.height, params.width);
             let in_caps = frame
                 .info
                 .to_caps()
                 .map_err(|_| PipelineError::Build("picture has no caps".into()))?;
-            let reuse = matches!(&*enc, Some(e) if e.out == out && e.in_caps == in_caps);
+            let reuse = matches!(&*enc,
+                Some(e) if e.out == out && e.crop == crop && e.in_caps == in_caps);
             if !reuse {
                 *enc = None; // gives its permit back first
                 let permit = self.permit(&slot)?;
-                *enc = Some(Encoder::new(&in_caps, out, params.quality, permit)?);
+                *enc = Some(Encoder::new(&in_caps, crop, out, params.quality, permit)?);
             }
             let encoder = enc.as_ref().expect("set just above");
             let started = Instant::now();
@@ -398,6 +522,8 @@ impl JpegService {
                 width: out.0,
                 height: out.1,
                 params,
+                source: (whole.width, whole.height),
+                region,
                 data,
                 base64: OnceLock::new(),
             });
@@ -505,6 +631,11 @@ impl JpegService {
         self.encode_time.snapshot()
     }
 
+    /// Encoded pictures cached now (at most [`CACHE_LEN`]).
+    pub fn cached_pictures(&self) -> usize {
+        self.cache.lock().len()
+    }
+
     /// Encoder pipelines of this camera alive now.
     pub fn encoders(&self) -> usize {
         self.live.load(Ordering::SeqCst)
@@ -608,7 +739,8 @@ mod tests {
             JpegParams::new(Some(700), 51),
             JpegParams {
                 width: Some(640),
-                quality: 50
+                quality: 50,
+                crop: None,
             }
         );
         // Every (width, quality) the API accepts maps into a small key space.
@@ -733,6 +865,7 @@ mod tests {
                 JpegParams {
                     width: Some(319),
                     quality: 52,
+                    crop: None,
                 },
             )
             .unwrap();
@@ -740,5 +873,279 @@ mod tests {
         assert_eq!(jpegs.encodes(), 1);
         assert_eq!((a.width, a.height), (160, 120));
         assert_eq!(a.data[..2], [0xFF, 0xD8]);
+    }
+
+    #[test]
+    fn crops_snap_to_the_grid_and_stay_inside() {
+        let c = Crop::new(0.25, 0.25, 0.5, 0.5);
+        assert_eq!(c.fractions(), [0.25, 0.25, 0.5, 0.5]);
+        assert_eq!(c.to_string(), "0.25,0.25,0.5,0.5");
+        assert_eq!(Crop::new(0.2500004, 0.2499996, 0.5000001, 0.5), c);
+        assert_ne!(Crop::new(0.251, 0.25, 0.5, 0.5), c);
+        assert_eq!(Crop::new(0.0, 0.0, 0.1, 0.1).to_string(), "0,0,0.1,0.1");
+        assert_eq!(
+            Crop::new(1.0 / 3.0, 0.0, 0.5, 1.0).to_string(),
+            "0.333,0,0.5,1"
+        );
+        // Never fails: sizes that snap to 0 are one step, out of range is clamped in.
+        assert_eq!(
+            Crop::new(0.0, 0.0, 0.0001, 0.0).fractions()[2..],
+            [0.001, 0.001]
+        );
+        for c in [
+            Crop::new(f64::NAN, 2.0, -1.0, f64::INFINITY),
+            Crop::new(0.9996, 0.9996, 0.0004, 0.0004),
+            Crop::new(1.0, 1.0, 1.0, 1.0),
+        ] {
+            let [x, y, w, h] = c.fractions();
+            assert!(w > 0.0 && h > 0.0 && x + w <= 1.0 && y + h <= 1.0, "{c}");
+        }
+        // The key space grows with the grid only, one key per snapped crop.
+        let mut keys = std::collections::HashSet::new();
+        for i in 0..10_000u32 {
+            let f = |k: u32| f64::from((i * k) % 10_000) / 40_000.0;
+            keys.insert(Crop::new(f(7), f(13), 0.5 + f(17), 0.5 + f(19)));
+        }
+        assert!(keys.len() <= 10_000);
+    }
+
+    #[test]
+    fn crop_pixels_are_even_inside_and_at_least_16() {
+        let px = |c: Crop, w, h| {
+            let r = c.pixels(w, h);
+            (r.x, r.y, r.width, r.height)
+        };
+        let quarter = Crop::new(0.25, 0.25, 0.5, 0.5);
+        assert_eq!(px(quarter, 3840, 2160), (960, 540, 1920, 1080));
+        assert_eq!(px(quarter, 1920, 1080), (480, 270, 960, 540));
+        assert_eq!(
+            px(Crop::new(0.0, 0.0, 0.1, 0.1), 3840, 2160),
+            (0, 0, 384, 216)
+        );
+        assert_eq!(
+            px(Crop::new(0.0, 0.0, 1.0, 1.0), 3840, 2160),
+            (0, 0, 3840, 2160)
+        );
+        // Tiny: grown to 16x16, kept inside at the far corner.
+        assert_eq!(
+            px(Crop::new(0.5, 0.5, 0.001, 0.001), 3840, 2160),
+            (1920, 1080, 16, 16)
+        );
+        assert_eq!(
+            px(Crop::new(0.999, 0.999, 0.001, 0.001), 3840, 2160),
+            (3824, 2144, 16, 16)
+        );
+        // Edges go to even pixels, outwards: 0.333 of 1280 is 426.24 (426), 0.666 of it
+        // 852.48 (852); of 720, 239.76 (238) and 479.52 (480).
+        assert_eq!(
+            px(Crop::new(0.333, 0.333, 0.333, 0.333), 1280, 720),
+            (426, 238, 426, 242)
+        );
+        // Every crop on a coarse grid, at several sizes (odd ones too).
+        for (w, h) in [
+            (3840, 2160),
+            (1920, 1080),
+            (640, 360),
+            (1281, 721),
+            (20, 14),
+        ] {
+            for i in 0..=20 {
+                for j in 1..=20 - i {
+                    let c = Crop::new(f64::from(i) / 20.0, 0.0, f64::from(j) / 20.0, 0.013);
+                    let r = c.pixels(w, h);
+                    assert!(
+                        r.x + r.width <= w && r.y + r.height <= h,
+                        "{c} {r:?} in {w}x{h}"
+                    );
+                    assert!(r.x % 2 == 0 && r.y % 2 == 0, "{c} {r:?}");
+                    assert!(r.width % 2 == 0 && r.height % 2 == 0, "{c} {r:?}");
+                    let min = |s: u32| MIN_CROP_PIXELS.min(s & !1);
+                    assert!(r.width >= min(w) && r.height >= min(h), "{c} {r:?}");
+                }
+            }
+        }
+    }
+
+    /// A `width`×`height` I420 picture: luma 16 everywhere but in `stripes`, where
+    /// columns alternate 235 (even x) and 16 (odd x): detail only full resolution keeps.
+    fn striped_frame(seq: u64, width: u32, height: u32, stripes: PixelRect) -> Frame {
+        gst::init().expect("GStreamer init");
+        let info =
+            gstreamer_video::VideoInfo::builder(gstreamer_video::VideoFormat::I420, width, height)
+                .build()
+                .expect("I420 info");
+        let mut data = vec![128u8; info.size()];
+        let stride = info.stride()[0] as usize;
+        for y in 0..height as usize {
+            for x in 0..width as usize {
+                let inside = (stripes.x as usize..(stripes.x + stripes.width) as usize)
+                    .contains(&x)
+                    && (stripes.y as usize..(stripes.y + stripes.height) as usize).contains(&y);
+                data[y * stride + x] = if inside && x % 2 == 0 { 235 } else { 16 };
+            }
+        }
+        Frame {
+            seq,
+            captured: 0.0,
+            info,
+            buffer: gst::Buffer::from_mut_slice(data),
+        }
+    }
+
+    /// Luma of a JPEG (stride = width).
+    fn luma(jpeg: &Jpeg) -> Vec<u8> {
+        let mut d = jpeg_decoder::Decoder::new(&jpeg.data[..]);
+        let px = d.decode().expect("the JPEG decodes");
+        let info = d.info().expect("info");
+        assert_eq!(
+            (u32::from(info.width), u32::from(info.height)),
+            (jpeg.width, jpeg.height)
+        );
+        match info.pixel_format {
+            jpeg_decoder::PixelFormat::L8 => px,
+            jpeg_decoder::PixelFormat::RGB24 => px
+                .chunks_exact(3)
+                .map(|p| {
+                    ((299 * u32::from(p[0]) + 587 * u32::from(p[1]) + 114 * u32::from(p[2])) / 1000)
+                        as u8
+                })
+                .collect(),
+            f => panic!("pixel format {f:?}"),
+        }
+    }
+
+    /// Mean |difference| of horizontally adjacent pixels over lines `y0..y1`.
+    fn contrast(l: &[u8], width: u32, y0: u32, y1: u32) -> f64 {
+        let w = width as usize;
+        let mut sum = 0u64;
+        let mut n = 0u64;
+        for y in y0 as usize..y1 as usize {
+            for x in 0..w - 1 {
+                sum += u64::from(l[y * w + x].abs_diff(l[y * w + x + 1]));
+                n += 1;
+            }
+        }
+        sum as f64 / n as f64
+    }
+
+    #[test]
+    fn crop_is_cut_at_full_resolution_before_scaling() {
+        static BUDGET: EncoderBudget = EncoderBudget::new(8);
+        let jpegs = JpegService::with_budget(&BUDGET);
+        let stripes = PixelRect {
+            x: 960,
+            y: 540,
+            width: 1920,
+            height: 1080,
+        };
+        let frame = striped_frame(1, 3840, 2160, stripes);
+        let quarter = Crop::new(0.25, 0.25, 0.5, 0.5);
+        let p = JpegParams::new(None, 95).with_crop(Some(quarter));
+        let j = jpegs.get(&frame, p).unwrap();
+        assert_eq!((j.width, j.height), (1920, 1080));
+        assert_eq!((j.source, j.region), ((3840, 2160), stripes));
+        assert_eq!(j.params.crop, Some(quarter));
+        let l = luma(&j);
+        // Every 1-px stripe is there, from the first line to the last.
+        for (y0, y1) in [(0, 8), (536, 544), (1072, 1080)] {
+            let c = contrast(&l, 1920, y0, y1);
+            assert!(c > 150.0, "lines {y0}..{y1}: contrast {c:.1}, stripes lost");
+        }
+        // And exactly the region: its first column is a white stripe, its last a black
+        // one (the flat black outside starts beyond it).
+        let column = |x: usize| (0..1080).map(|y| f64::from(l[y * 1920 + x])).sum::<f64>() / 1080.0;
+        assert!(
+            column(0) > 200.0 && column(1) < 50.0,
+            "{} {}",
+            column(0),
+            column(1)
+        );
+        assert!(column(1918) > 200.0 && column(1919) < 50.0);
+
+        // The whole picture scaled to 1080p has no such detail: the stripes are gone.
+        let whole = jpegs.get(&frame, JpegParams::new(None, 95)).unwrap();
+        assert_eq!((whole.width, whole.height), (1920, 1080));
+        let c = contrast(&luma(&whole), 1920, 400, 600);
+        assert!(
+            c < 40.0,
+            "a 2x downscale kept 1-px stripes? contrast {c:.1}"
+        );
+
+        // `width` scales the region (not the picture): 960x540 of the 1920x1080 region.
+        let half = jpegs
+            .get(&frame, p.with_crop(Some(quarter)).snapped())
+            .unwrap();
+        assert!(Arc::ptr_eq(&half, &j), "same params, same cached picture");
+        let small = jpegs
+            .get(
+                &frame,
+                JpegParams::new(Some(960), 95).with_crop(Some(quarter)),
+            )
+            .unwrap();
+        assert_eq!((small.width, small.height), (960, 540));
+        // A small crop is served at its pixel size, not blown up: 384x216.
+        let tiny = jpegs
+            .get(
+                &frame,
+                JpegParams::new(None, 95).with_crop(Some(Crop::new(0.0, 0.0, 0.1, 0.1))),
+            )
+            .unwrap();
+        assert_eq!((tiny.width, tiny.height), (384, 216));
+        // A crop of the whole picture is the picture: the same encoder and cache entry.
+        let all = jpegs
+            .get(
+                &frame,
+                JpegParams::new(None, 95).with_crop(Some(Crop::new(0.0, 0.0, 1.0, 1.0))),
+            )
+            .unwrap();
+        assert!(Arc::ptr_eq(&all, &whole));
+        assert_eq!(all.params.crop, None);
+        assert!(jpegs.encoders() <= MAX_ENCODERS_PER_CAMERA);
+    }
+
+    /// Encode time of a crop against the whole 4K picture scaled to 1080p (printed; run
+    /// with `--nocapture` to see). The crop must not cost more than the full scale.
+    #[test]
+    fn crop_encode_cost() {
+        static BUDGET: EncoderBudget = EncoderBudget::new(8);
+        let jpegs = JpegService::with_budget(&BUDGET);
+        let base = test_frame(0, 3840, 2160);
+        let frame = |seq| Frame {
+            seq,
+            captured: 0.0,
+            info: base.info.clone(),
+            buffer: base.buffer.clone(),
+        };
+        let cases = [
+            ("4K -> 1920x1080 (scaled)", None),
+            (
+                "crop 0.25,0.25,0.5,0.5 (1920x1080, not scaled)",
+                Some(Crop::new(0.25, 0.25, 0.5, 0.5)),
+            ),
+            (
+                "crop 0,0,0.1,0.1 (384x216)",
+                Some(Crop::new(0.0, 0.0, 0.1, 0.1)),
+            ),
+            (
+                "crop 0,0,0.8,1 (3072x2160 -> 1536x1080)",
+                Some(Crop::new(0.0, 0.0, 0.8, 1.0)),
+            ),
+        ];
+        let mut times = Vec::new();
+        for (name, crop) in cases {
+            let p = JpegParams::default().with_crop(crop);
+            jpegs.get(&frame(1), p).unwrap(); // builds the encoder
+            let runs = 10u64;
+            let started = Instant::now();
+            for seq in 2..2 + runs {
+                jpegs.get(&frame(seq), p).unwrap();
+            }
+            let each = started.elapsed() / runs as u32;
+            println!("encode {name}: {:.1} ms", each.as_secs_f64() * 1000.0);
+            times.push(each);
+        }
+        // Loose (a shared 2-core box): cutting 1920x1080 out is not dearer than scaling
+        // the whole 3840x2160 to the same size.
+        assert!(times[1] < times[0] * 2, "{times:?}");
     }
 }

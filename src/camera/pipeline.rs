@@ -4,8 +4,8 @@
 //!   units. No decoding here, so a camera nobody watches costs only the depayloading.
 //! - [`DecoderPipeline`]: `appsrc` of access units → decoder → convert → appsink of raw
 //!   pictures (what to feed it, and when to drop, is `decode.rs`'s policy).
-//! - [`JpegPipeline`]: `appsrc` of raw pictures → videoscale → jpegenc → appsink (which
-//!   encoders to keep is `jpeg.rs`'s policy).
+//! - [`JpegPipeline`]: `appsrc` of raw pictures → videocrop (for a crop) → videoscale →
+//!   jpegenc → appsink (which encoders to keep is `jpeg.rs`'s policy).
 //!
 //! One session uses one lower transport (TCP-interleaved or UDP), never rtspsrc's own
 //! `tcp+udp` fallback: that one tries UDP first and, when UDP brings nothing, waits out
@@ -553,8 +553,34 @@ impl Drop for DecoderPipeline {
 /// encoders (nvjpegenc, v4l2jpegenc) need their own memory types and are not used yet.
 pub const JPEG_ENCODER: &str = "jpegenc";
 
-/// `appsrc` of raw pictures (`in_caps`) → videoscale to `out` → jpegenc at `quality` →
-/// appsink. One streaming thread. Dropping it stops it.
+/// A rectangle of source pixels (what `videocrop` cuts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PixelRect {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl PixelRect {
+    /// The whole `width`×`height` picture.
+    pub fn whole(width: u32, height: u32) -> PixelRect {
+        PixelRect {
+            x: 0,
+            y: 0,
+            width,
+            height,
+        }
+    }
+}
+
+/// `appsrc` of raw pictures (`in_caps`) → videocrop to `crop` (when given) → videoscale to
+/// `out` → jpegenc at `quality` → appsink. One streaming thread. Dropping it stops it.
+///
+/// The crop comes first, so it is cut from the picture at the source's full resolution
+/// and only the region is scaled. `videocrop` copies just the region out of the
+/// decoder's picture (its zero-copy path, a crop meta, needs a downstream element that
+/// reads the meta, and videoscale/jpegenc do not): no full-frame copy per encode.
 pub struct JpegPipeline {
     pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
@@ -564,6 +590,7 @@ pub struct JpegPipeline {
 impl JpegPipeline {
     pub fn start(
         in_caps: &gst::Caps,
+        crop: Option<PixelRect>,
         out: (u32, u32),
         quality: u8,
     ) -> Result<JpegPipeline, PipelineError> {
@@ -571,6 +598,25 @@ impl JpegPipeline {
             .caps(in_caps)
             .format(gst::Format::Time)
             .build();
+        let cropper = match crop {
+            None => None,
+            Some(r) => {
+                let info = gstreamer_video::VideoInfo::from_caps(in_caps)
+                    .map_err(|_| PipelineError::Build("picture caps without a size".into()))?;
+                let (w, h) = (info.width(), info.height());
+                if r.width == 0 || r.height == 0 || r.x + r.width > w || r.y + r.height > h {
+                    return Err(PipelineError::Build(format!(
+                        "crop {r:?} is not inside the {w}x{h} picture"
+                    )));
+                }
+                let c = make("videocrop")?;
+                c.set_property("left", r.x as i32);
+                c.set_property("top", r.y as i32);
+                c.set_property("right", (w - r.x - r.width) as i32);
+                c.set_property("bottom", (h - r.y - r.height) as i32);
+                Some(c)
+            }
+        };
         let scale = make("videoscale")?;
         let filter = make("capsfilter")?;
         filter.set_property(
@@ -587,16 +633,10 @@ impl JpegPipeline {
             .sync(false)
             .max_buffers(1)
             .build();
-        let pipeline = start_chain(
-            "jpeg",
-            &[
-                appsrc.upcast_ref::<gst::Element>(),
-                &scale,
-                &filter,
-                &enc,
-                appsink.upcast_ref(),
-            ],
-        )?;
+        let mut chain = vec![appsrc.upcast_ref::<gst::Element>()];
+        chain.extend(cropper.as_ref());
+        chain.extend([&scale, &filter, &enc, appsink.upcast_ref()]);
+        let pipeline = start_chain("jpeg", &chain)?;
         Ok(JpegPipeline {
             pipeline,
             appsrc,
