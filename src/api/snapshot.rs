@@ -64,6 +64,13 @@ pub fn snapshot(req: &Request, id: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
     if ask.json {
         return Ok(json_reply(200, &status::snapshot(id, &shot)));
     }
+    let crop = status::crop_headers(ask.shot.params.crop, j);
+    let mut expose = String::from(
+        "X-Frame-Seq, X-Frame-Timestamp, X-Frame-Age, X-Settle-Ms, X-Ptz-Position, X-Preset",
+    );
+    if !crop.is_empty() {
+        expose = format!("{expose}, {}", status::CROP_HEADER_NAMES);
+    }
     let mut r = Response::from_data(j.data.clone())
         .with_header(header("Content-Type", "image/jpeg"))
         .with_header(header("Cache-Control", "no-store"))
@@ -74,10 +81,10 @@ pub fn snapshot(req: &Request, id: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
             &format!("{:.3}", (unix_now() - j.captured).max(0.0)),
         ))
         .with_header(header("X-Settle-Ms", &shot.took.as_millis().to_string()))
-        .with_header(header(
-            "Access-Control-Expose-Headers",
-            "X-Frame-Seq, X-Frame-Timestamp, X-Frame-Age, X-Settle-Ms, X-Ptz-Position, X-Preset",
-        ));
+        .with_header(header("Access-Control-Expose-Headers", &expose));
+    for (name, value) in crop {
+        r = r.with_header(header(name, &value));
+    }
     if let Some(p) = shot.position {
         r = r.with_header(header(
             "X-Ptz-Position",

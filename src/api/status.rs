@@ -137,6 +137,7 @@ pub fn snapshot(camera_id: &str, s: &Snapshot) -> Value {
         "settleMs": s.took.as_millis() as u64,
         "headMs": s.head.as_millis() as u64,
         "examined": s.examined,
+        "crop": j.params.crop.map(crop_field),
         "data": j.base64(),
     })
 }
