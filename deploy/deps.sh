@@ -9,9 +9,9 @@
 # checks docs/openapi.json in the OpenAPI test, Debian's `chromium`, which the console's
 # browser test (tests/console.rs) drives headless, and VLC's RTSP server for the interop
 # matrix (tests/interop.rs): `vlc-bin` (cvlc) and `vlc-plugin-base` (the `rtp` stream
-# output with its RTSP server, the MP4 demuxer), without the GUI. A device does not need them (nor does
-# `deploy/demo.sh`, which runs this without `--test`); on a machine run by systemd the
-# prometheus package also starts a Prometheus service on :9090.
+# output with its RTSP server, `gather`, the MP4 demuxer), without the GUI. A device does
+# not need them (nor does `deploy/demo.sh`, which runs this without `--test`); on a
+# machine run by systemd the prometheus package also starts a Prometheus service on :9090.
 set -euo pipefail
 
 with_tests=false

@@ -325,7 +325,7 @@ fn vlc_media(dir: &Path) -> PathBuf {
 fn vlc_row(app: &Appliance, bin: &Path, file: &Path) -> Result<String, String> {
     let port = closed_port();
     let started = Instant::now();
-    let vlc = Vlc::launch(bin, file, port, Launch::temp("interop-vlc"))?;
+    let mut vlc = Vlc::launch(bin, file, port, Launch::temp("interop-vlc"))?;
     let vlc_ready = started.elapsed();
     // The file's audio is served beside the video (VLC lists audio first).
     if !(vlc.sdp.contains("m=audio") && vlc.sdp.contains("m=video")) {
@@ -406,7 +406,9 @@ fn vlc_row(app: &Appliance, bin: &Path, file: &Path) -> Result<String, String> {
     }
     drop(mjpeg);
 
-    // The file loops (every VLC_FILE_SECS) under the same session: no reconnect.
+    // The file loops (every VLC_FILE_SECS) under the same session: no reconnect. VLC
+    // does not tell when it loops (not at this log level), so this is a window to watch
+    // over, not a wait for an event: two loops have passed by its end.
     let since_start = started.elapsed();
     let loops_by = Duration::from_secs(VLC_FILE_SECS * 2 + 1);
     if since_start < loops_by {
@@ -431,7 +433,6 @@ fn vlc_row(app: &Appliance, bin: &Path, file: &Path) -> Result<String, String> {
             }
         },
     )?;
-    let mut vlc = vlc;
     let t = Instant::now();
     vlc.proc.stop(Duration::from_secs(5));
     drop(vlc);
@@ -444,6 +445,13 @@ fn vlc_row(app: &Appliance, bin: &Path, file: &Path) -> Result<String, String> {
         }
     })?;
     let outage = t.elapsed();
+    // The newest picture of the old VLC: whatever came between `last` and the stop.
+    let r = app.get(&format!("/api/cameras/{VLC_CAM}/frame?width=160"));
+    let last = if r.status == 200 {
+        seq(&r).max(last)
+    } else {
+        last
+    };
     let t = Instant::now();
     let _vlc2 = Vlc::launch(bin, file, port, Launch::temp("interop-vlc"))?;
     let vlc_up = t.elapsed();
