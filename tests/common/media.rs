@@ -1,5 +1,6 @@
 //! GStreamer sources for tests that feed the product's pipelines directly (decoder,
-//! JPEG service): a described pipeline ending in `appsink name=sink`.
+//! JPEG service): a described pipeline ending in `appsink name=sink`; and media files
+//! written at test time (the interop matrix's VLC row), never committed.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;

@@ -1,5 +1,6 @@
 //! TCP fixtures on 127.0.0.1: a port where nothing listens, a server that never answers,
-//! idle client connections, and the file-descriptor limit they need.
+//! idle client connections, and the file-descriptor limit they need; one RTSP DESCRIBE
+//! (whether an RTSP server is ready).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;

@@ -1,5 +1,5 @@
-//! Child processes behind Drop guards: the camera simulator and the appliance, on
-//! 127.0.0.1 with ports chosen at run time.
+//! Child processes behind Drop guards: the camera simulator, the appliance and VLC's RTSP
+//! server, on 127.0.0.1 with ports chosen at run time.
 //!
 //! A process writes its stderr to a log file; its first stdout line is its ready line
 //! (JSON). On drop it gets SIGTERM, then SIGKILL if it has not exited within a few
