@@ -6,10 +6,12 @@
 # `--test` (what .ci/run passes) adds what only the test suite needs: Debian's
 # `prometheus` package (`promtool check metrics` and a real Prometheus server scraping
 # the appliance in tests/metrics.rs) and Python's `openapi-spec-validator` (PyPI), which
-# checks docs/openapi.json in the OpenAPI test, and Debian's `chromium`, which the console's
-# browser test (tests/console.rs) drives headless. A device does not need them (nor does
-# `deploy/demo.sh`, which runs this without `--test`); on a machine run by systemd the
-# prometheus package also starts a Prometheus service on :9090.
+# checks docs/openapi.json in the OpenAPI test, Debian's `chromium`, which the console's
+# browser test (tests/console.rs) drives headless, and VLC's RTSP server for the interop
+# matrix (tests/interop.rs): `vlc-bin` (cvlc) and `vlc-plugin-base` (the `rtp` stream
+# output with its RTSP server, `gather`, the MP4 demuxer), without the GUI. A device does
+# not need them (nor does `deploy/demo.sh`, which runs this without `--test`); on a
+# machine run by systemd the prometheus package also starts a Prometheus service on :9090.
 set -euo pipefail
 
 with_tests=false
@@ -22,7 +24,7 @@ packages=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
 )
 if $with_tests; then
-  packages+=(prometheus python3-pip chromium)
+  packages+=(prometheus python3-pip chromium vlc-bin vlc-plugin-base)
 fi
 
 missing=()

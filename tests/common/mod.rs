@@ -2,15 +2,18 @@
 //! (`examples/bench.rs` includes the same files with `#[path]`):
 //!
 //! - [`procs`]: `camera-sim` and `ptz-edge` as child processes on 127.0.0.1, ports chosen
-//!   at run time, logs kept for failures, SIGTERM/SIGKILL on drop;
+//!   at run time, logs kept for failures, SIGTERM/SIGKILL on drop; VLC's RTSP server
+//!   (`cvlc`, as `nobody` when run as root);
 //! - [`http`]: one tiny HTTP/1.1 client (raw bytes and convenience forms) and an MJPEG
 //!   reader;
 //! - [`ws`]: the WebSocket client and frames in either mode;
 //! - [`pictures`]: JPEG decoding and the simulator's frame code (latency, duplicates);
 //! - [`probes`]: threads, fds, RSS, CPU of a process, from `/proc`;
-//! - [`net`]: TCP fixtures (closed port, silent server, idle connections, fd limit);
+//! - [`net`]: TCP fixtures (closed port, silent server, idle connections, fd limit) and
+//!   one RTSP DESCRIBE;
 //! - [`wait`]: bounded polling with clear failure messages;
-//! - [`media`]: GStreamer test sources for the tests that feed pipelines directly.
+//! - [`media`]: GStreamer test sources for the tests that feed pipelines directly, and
+//!   media files written at test time.
 //!
 //! This file adds what only the tests have: the binaries Cargo built for them, and
 //! constructors that panic instead of returning an `Err`.

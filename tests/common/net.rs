@@ -1,5 +1,6 @@
 //! TCP fixtures on 127.0.0.1: a port where nothing listens, a server that never answers,
-//! idle client connections, and the file-descriptor limit they need.
+//! idle client connections, and the file-descriptor limit they need; one RTSP DESCRIBE
+//! (whether an RTSP server is ready).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
@@ -118,4 +119,63 @@ impl IdleConnections {
         }
         closed
     }
+}
+
+/// One RTSP `DESCRIBE rtsp://ADDR{path}` on a fresh connection: the reply's status code
+/// and body (the SDP when 200). Reads are bounded by `timeout`.
+pub fn rtsp_describe(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "DESCRIBE rtsp://{addr}{path} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"
+    )
+    .map_err(|e| format!("DESCRIBE: write: {e}"))?;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s
+            .read(&mut chunk)
+            .map_err(|e| format!("DESCRIBE: read: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "DESCRIBE: connection closed after {:?}",
+                String::from_utf8_lossy(&got)
+            ));
+        }
+        got.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("DESCRIBE: no status in {head:?}"))?;
+    let len: usize = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    while got.len() < head_end + len {
+        let n = s
+            .read(&mut chunk)
+            .map_err(|e| format!("DESCRIBE: read the body: {e}"))?;
+        if n == 0 {
+            return Err("DESCRIBE: body cut short".into());
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&got[head_end..head_end + len]).into_owned();
+    Ok((status, body))
 }

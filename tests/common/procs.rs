@@ -1,5 +1,5 @@
-//! Child processes behind Drop guards: the camera simulator and the appliance, on
-//! 127.0.0.1 with ports chosen at run time.
+//! Child processes behind Drop guards: the camera simulator, the appliance and VLC's RTSP
+//! server, on 127.0.0.1 with ports chosen at run time.
 //!
 //! A process writes its stderr to a log file; its first stdout line is its ready line
 //! (JSON). On drop it gets SIGTERM, then SIGKILL if it has not exited within a few
@@ -112,6 +112,14 @@ impl Launch {
     }
 }
 
+/// Where a child's stdout goes.
+enum Output {
+    /// A pipe: its first line is the ready line, the rest is drained.
+    ReadyLine,
+    /// The log, beside stderr.
+    Log,
+}
+
 /// A child process with its stderr log; SIGTERM (then SIGKILL) on drop.
 pub struct Proc {
     name: String,
@@ -132,44 +140,11 @@ impl Proc {
     /// Spawns `cmd` with stdout piped and stderr to the log, and waits for its first
     /// stdout line, which must be a JSON object; an `Err` (with the log's tail) if none
     /// comes in time.
-    pub fn spawn(name: &str, mut cmd: Command, launch: Launch) -> Result<(Proc, Value), String> {
-        let log = launch.dir.join(
-            launch
-                .log_name
-                .clone()
-                .unwrap_or_else(|| format!("{name}.log")),
-        );
-        let stderr =
-            fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr));
-        if launch.die_with_parent {
-            // SAFETY: prctl is async-signal-safe; it makes the kernel SIGKILL the child
-            // when the spawning thread dies.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                    Ok(())
-                });
-            }
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
-        if let Ok(mut v) = LIVE.lock() {
-            v.push(child.id());
-        }
-        let stdout = child.stdout.take().expect("stdout is piped");
+    pub fn spawn(name: &str, cmd: Command, launch: Launch) -> Result<(Proc, Value), String> {
+        let mut proc = Proc::start(name, cmd, launch, Output::ReadyLine)?;
+        let stdout = proc.child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
-        let ready_timeout = launch.ready_timeout;
-        let mut proc = Proc {
-            name: name.to_owned(),
-            child,
-            launch,
-            log,
-            exited: None,
-        };
+        let ready_timeout = proc.launch.ready_timeout;
         std::thread::Builder::new()
             .name(format!("{name}-stdout"))
             .spawn(move || {
@@ -205,6 +180,57 @@ impl Proc {
         let ready: Value = serde_json::from_str(&line)
             .map_err(|e| format!("{name}: ready line {line:?} is not JSON: {e}"))?;
         Ok((proc, ready))
+    }
+
+    /// Spawns `cmd` with stdout and stderr both to the log, for a program that prints no
+    /// ready line (the caller decides when it is ready, e.g. [`Vlc::launch`]).
+    pub fn spawn_unready(name: &str, cmd: Command, launch: Launch) -> Result<Proc, String> {
+        Proc::start(name, cmd, launch, Output::Log)
+    }
+
+    fn start(name: &str, mut cmd: Command, launch: Launch, out: Output) -> Result<Proc, String> {
+        let log = launch.dir.join(
+            launch
+                .log_name
+                .clone()
+                .unwrap_or_else(|| format!("{name}.log")),
+        );
+        let stderr =
+            fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let stdout = match out {
+            Output::ReadyLine => Stdio::piped(),
+            Output::Log => Stdio::from(
+                stderr
+                    .try_clone()
+                    .map_err(|e| format!("cannot share {}: {e}", log.display()))?,
+            ),
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::from(stderr));
+        if launch.die_with_parent {
+            // SAFETY: prctl is async-signal-safe; it makes the kernel SIGKILL the child
+            // when the spawning thread dies.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
+        if let Ok(mut v) = LIVE.lock() {
+            v.push(child.id());
+        }
+        Ok(Proc {
+            name: name.to_owned(),
+            child,
+            launch,
+            log,
+            exited: None,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -566,4 +592,92 @@ pub fn camera_body(id: &str, port: u16, path: &str) -> Value {
         "password": "",
         "transport": "tcp",
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// VLC
+
+/// The path VLC's RTSP server serves (`sdp=rtsp://127.0.0.1:PORT/stream`).
+pub const VLC_PATH: &str = "/stream";
+
+/// VLC's RTSP server (`cvlc`, VLC 3's `rtp` stream output with `sdp=rtsp://`) streaming a
+/// file in a loop on 127.0.0.1. VLC refuses to run as root: when this process is root,
+/// the child runs as `nobody`, so the file and its directory must be readable by all.
+pub struct Vlc {
+    pub proc: Proc,
+    pub port: u16,
+    /// The SDP of the DESCRIBE that found the server ready.
+    pub sdp: String,
+}
+
+impl Vlc {
+    /// `BIN FILE --loop --sout '#gather:rtp{sdp=rtsp://127.0.0.1:PORT/stream}' --sout-keep`;
+    /// returns once a DESCRIBE lists a video track (VLC adds the tracks only once it has
+    /// opened the file). `gather` keeps the RTP outputs across the loop's restarts of
+    /// the input: without it every loop removes the tracks (sessions get an RTCP BYE and
+    /// end) and adds new ones under new `trackID`s.
+    pub fn launch(bin: &Path, file: &Path, port: u16, launch: Launch) -> Result<Vlc, String> {
+        let mut cmd = Command::new(bin);
+        cmd.arg(file)
+            .arg("--loop")
+            .arg("--sout")
+            .arg(format!(
+                "#gather:rtp{{sdp=rtsp://127.0.0.1:{port}{VLC_PATH}}}"
+            ))
+            .arg("--sout-keep")
+            // Nothing of the caller's home: VLC only reads its (absent) configuration.
+            .env("HOME", &launch.dir);
+        // SAFETY: geteuid(2) has no side effects.
+        if unsafe { libc::geteuid() } == 0 {
+            let (uid, gid) = user_ids("nobody")?;
+            // std drops the supplementary groups too (setgroups) before setuid.
+            cmd.uid(uid).gid(gid);
+        }
+        let ready_timeout = launch.ready_timeout;
+        let mut proc = Proc::spawn_unready("cvlc", cmd, launch)?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + ready_timeout;
+        loop {
+            proc.check_alive()?;
+            let seen = match super::net::rtsp_describe(addr, VLC_PATH, Duration::from_secs(2)) {
+                Ok((200, sdp)) if sdp.contains("m=video") => {
+                    return Ok(Vlc { proc, port, sdp });
+                }
+                Ok((status, sdp)) => format!("DESCRIBE {status}: {sdp:?}"),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "VLC served no video at rtsp://{addr}{VLC_PATH} within {ready_timeout:?} \
+                     (last: {seen}); log {}:\n{}",
+                    proc.log_path().display(),
+                    tail(&proc.log_text(), 50)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The user and group ids of `name` (getpwnam_r).
+fn user_ids(name: &str) -> Result<(u32, u32), String> {
+    let cname = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+    // SAFETY: an all-zero passwd is a valid value for getpwnam_r to fill in.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives the use of `pw`.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() {
+        return Err(format!("no user {name:?} to run VLC as (getpwnam_r: {rc})"));
+    }
+    Ok((pw.pw_uid, pw.pw_gid))
 }
