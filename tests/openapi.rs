@@ -270,6 +270,25 @@ fn the_served_document_is_valid_and_replies_match_it() {
             _ => {}
         }
     }
+    // A settled snapshot and a one-stop tour (preset 1 saved where the head is).
+    let snap_body = json!({"format": "json", "width": 160, "crop": [0, 0, 0.5, 0.5]});
+    checks.push(("SnapshotRequest", snap_body.clone()));
+    let r = post(&format!("/api/cameras/{CAM}/snapshot"), &snap_body);
+    assert_eq!(r.status, 200, "snapshot: {}", r.text());
+    let snap = r.json();
+    same_fields(&snap, &spec, "Snapshot");
+    checks.push(("Snapshot", snap));
+    let r = post(
+        &format!("/api/cameras/{CAM}/ptz"),
+        &json!({"action": "preset", "op": "save", "index": 1}),
+    );
+    assert_eq!(r.status, 200, "preset save: {}", r.text());
+    let tour_body = json!({"stops": [1, {"preset": 1, "width": 160}], "timeout": 20});
+    checks.push(("TourRequest", tour_body.clone()));
+    let r = post(&format!("/api/cameras/{CAM}/tour"), &tour_body);
+    assert_eq!(r.status, 200, "tour: {}", r.text());
+    checks.push(("TourResponse", r.json()));
+
     let r = post("/api/cameras/disconnect", &json!({"cameraId": CAM}));
     checks.push(("DisconnectResponse", r.json()));
 
@@ -293,6 +312,8 @@ fn the_served_document_is_valid_and_replies_match_it() {
             ["WsClientMessage", {"action": "subscribe", "cameraId": "c", "crop": [0, 0, 2, 1]}],
             ["WsClientMessage", {"action": "subscribe", "cameraId": "c", "crop": [0, 0, 1]}],
             ["PtzCommand", {"action": "preset", "op": "goto"}],
+            ["SnapshotRequest", {"format": "png"}],
+            ["TourRequest", {"stops": []}],
             ["ConnectRequest", {"cameraId": "a/b", "ip": "10.0.0.1"}],
             ["CameraStatus", {"cameraId": "c", "connected": true, "frameRate": 1,
                               "lastFrameTime": null, "frameCount": 1, "state": "weird"}],
