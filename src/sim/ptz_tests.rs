@@ -853,3 +853,43 @@ fn preset_recall_travels_when_asked_to() {
     c.command(PtzCommand::Stop).unwrap();
     assert!(!sim.state().travelling, "a move ends the travel");
 }
+
+/// One automated run holds the head at a time; a manual command ends it (and still
+/// runs), the run's next step says so; dropping the claim frees the head.
+#[test]
+fn a_claim_is_exclusive_and_a_manual_command_ends_it() {
+    let sim = PtzSim::start(local());
+    let c = controller(&sim, Protocol::ViscaTcp, "", "");
+    let claim = c.claim("a tour of 2 presets").expect("free head");
+    assert_eq!(c.claimed_by().as_deref(), Some("a tour of 2 presets"));
+    match c.claim("a snapshot") {
+        Err(PtzError::Claimed(what)) => assert_eq!(what, "a tour of 2 presets"),
+        Err(e) => panic!("a second claim: {e}"),
+        Ok(_) => panic!("a second claim was granted"),
+    }
+    claim
+        .command(PtzCommand::Home)
+        .expect("the run's own command");
+    claim.position().expect("the run's own inquiry");
+    // The user takes the head back: the command runs, the claim is over.
+    c.command(mv(0.5, 0.0, 0.0)).expect("the manual move runs");
+    assert!(wait_until(Duration::from_secs(2), || sim.state().moving));
+    match claim.command(PtzCommand::Home) {
+        Err(PtzError::Interrupted(why)) => assert!(
+            why.contains("a tour of 2 presets was stopped by a manual PTZ command (move)"),
+            "{why}"
+        ),
+        other => panic!("the run went on: {other:?}"),
+    }
+    assert!(sim.state().moving, "the ended run sent nothing");
+    assert_eq!(c.claimed_by(), None);
+    // A new claim is possible at once; dropping it frees the head.
+    let again = c
+        .claim("a snapshot")
+        .expect("free after the manual command");
+    drop(again);
+    drop(claim);
+    let last = c.claim("another").expect("free after drop");
+    assert!(last.check().is_ok());
+    c.command(PtzCommand::Stop).unwrap();
+}
