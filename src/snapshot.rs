@@ -8,6 +8,7 @@
 //!
 //! Sits above `camera` and `ptz` (it steers one and watches the other); the API calls it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,12 @@ pub const SETTLE_PAIRS: usize = 3;
 /// The default and largest time limit of one snapshot.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a wait for the next picture looks at the cancel flag (a camera that
+/// stalls sends no wake-ups).
+const CANCEL_CHECK: Duration = Duration::from_millis(200);
+/// Snapshots and tours that may run at once in the process: each holds an HTTP worker
+/// while it waits (the API answers 503 beyond).
+pub const MAX_RUNNING: usize = 4;
 /// The most presets one tour visits.
 pub const MAX_STOPS: usize = 16;
 /// How long a tour may take in all, whatever its stops' limits.
@@ -71,6 +78,8 @@ pub enum SnapshotError {
     Timeout(String),
     /// The picture could not be encoded.
     Jpeg(JpegError),
+    /// The appliance is shutting down.
+    Cancelled,
 }
 
 impl std::fmt::Display for SnapshotError {
@@ -80,6 +89,7 @@ impl std::fmt::Display for SnapshotError {
             SnapshotError::Ptz(e) => write!(f, "{e}"),
             SnapshotError::Timeout(m) => f.write_str(m),
             SnapshotError::Jpeg(e) => write!(f, "{e}"),
+            SnapshotError::Cancelled => f.write_str("the appliance is shutting down"),
         }
     }
 }
@@ -180,7 +190,14 @@ fn no_picture(camera: &Camera) -> SnapshotError {
 
 /// Takes one settled snapshot of `camera`: to go to a preset the head must be
 /// [`Head::Held`]. Blocks up to `shot.timeout`.
-pub fn take(camera: &Camera, head: Head, shot: Shot) -> Result<Snapshot, SnapshotError> {
+/// `cancel` set (the appliance shutting down) ends the wait within a frame interval or
+/// a position inquiry.
+pub fn take(
+    camera: &Camera,
+    head: Head,
+    shot: Shot,
+    cancel: &AtomicBool,
+) -> Result<Snapshot, SnapshotError> {
     let started = Instant::now();
     let deadline = started + shot.timeout;
     // Decode every picture while we look (a viewer's demand), from before the move.
@@ -200,13 +217,16 @@ pub fn take(camera: &Camera, head: Head, shot: Shot) -> Result<Snapshot, Snapsho
     let mut examined = 0;
     loop {
         // The head first: it must answer the same position a few times running.
-        let position = head_stopped(head, deadline)?;
+        let position = head_stopped(head, deadline, cancel)?;
         let head_wait = started.elapsed();
         let since = unix_now();
         // Then the picture: pictures captured from now on, until a few in a row agree.
         let mut settle = PictureSettle::default();
         let mut seen = 0u64;
         let frame = loop {
+            if cancel.load(Ordering::SeqCst) {
+                return Err(SnapshotError::Cancelled);
+            }
             if !camera.live() {
                 return Err(no_picture(camera));
             }
@@ -234,7 +254,7 @@ pub fn take(camera: &Camera, head: Head, shot: Shot) -> Result<Snapshot, Snapsho
                     ),
                 }));
             }
-            let _ = viewer.wakeups().recv_timeout(left);
+            let _ = viewer.wakeups().recv_timeout(left.min(CANCEL_CHECK));
         };
         // The head must still be where it was: a move that started late begins again.
         if let (Some(now), Some(p)) = (head.position(), position) {
@@ -261,9 +281,16 @@ pub fn take(camera: &Camera, head: Head, shot: Shot) -> Result<Snapshot, Snapsho
 /// Waits until the head answers the same position [`HEAD_STABLE_READS`] times running.
 /// `None` when the protocol cannot say where the head is (HTTP-CGI): the picture alone
 /// tells then.
-fn head_stopped(head: Head, deadline: Instant) -> Result<Option<Position>, SnapshotError> {
+fn head_stopped(
+    head: Head,
+    deadline: Instant,
+    cancel: &AtomicBool,
+) -> Result<Option<Position>, SnapshotError> {
     let mut settle = HeadSettle::default();
     loop {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(SnapshotError::Cancelled);
+        }
         match head.position() {
             None => return Ok(None),
             Some(Ok(p)) => {
@@ -304,6 +331,7 @@ pub fn tour(
     ctrl: &Controller,
     stops: &[Stop],
     per_stop: Duration,
+    cancel: &AtomicBool,
 ) -> Result<Vec<Snapshot>, TourError> {
     let what = format!(
         "a tour of {} preset{}",
@@ -323,7 +351,7 @@ pub fn tour(
             params: stop.params,
             timeout: per_stop.min(left),
         };
-        match take(camera, Head::Held(&claim), shot) {
+        match take(camera, Head::Held(&claim), shot, cancel) {
             Ok(s) => done.push(s),
             Err(error) => return Err(TourError { done, error }),
         }

@@ -26,7 +26,12 @@ struct Rig {
 /// A 640x360 camera-sim with a PTZ head (presets take [`TRAVEL_MS`]), connected as `cam`
 /// with VISCA over TCP.
 fn rig() -> Rig {
-    let travel = TRAVEL_MS.to_string();
+    rig_with(TRAVEL_MS, &[])
+}
+
+/// [`rig`] with presets taking `travel_ms` and the appliance's environment `env`.
+fn rig_with(travel_ms: u32, env: &[(&str, &str)]) -> Rig {
+    let travel = travel_ms.to_string();
     let sim = Sim::start(&[
         "--path",
         "/1",
@@ -39,7 +44,7 @@ fn rig() -> Rig {
         &travel,
     ]);
     let visca = sim.ready["ptz"]["visca_tcp"].as_u64().expect("visca port");
-    let app = Appliance::start(&[]);
+    let app = Appliance::start(env);
     let mut body = connect_body("cam", &sim, "/1");
     body["ptz"] = json!({"protocol": "visca-tcp", "port": visca});
     let r = app.connect(&body);
@@ -357,4 +362,43 @@ fn a_camera_without_ptz_gives_snapshots_but_no_presets() {
     r.assert_detail(404, "a preset without PTZ");
     let r = app.post_json("/api/cameras/plain/tour", &json!({"stops": [1]}));
     r.assert_detail(404, "a tour without PTZ");
+}
+
+/// Snapshots hold an HTTP worker while they wait: at most half the workers may, the
+/// rest of the API stays answering, and SIGTERM ends a waiting snapshot at once.
+#[test]
+fn snapshots_are_bounded_and_end_on_shutdown() {
+    // Two workers: one snapshot at a time. Presets take 30 s to reach.
+    let mut rig = rig_with(30_000, &[("PTZ_EDGE_HTTP_WORKERS", "2")]);
+    rig.ptz(json!({"action": "preset", "op": "save", "index": 1}));
+    let away = rig.save_preset_after_move(1.0, 2);
+    let addr = rig.app.addr;
+    let waiting = std::thread::spawn(move || {
+        request(
+            addr,
+            "POST",
+            "/api/cameras/cam/snapshot",
+            &[("Content-Type", "application/json")],
+            json!({"preset": 1, "timeout": 60}).to_string().as_bytes(),
+            SLOW,
+        )
+    });
+    wait_until(
+        Duration::from_secs(20),
+        "the snapshot to move the head",
+        || rig.position() != away,
+    );
+    let r = rig.post("/api/cameras/cam/snapshot", &json!({}));
+    let d = r.assert_detail(503, "a second snapshot with one allowed");
+    assert!(d.contains("1 snapshots or tours are running"), "{d}");
+    assert_eq!(rig.app.get("/health").status, 200, "the API still answers");
+
+    let took = rig.app.terminate_ok(Duration::from_secs(5));
+    eprintln!("SIGTERM with a snapshot waiting: exited in {took:?}");
+    match waiting.join().expect("snapshot thread") {
+        Ok(r) => {
+            r.assert_detail(503, "the snapshot cut short by shutdown");
+        }
+        Err(e) => eprintln!("the waiting snapshot's connection closed: {e}"),
+    }
 }

@@ -37,6 +37,10 @@ pub struct Ctx {
     pub started: Instant,
     pub shutdown: Arc<AtomicBool>,
     pub sessions: sessions::Sessions,
+    /// Snapshots and tours running now: each holds an HTTP worker while it waits, so at
+    /// most half the workers may (`snapshot::MAX_RUNNING`), and `/health` and the rest
+    /// of the API always have workers left.
+    pub snapshots: std::sync::atomic::AtomicUsize,
 }
 
 impl Ctx {
@@ -49,6 +53,7 @@ impl Ctx {
             started: Instant::now(),
             shutdown: Arc::new(AtomicBool::new(false)),
             sessions,
+            snapshots: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 }

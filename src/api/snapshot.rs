@@ -2,6 +2,8 @@
 //! `POST /api/cameras/{id}/tour`. Parsing in `params`, the JSON in `status`, the work in
 //! `crate::snapshot`; this file finds the camera and its head and maps the outcome.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde_json::{json, Value};
 use tiny_http::Response;
 
@@ -24,6 +26,35 @@ fn api_error(id: &str, e: SnapshotError) -> ApiError {
         SnapshotError::Timeout(m) => ApiError::Timeout(format!("camera {id}: {m}")),
         SnapshotError::Jpeg(JpegError::Busy) => ApiError::Busy(JpegError::Busy.to_string()),
         SnapshotError::Jpeg(e) => ApiError::Internal(format!("JPEG encoding failed: {e}")),
+        SnapshotError::Cancelled => ApiError::Busy(SnapshotError::Cancelled.to_string()),
+    }
+}
+
+/// A place among the snapshots and tours running at once (see [`snapshot::MAX_RUNNING`],
+/// at most half the HTTP workers); given back on drop.
+struct Running<'a>(&'a AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn take(ctx: &'a Ctx) -> Result<Running<'a>, ApiError> {
+        let cap = snapshot::MAX_RUNNING
+            .min(ctx.config.limits.http_workers / 2)
+            .max(1);
+        ctx.snapshots
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .map_err(|_| {
+                ApiError::Busy(format!(
+                    "{cap} snapshots or tours are running already; try again shortly"
+                ))
+            })?;
+        Ok(Running(&ctx.snapshots))
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -49,14 +80,16 @@ fn camera(
 pub fn snapshot(req: &Request, id: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
     let ask = params::snapshot(&req.body)?;
     let (cam, ptz) = camera(ctx, id)?;
+    let _running = Running::take(ctx)?;
+    let cancel = &ctx.shutdown;
     let shot = match (ask.shot.preset, &ptz) {
         (Some(_), Some(ctrl)) => {
             let claim = ctrl.claim(&format!("a snapshot of camera {id}"))?;
-            snapshot::take(&cam, Head::Held(&claim), ask.shot)
+            snapshot::take(&cam, Head::Held(&claim), ask.shot, cancel)
         }
         (Some(_), None) => return Err(ApiError::Fleet(FleetError::NoPtz(id.to_owned()))),
-        (None, Some(ctrl)) => snapshot::take(&cam, Head::Watch(ctrl), ask.shot),
-        (None, None) => snapshot::take(&cam, Head::None, ask.shot),
+        (None, Some(ctrl)) => snapshot::take(&cam, Head::Watch(ctrl), ask.shot, cancel),
+        (None, None) => snapshot::take(&cam, Head::None, ask.shot, cancel),
     }
     .map_err(|e| api_error(id, e))?;
     let j = &shot.jpeg;
@@ -104,8 +137,9 @@ pub fn tour(req: &Request, id: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
     let ask = params::tour(&req.body)?;
     let (cam, ptz) = camera(ctx, id)?;
     let ctrl = ptz.ok_or_else(|| ApiError::Fleet(FleetError::NoPtz(id.to_owned())))?;
+    let _running = Running::take(ctx)?;
     let started = std::time::Instant::now();
-    match snapshot::tour(&cam, &ctrl, &ask.stops, ask.per_stop) {
+    match snapshot::tour(&cam, &ctrl, &ask.stops, ask.per_stop, &ctx.shutdown) {
         Ok(shots) => {
             for s in &shots {
                 cam.feed
