@@ -47,6 +47,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/cameras/{cameraId}/mjpeg"),
     ("GET", "/api/cameras/{cameraId}/ptz"),
     ("POST", "/api/cameras/{cameraId}/ptz"),
+    ("GET", "/api/cameras/{cameraId}/watch"),
+    ("POST", "/api/cameras/{cameraId}/watch"),
     ("GET", "/api/discover"),
     ("POST", "/api/discover/inspect"),
 ];
@@ -106,6 +108,7 @@ pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
                 ("status", true) => status(&id, ctx),
                 ("frame", true) => frame(req, &id, ctx),
                 ("ptz", _) if get || post => ptz_rest(req, &id, ctx),
+                ("watch", _) if get || post => watch(req, &id, ctx, post),
                 ("mjpeg", true) => match camera_or_404(&id, ctx) {
                     Ok(cam) => mjpeg::stream(req, cam, ctx),
                     Err(r) => r,
@@ -290,6 +293,28 @@ fn status(id: &str, ctx: &Ctx) -> Reply {
     match ctx.fleet.view(id) {
         Some(v) => json_reply(200, &status::camera(&v)),
         None => fail(crate::fleet::FleetError::NotFound(id.to_owned()).into()),
+    }
+}
+
+/// A camera's change watching: `GET` reads it, `POST` (a watch block) sets it; both
+/// answer the status's `watch` object.
+fn watch(req: &Request, id: &str, ctx: &Ctx, set: bool) -> Reply {
+    if set {
+        let config = match params::watch_body(&req.body) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
+        if let Err(e) = ctx.fleet.set_watch(id, config) {
+            return fail(e.into());
+        }
+        log::info!(
+            "{id}: change watching {}",
+            if config.is_some() { "on" } else { "off" }
+        );
+    }
+    match camera_or_404(id, ctx) {
+        Ok(cam) => json_reply(200, &status::watch(&cam.watch_status())),
+        Err(r) => r,
     }
 }
 

@@ -147,6 +147,170 @@ impl Detector {
     }
 }
 
+/// How a watched camera gets the pictures it scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreMode {
+    /// Nobody views the camera: only keyframes are decoded, each one scored.
+    Keyframes,
+    /// Viewers make the camera decode every picture: at most [`FRAMES_PER_SECOND`] of
+    /// them are scored.
+    Frames,
+}
+
+impl ScoreMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScoreMode::Keyframes => "keyframes",
+            ScoreMode::Frames => "frames",
+        }
+    }
+}
+
+/// At most this many decoded pictures a second are scored while viewers are there.
+pub const FRAMES_PER_SECOND: u32 = 5;
+
+/// A change event: the scored picture's seq and capture time (unix seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent {
+    pub camera_id: String,
+    pub seq: u64,
+    pub score: f32,
+    pub captured: f64,
+}
+
+/// Where a camera's change events go (called on its decoder's thread: must not block).
+pub type ChangeSink = std::sync::Arc<dyn Fn(ChangeEvent) + Send + Sync>;
+
+/// What watching costs and gave so far, for status.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WatchStatus {
+    pub config: Option<WatchConfig>,
+    /// How pictures are scored now; `None` while no picture is being decoded for it.
+    pub mode: Option<ScoreMode>,
+    pub scored: u64,
+    pub scored_per_second: f64,
+    pub micros_per_score: f64,
+    pub events: u64,
+    pub last_score: Option<f32>,
+    /// The last event's picture: seq and capture time.
+    pub last_event: Option<(u64, f64)>,
+}
+
+/// One camera's watching: its detector (while enabled) and what it cost.
+#[derive(Debug, Default)]
+pub struct Watch {
+    detector: Option<Detector>,
+    mode: Option<ScoreMode>,
+    scored: u64,
+    micros: f64,
+    recent: std::collections::VecDeque<Instant>,
+    events: u64,
+    last_score: Option<f32>,
+    last_event: Option<(u64, f64)>,
+}
+
+impl Watch {
+    /// Turns watching on with `config` (keeping the background) or off.
+    pub fn configure(&mut self, config: Option<WatchConfig>) {
+        match (config, &mut self.detector) {
+            (Some(c), Some(d)) => d.set_config(c),
+            (Some(c), None) => self.detector = Some(Detector::new(c)),
+            (None, _) => self.detector = None,
+        }
+    }
+
+    pub fn config(&self) -> Option<WatchConfig> {
+        self.detector.as_ref().map(Detector::config)
+    }
+
+    pub fn set_mode(&mut self, mode: Option<ScoreMode>) {
+        if self.mode != mode {
+            self.recent.clear();
+        }
+        self.mode = mode;
+    }
+
+    /// Whether a picture decoded at `now` should be scored (the rate bound in
+    /// [`ScoreMode::Frames`]).
+    pub fn due(&self, now: Instant) -> bool {
+        if self.detector.is_none() {
+            return false;
+        }
+        match (self.mode, self.recent.back()) {
+            (Some(ScoreMode::Frames), Some(t)) => {
+                now.saturating_duration_since(*t)
+                    >= Duration::from_secs(1) / FRAMES_PER_SECOND - Duration::from_millis(5)
+            }
+            _ => true,
+        }
+    }
+
+    /// Scores a picture's thumbnail (`seq`, `captured`) at `now`; `took` is what making
+    /// the thumbnail cost. Returns the score when the picture is a change event.
+    pub fn score(
+        &mut self,
+        thumb: &Thumb,
+        seq: u64,
+        captured: f64,
+        now: Instant,
+        took: Duration,
+    ) -> Option<f32> {
+        let started = std::time::Instant::now();
+        let s = self.detector.as_mut()?.score(thumb, now);
+        let took = took + started.elapsed();
+        self.scored += 1;
+        self.micros += took.as_secs_f64() * 1e6;
+        self.recent.push_back(now);
+        while self.recent.len() > 2
+            && (self.recent.len() > 64
+                || now.saturating_duration_since(self.recent[0]) > Duration::from_secs(10))
+        {
+            self.recent.pop_front();
+        }
+        self.last_score = Some(s.score);
+        if s.event {
+            self.events += 1;
+            self.last_event = Some((seq, captured));
+            return Some(s.score);
+        }
+        None
+    }
+
+    /// Forgets the background (a new session: the view may differ).
+    pub fn reset(&mut self) {
+        if let Some(d) = &mut self.detector {
+            d.reset();
+        }
+    }
+
+    pub fn status(&self, now: Instant) -> WatchStatus {
+        let rate = match (self.recent.front(), self.recent.back()) {
+            (Some(f), Some(l))
+                if self.recent.len() > 1
+                    && now.saturating_duration_since(*l) < Duration::from_secs(3)
+                    && l > f =>
+            {
+                (self.recent.len() - 1) as f64 / l.saturating_duration_since(*f).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        WatchStatus {
+            config: self.config(),
+            mode: self.detector.as_ref().and(self.mode),
+            scored: self.scored,
+            scored_per_second: (rate * 100.0).round() / 100.0,
+            micros_per_score: if self.scored == 0 {
+                0.0
+            } else {
+                (self.micros / self.scored as f64 * 10.0).round() / 10.0
+            },
+            events: self.events,
+            last_score: self.last_score,
+            last_event: self.last_event,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
