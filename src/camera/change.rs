@@ -13,6 +13,11 @@
 //! At most one event per cooldown: a crossing during the cooldown fires when the
 //! cooldown ends if the score is still above the threshold then (a change that lasts is
 //! reported late, never lost; a flicker shorter than the cooldown is dropped).
+//!
+//! Noise: cells that move from one scored picture to the next most of the time (an
+//! on-screen clock, the simulator's frame code, a flickering light) are "busy" and left
+//! out of the score; the first [`WARMUP`] pictures only learn them. An object that
+//! appears moves its cells once, so it is never taken for noise.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +32,16 @@ pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(2);
 pub const ADAPT: Duration = Duration::from_secs(4);
 /// The detector re-arms once the score is below this share of the threshold.
 pub const REARM: f32 = 0.5;
+/// How fast a cell's "busy" level (how often it moved from one scored picture to the
+/// next) follows: a time constant.
+pub const BUSY_ADAPT: Duration = Duration::from_secs(5);
+/// A cell busier than this is left out of the score: an on-screen clock, a frame code,
+/// a flickering light or a tree in the wind changes all the time and is not a change
+/// of the scene.
+pub const BUSY: f32 = 0.25;
+/// Scored pictures before the first event may fire: long enough to learn the busy
+/// cells (each scores 0 until then).
+pub const WARMUP: u32 = 4;
 
 /// A camera's change-watch settings (watching is on while a camera has one).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,6 +79,14 @@ pub struct Detector {
     shape: (usize, usize),
     /// The background as a thumbnail (what [`Thumb::changed`] compares against).
     reference: Option<Thumb>,
+    /// Per cell: how often it moved from one scored picture to the next (0..1). A
+    /// frame code or a clock moves all the time; an object that appears and stays moves
+    /// once.
+    busy: Vec<f32>,
+    /// The last scored picture's cells.
+    previous: Vec<u8>,
+    /// Pictures scored since the reference was (re)made.
+    seen: u32,
     last_scored: Option<Instant>,
     /// Armed: the next crossing fires. Not armed: waiting for the score to fall back.
     armed: bool,
@@ -77,6 +100,9 @@ impl Detector {
             background: Vec::new(),
             shape: (0, 0),
             reference: None,
+            busy: Vec::new(),
+            previous: Vec::new(),
+            seen: 0,
             last_scored: None,
             armed: true,
             last_event: None,
@@ -97,38 +123,58 @@ impl Detector {
     pub fn reset(&mut self) {
         self.reference = None;
         self.background.clear();
+        self.busy.clear();
+        self.seen = 0;
         self.last_scored = None;
         self.armed = true;
     }
 
     /// Scores one picture's thumbnail taken at `now`, and learns it into the background.
+    ///
+    /// The score is [`Thumb::changed`] against the background, with busy cells (see
+    /// [`BUSY`]) taken as unchanged: the reference holds the picture's own grey there.
     pub fn score(&mut self, thumb: &Thumb, now: Instant) -> Scored {
-        let score = match &self.reference {
-            Some(r) if self.shape == (thumb.w, thumb.h) => thumb.changed(r),
-            _ => {
-                // First picture, or the picture size changed: a new reference.
-                self.background = thumb.cells.iter().map(|&c| f32::from(c)).collect();
-                self.shape = (thumb.w, thumb.h);
-                self.reference = Some(thumb.clone());
-                self.last_scored = Some(now);
-                return Scored {
-                    score: 0.0,
-                    event: false,
-                };
-            }
-        };
+        let fits = self.reference.is_some() && self.shape == (thumb.w, thumb.h);
+        if !fits {
+            // First picture, or the picture size changed: a new reference.
+            self.background = thumb.cells.iter().map(|&c| f32::from(c)).collect();
+            self.busy = vec![0.0; thumb.cells.len()];
+            self.previous = thumb.cells.clone();
+            self.shape = (thumb.w, thumb.h);
+            self.reference = Some(thumb.clone());
+            self.last_scored = Some(now);
+            self.seen = 1;
+            return Scored {
+                score: 0.0,
+                event: false,
+            };
+        }
         let dt = self
             .last_scored
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         self.last_scored = Some(now);
-        let alpha = 1.0 - (-dt.as_secs_f32() / ADAPT.as_secs_f32()).exp();
+        let rate = |tau: Duration| 1.0 - (-dt.as_secs_f32() / tau.as_secs_f32()).exp();
+        let reference = self.reference.as_mut().expect("checked above");
+        for (i, (rc, &c)) in reference.cells.iter_mut().zip(&thumb.cells).enumerate() {
+            let b = self.background[i].round().clamp(0.0, 255.0) as u8;
+            let moved = if c.abs_diff(self.previous[i]) > super::thumb::CELL_THRESHOLD {
+                1.0
+            } else {
+                0.0
+            };
+            self.busy[i] += (moved - self.busy[i]) * rate(BUSY_ADAPT);
+            self.previous[i] = c;
+            *rc = if self.busy[i] > BUSY { c } else { b };
+        }
+        let score = if self.seen < WARMUP {
+            0.0
+        } else {
+            thumb.changed(reference)
+        };
+        self.seen = self.seen.saturating_add(1);
+        let alpha = rate(ADAPT);
         for (b, &c) in self.background.iter_mut().zip(&thumb.cells) {
             *b += (f32::from(c) - *b) * alpha;
-        }
-        if let Some(r) = &mut self.reference {
-            for (rc, b) in r.cells.iter_mut().zip(&self.background) {
-                *rc = b.round().clamp(0.0, 255.0) as u8;
-            }
         }
         let cooled = self
             .last_event
@@ -351,6 +397,46 @@ mod tests {
     }
 
     #[test]
+    fn busy_cells_are_left_out_and_the_object_still_fires_once() {
+        let clock = Clock::manual();
+        let mut d = Detector::new(WatchConfig::default());
+        // A frame code: 10 % of the cells flip between black and white every picture,
+        // far above the threshold.
+        let coded = |n: u32, object: bool| {
+            let mut t = thumb(object);
+            for (i, c) in t.cells.iter_mut().take(230).enumerate() {
+                *c = if (i as u32 + n) % 2 == 0 { 16 } else { 235 };
+            }
+            t
+        };
+        let step = Duration::from_secs(1);
+        let mut events = 0;
+        for n in 0..120 {
+            clock.advance(step);
+            events += usize::from(d.score(&coded(n, false), clock.now()).event);
+        }
+        assert_eq!(events, 0, "the frame code fired");
+        clock.advance(step);
+        let s = d.score(&coded(120, false), clock.now());
+        assert!(s.score < 0.01, "{s:?}");
+        clock.advance(step);
+        let s = d.score(&coded(121, true), clock.now());
+        assert!(s.event && s.score > 0.1, "{s:?}");
+        for n in 122..180 {
+            clock.advance(step);
+            events += usize::from(d.score(&coded(n, true), clock.now()).event);
+        }
+        assert_eq!(events, 0, "a second event while the object stays");
+        // Its going is seen: its cells were not learnt as busy.
+        let mut gone = 0;
+        for n in 180..200 {
+            clock.advance(step);
+            gone += usize::from(d.score(&coded(n, false), clock.now()).event);
+        }
+        assert_eq!(gone, 1);
+    }
+
+    #[test]
     fn a_still_scene_never_fires() {
         let clock = Clock::manual();
         let mut d = Detector::new(WatchConfig::default());
@@ -396,7 +482,9 @@ mod tests {
             clock.advance(step);
             d.score(&share(frac), clock.now())
         };
-        assert!(!score(0.0).event);
+        for _ in 0..WARMUP {
+            assert!(!score(0.0).event);
+        }
         let s = score(0.10);
         assert!(s.event && (0.095..0.105).contains(&s.score), "{s:?}");
         assert!(!score(0.04).event, "below the threshold, above re-arm");
@@ -416,7 +504,7 @@ mod tests {
         });
         let (still, object) = (thumb(false), thumb(true));
         let step = Duration::from_millis(100);
-        d.score(&still, clock.now());
+        run(&mut d, &clock, &still, WARMUP as usize, step);
         clock.advance(step);
         assert!(d.score(&object, clock.now()).event);
         let first = clock.now();
@@ -444,7 +532,7 @@ mod tests {
             threshold: 0.05,
             cooldown: Duration::from_secs(3),
         });
-        d.score(&still, clock.now());
+        run(&mut d, &clock, &still, WARMUP as usize, step);
         clock.advance(step);
         assert!(d.score(&object, clock.now()).event);
         clock.advance(step);
