@@ -90,6 +90,19 @@ fn an_object_appearing_is_one_event_while_only_keyframes_are_decoded() {
         ts >= before - 0.5 && ts <= ptz_edge::clock::unix_now(),
         "the event's picture was captured at {ts}, the object appeared at {before}"
     );
+    // Exactly that picture, as kept for the event.
+    let frame = |q: &str| app.get(&format!("/api/cameras/{CAM}/frame?{q}"));
+    let r = frame(&format!("seq={seq}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("image/jpeg"));
+    assert_eq!(r.header("x-frame-seq"), Some(seq.to_string().as_str()));
+    assert!(r.body.starts_with(&[0xFF, 0xD8]), "not a JPEG");
+    let r = frame(&format!("seq={}", seq - 1));
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("not kept"), "{}", r.text());
+    assert_eq!(frame("seq=x").status, 422);
+    assert_eq!(frame(&format!("seq={seq}&width=320")).status, 422);
+
     // The object stays: the background learns it, no second event.
     let more = changes_within(&mut ws, secs(8));
     assert!(more.is_empty(), "more than one event: {more:?}");

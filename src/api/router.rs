@@ -296,6 +296,62 @@ fn status(id: &str, ctx: &Ctx) -> Reply {
     }
 }
 
+/// The JPEG of a picture, with its seq, capture time and age.
+fn jpeg_reply(cam: &Camera, jpeg: &crate::camera::Jpeg) -> Reply {
+    // Counted as the reply is handed to the connection, which writes it at once.
+    cam.feed
+        .sent
+        .record(Via::Rest, jpeg.data.len(), jpeg.captured);
+    Reply::Response(
+        Response::from_data(jpeg.data.clone())
+            .with_header(header("Content-Type", "image/jpeg"))
+            .with_header(header("Cache-Control", "no-store"))
+            .with_header(header("X-Frame-Seq", &jpeg.seq.to_string()))
+            .with_header(header(
+                "X-Frame-Timestamp",
+                &format!("{:.6}", jpeg.captured),
+            ))
+            .with_header(header(
+                "X-Frame-Age",
+                &format!("{:.3}", (unix_now() - jpeg.captured).max(0.0)),
+            ))
+            .with_header(header(
+                "Access-Control-Expose-Headers",
+                "X-Frame-Seq, X-Frame-Timestamp, X-Frame-Age",
+            ))
+            .boxed(),
+    )
+}
+
+/// `/frame?seq=N`: the picture of a change event, while it is kept (the camera keeps
+/// the last few, at the default size and quality).
+fn event_frame(req: &Request, cam: &Camera, seq: &str) -> Reply {
+    if req.query_param("width").is_some() || req.query_param("quality").is_some() {
+        return fail(ApiError::Invalid(
+            "seq gives a change event's picture as kept (default size and quality): \
+             leave width and quality out"
+                .into(),
+        ));
+    }
+    let Ok(seq) = seq.parse::<u64>() else {
+        return fail(ApiError::Invalid(
+            "seq must be a picture number (a change event's seq)".into(),
+        ));
+    };
+    match cam.event_picture(seq) {
+        Some(jpeg) => jpeg_reply(cam, &jpeg),
+        None => error(
+            404,
+            format!(
+                "Picture {seq} of camera {} is not kept: only the pictures of its last {} \
+                 change events are",
+                cam.id(),
+                crate::camera::supervisor::EVENT_PICTURES
+            ),
+        ),
+    }
+}
+
 /// A camera's change watching: `GET` reads it, `POST` (a watch block) sets it; both
 /// answer the status's `watch` object.
 fn watch(req: &Request, id: &str, ctx: &Ctx, set: bool) -> Reply {
@@ -330,36 +386,15 @@ fn frame(req: &Request, id: &str, ctx: &Ctx) -> Reply {
         Ok(c) => c,
         Err(r) => return r,
     };
+    if let Some(seq) = req.query_param("seq") {
+        return event_frame(req, &cam, &seq);
+    }
     let frame = match cam.fresh_frame(FRAME_WAIT, FRESH) {
         Ok(f) => f,
         Err(e) => return fail(ApiError::Picture(id.to_owned(), e)),
     };
     match cam.feed.jpeg.get(&frame, params) {
-        Ok(jpeg) => {
-            // Counted as the reply is handed to the connection, which writes it at once.
-            cam.feed
-                .sent
-                .record(Via::Rest, jpeg.data.len(), jpeg.captured);
-            Reply::Response(
-                Response::from_data(jpeg.data.clone())
-                    .with_header(header("Content-Type", "image/jpeg"))
-                    .with_header(header("Cache-Control", "no-store"))
-                    .with_header(header("X-Frame-Seq", &jpeg.seq.to_string()))
-                    .with_header(header(
-                        "X-Frame-Timestamp",
-                        &format!("{:.6}", jpeg.captured),
-                    ))
-                    .with_header(header(
-                        "X-Frame-Age",
-                        &format!("{:.3}", (unix_now() - jpeg.captured).max(0.0)),
-                    ))
-                    .with_header(header(
-                        "Access-Control-Expose-Headers",
-                        "X-Frame-Seq, X-Frame-Timestamp, X-Frame-Age",
-                    ))
-                    .boxed(),
-            )
-        }
+        Ok(jpeg) => jpeg_reply(&cam, &jpeg),
         Err(JpegError::Busy) => fail(ApiError::Busy(JpegError::Busy.to_string())),
         Err(e) => {
             log::error!("{id}: JPEG encoding failed: {e}");

@@ -512,7 +512,13 @@ pub struct Camera {
     /// Change watching (off unless configured) and where its events go.
     watch: Mutex<Watch>,
     change_sink: Mutex<Option<ChangeSink>>,
+    /// The JPEGs (default params) of the last [`EVENT_PICTURES`] change events' pictures,
+    /// oldest first, so the app can fetch exactly the picture an event names.
+    event_pictures: Mutex<VecDeque<Arc<super::Jpeg>>>,
 }
+
+/// Change events whose pictures are kept per camera.
+pub const EVENT_PICTURES: usize = 4;
 
 /// A camera that stays down is looked up again at most this often (each lookup is a few
 /// exchanges with the device).
@@ -564,6 +570,7 @@ impl Handle {
             located_at: Mutex::new(None),
             watch: Mutex::new(Watch::default()),
             change_sink: Mutex::new(None),
+            event_pictures: Mutex::new(VecDeque::with_capacity(EVENT_PICTURES)),
         });
         let name: String = format!("cam-{}", camera.spec.id).chars().take(15).collect();
         let runner = Arc::clone(&camera);
@@ -642,6 +649,16 @@ impl Camera {
         self.watch.lock().status(self.clock.now())
     }
 
+    /// The JPEG of change event picture `seq`, while it is one of the last
+    /// [`EVENT_PICTURES`].
+    pub fn event_picture(&self, seq: u64) -> Option<Arc<super::Jpeg>> {
+        self.event_pictures
+            .lock()
+            .iter()
+            .find(|j| j.seq == seq)
+            .cloned()
+    }
+
     /// Where change events go (one sink; a later call replaces it).
     pub fn on_change(&self, sink: ChangeSink) {
         *self.change_sink.lock() = Some(sink);
@@ -660,6 +677,21 @@ impl Camera {
             .lock()
             .score(&thumb, frame.seq, frame.captured, now, took);
         if let Some(score) = event {
+            // Encoded before the event goes out, so the picture is there when the app
+            // asks for it (one encode per event; events are debounced).
+            match self.feed.jpeg.get(frame, super::JpegParams::default()) {
+                Ok(jpeg) => {
+                    let mut kept = self.event_pictures.lock();
+                    if kept.len() >= EVENT_PICTURES {
+                        kept.pop_front();
+                    }
+                    kept.push_back(jpeg);
+                }
+                Err(e) => log::warn!(
+                    "{}: cannot keep the picture of a change event: {e}",
+                    self.spec.id
+                ),
+            }
             log::info!(
                 "{}: change (score {score:.3}, picture {})",
                 self.spec.id,
