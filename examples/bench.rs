@@ -76,8 +76,11 @@ Options:
   --width W         ask viewers for a scaled JPEG (width=W)     [source size]
   --ask-fps F       fps the full-rate viewers ask for           [--fps]
   --scenario LIST   all | comma list of sim,idle,text,binary,four,mjpeg,multicam,
-                    overload,sweep,idle-sockets,reboot          [all; reboot (20
-                    kill/restart cycles of the camera, about 2 min) runs only when named]
+                    overload,sweep,idle-sockets,reboot,watch    [all; reboot (20
+                    kill/restart cycles of the camera, about 2 min) and watch (the
+                    idle cost of change watching: --cameras cameras, no viewer, a
+                    --seconds window with watch off, then one with watch on) run
+                    only when named]
   --overload-cameras N  cameras watched in the overload scenario [6]
   --overload-seconds S  overload window (RSS is read at minute 1,
                     or half-way in a shorter window, and at the end) [120]
@@ -140,6 +143,8 @@ enum Scenario {
     IdleSockets,
     /// Issue 14: the camera killed and restarted 20 times; the maximum time to pictures.
     Reboot,
+    /// Issue 13: the idle cost of change watching (N cameras, no viewer, watch off vs on).
+    Watch,
 }
 
 const ALL: [Scenario; 10] = [
@@ -156,7 +161,7 @@ const ALL: [Scenario; 10] = [
 ];
 
 /// Scenarios that run only when named (they take minutes).
-const EXTRA: [Scenario; 1] = [Scenario::Reboot];
+const EXTRA: [Scenario; 2] = [Scenario::Reboot, Scenario::Watch];
 
 impl Scenario {
     fn key(self) -> &'static str {
@@ -172,6 +177,7 @@ impl Scenario {
             Scenario::Sweep => "sweep",
             Scenario::IdleSockets => "idle-sockets",
             Scenario::Reboot => "reboot",
+            Scenario::Watch => "watch",
         }
     }
 
@@ -764,6 +770,7 @@ fn run_scenario(env: &mut Env, sc: Scenario, app_bin: &Path) -> Row {
         Scenario::Sweep => format!("sweep {} w/q pairs", args.sweep_requests),
         Scenario::IdleSockets => format!("/health, {} idle socks", args.idle_sockets),
         Scenario::Reboot => format!("reboot x{REBOOT_RUNS} (outages 1-10 s)"),
+        Scenario::Watch => format!("watch idle cost, {} cams", args.cameras),
     };
     let mut row = Row {
         key: sc.key(),
@@ -776,6 +783,7 @@ fn run_scenario(env: &mut Env, sc: Scenario, app_bin: &Path) -> Row {
         Scenario::Sweep => sweep(env, app_bin, &mut row),
         Scenario::IdleSockets => idle_sockets(env, app_bin, &mut row),
         Scenario::Reboot => reboot(env, app_bin, &mut row),
+        Scenario::Watch => watch_cost(env, app_bin, &mut row),
         _ => viewers_scenario(env, sc, app_bin, &mut row),
     };
     if let Err(e) = result {
@@ -956,6 +964,96 @@ fn idle(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
     Ok(())
 }
 
+/// The appliance's CPU (% of one core) and RSS (MB) over a `secs` window.
+fn cpu_rss_window(pid: u32, secs: f64) -> Result<(f64, f64), String> {
+    let t0 = probes::cpu_ticks(pid).ok_or("no CPU ticks")?;
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let t1 = probes::cpu_ticks(pid).ok_or("no CPU ticks")?;
+    let took = started.elapsed().as_secs_f64();
+    let cpu = t1.saturating_sub(t0) as f64 / probes::clk_tck() / took * 100.0;
+    let rss = mb(probes::rss(pid)).ok_or("no RSS")?;
+    Ok((cpu, rss))
+}
+
+/// Issue 13: what change watching costs while nobody views. `--cameras` cameras
+/// connected, no viewer: a window with watch off, then (same appliance, same cameras)
+/// one with watch on (keyframes decoded and scored).
+fn watch_cost(env: &mut Env, app_bin: &Path, row: &mut Row) -> Result<(), String> {
+    let args = env.args;
+    let n = args.cameras;
+    let (mut app, addr) = start_appliance(env, "watch", app_bin)?;
+    connect_all(env, addr, n, row)?;
+    let all_status = |want: &dyn Fn(&Value) -> bool| -> Result<Vec<Value>, String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st: Vec<Value> = (0..n).map(|i| status(addr, i)).collect::<Result<_, _>>()?;
+            if st.iter().all(want) {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("cameras not settled: {:?}", st[0]["watch"]));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    all_status(&|s| s["decoding"] == false)?;
+    std::thread::sleep(Duration::from_secs_f64(args.warmup));
+    let (cpu_off, rss_off) = cpu_rss_window(app.pid(), args.seconds)?;
+    for i in 0..n {
+        http::post_json(
+            addr,
+            &format!("/api/cameras/{}/watch", camera_id(i)),
+            &json!(true),
+            Duration::from_secs(5),
+        )?;
+    }
+    all_status(&|s| s["watch"]["mode"] == "keyframes")?;
+    std::thread::sleep(Duration::from_secs_f64(args.warmup.max(3.0)));
+    let (cpu_on, rss_on) = cpu_rss_window(app.pid(), args.seconds)?;
+    let st = all_status(&|s| s["watch"]["mode"] == "keyframes")?;
+    let mean = |k: &str| {
+        st.iter()
+            .map(|s| s["watch"][k].as_f64().unwrap_or(0.0))
+            .sum::<f64>()
+            / n as f64
+    };
+    let (scored, micros) = (mean("scoredPerSecond"), mean("microsPerScore"));
+    let events: u64 = st
+        .iter()
+        .map(|s| s["watch"]["events"].as_u64().unwrap_or(0))
+        .sum();
+    let per_cam_cpu = (cpu_on - cpu_off) / n as f64;
+    let per_cam_rss = (rss_on - rss_off) / n as f64;
+    row.figures.push(format!(
+        "{n} cams {}x{}@{}, no viewer: watch off CPU {cpu_off:.1} % RSS {rss_off:.1} MB; \
+         watch on CPU {cpu_on:.1} % RSS {rss_on:.1} MB",
+        args.width, args.height, args.fps
+    ));
+    row.figures.push(format!(
+        "per watched camera: +{per_cam_cpu:.2} % CPU (of one core), {per_cam_rss:+.1} MB RSS; \
+         {scored:.2} pictures scored/s each (keyframes), {micros:.0} us per score, \
+         {events} events (the bench's scene scrolls)"
+    ));
+    for (k, v) in [
+        ("cpuOff", cpu_off),
+        ("cpuOn", cpu_on),
+        ("rssOffMb", rss_off),
+        ("rssOnMb", rss_on),
+        ("cpuPerCamera", per_cam_cpu),
+        ("rssPerCameraMb", per_cam_rss),
+        ("scoredPerSecond", scored),
+        ("microsPerScore", micros),
+    ] {
+        row.extra
+            .insert(k.into(), json!((v * 100.0).round() / 100.0));
+    }
+    row.extra.insert("cameras".into(), json!(n));
+    app.proc.check_alive()?;
+    stop_appliance(&mut app, row);
+    Ok(())
+}
+
 /// Kill/restart cycles of the reboot scenario (issue 14).
 const REBOOT_RUNS: usize = 20;
 
@@ -1083,7 +1181,8 @@ fn viewers_scenario(
         | Scenario::Overload
         | Scenario::Sweep
         | Scenario::IdleSockets
-        | Scenario::Reboot => {
+        | Scenario::Reboot
+        | Scenario::Watch => {
             unreachable!("{} has its own runner", sc.key())
         }
     };

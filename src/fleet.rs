@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
+use crate::camera::change::{ChangeEvent, WatchConfig};
 use crate::camera::{
     self, Camera, CameraOptions, CameraSpec, CameraState, CameraStatus, Feed, StreamLocation,
 };
@@ -69,6 +70,8 @@ pub struct ConnectRequest {
     pub spec: CameraSpec,
     pub ptz: Option<PtzConfig>,
     pub onvif: Option<OnvifSource>,
+    /// Change watching (`None`: off).
+    pub watch: Option<WatchConfig>,
 }
 
 /// One ONVIF exchange while looking a stream up: short, because a reconnect's lookup
@@ -105,13 +108,29 @@ pub struct CameraView {
     pub ptz: Option<PtzHealth>,
 }
 
-/// State changes of cameras, for whoever listens (WebSocket clients).
+/// State changes and change events of cameras, for whoever listens (WebSocket
+/// clients).
 #[derive(Default)]
 pub struct Events {
     subscribers: Mutex<Vec<Sender<CameraStatus>>>,
+    changes: Mutex<Vec<Sender<ChangeEvent>>>,
 }
 
 impl Events {
+    /// A bounded subscription to change events: a listener that does not keep up
+    /// misses events (they are debounced per camera, so 16 is many seconds' worth).
+    pub fn subscribe_changes(&self) -> Receiver<ChangeEvent> {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        self.changes.lock().push(tx);
+        rx
+    }
+
+    fn publish_change(&self, ev: ChangeEvent) {
+        self.changes
+            .lock()
+            .retain(|tx| !matches!(tx.try_send(ev.clone()), Err(TrySendError::Disconnected(_))));
+    }
+
     /// A bounded subscription: a listener that does not keep up misses events.
     pub fn subscribe(&self) -> Receiver<CameraStatus> {
         let (tx, rx) = crossbeam_channel::bounded(16);
@@ -291,7 +310,7 @@ impl Fleet {
             );
             (req.spec.host, req.spec.port, req.spec.path) = (loc.host, loc.port, loc.path);
         }
-        let cam = self.start(req.spec.clone(), req.onvif.clone())?;
+        let cam = self.start(req.spec.clone(), req.onvif.clone(), req.watch)?;
         match wait_first_picture(&cam, wait) {
             Ok(()) => {
                 let ptz = req
@@ -340,7 +359,11 @@ impl Fleet {
         };
         for s in saved {
             let id = s.camera.id.clone();
-            match self.start(s.camera.clone(), s.onvif.clone()) {
+            match self.start(
+                s.camera.clone(),
+                s.onvif.clone(),
+                s.watch.map(|w| w.config()),
+            ) {
                 Ok(cam) => {
                     cam.request_picture();
                     if let Some(cfg) = s.ptz {
@@ -381,6 +404,7 @@ impl Fleet {
         &self,
         spec: CameraSpec,
         onvif: Option<OnvifSource>,
+        watch: Option<WatchConfig>,
     ) -> Result<Arc<Camera>, FleetError> {
         let id = spec.id.clone();
         let old = {
@@ -418,6 +442,9 @@ impl Fleet {
         )
         .map_err(|e| FleetError::Internal(format!("cannot start the camera thread: {e}")))?;
         let cam = Arc::clone(handle.camera());
+        let changes = Arc::clone(&self.events);
+        cam.on_change(Arc::new(move |ev| changes.publish_change(ev)));
+        cam.set_watch(watch);
         // The cap is checked again and the camera inserted under one lock, so
         // concurrent connects of new ids cannot overshoot it.
         let replaced = {
@@ -454,6 +481,16 @@ impl Fleet {
             drop(e);
             cam.feed.slot.clear();
         }
+    }
+
+    /// Turns a camera's change watching on (`Some`) or off, and saves it.
+    pub fn set_watch(&self, id: &str, watch: Option<WatchConfig>) -> Result<(), FleetError> {
+        let cam = self
+            .camera(id)
+            .ok_or_else(|| FleetError::NotFound(id.to_owned()))?;
+        cam.set_watch(watch);
+        self.persist();
+        Ok(())
     }
 
     /// Stops and forgets a camera (and its PTZ control). Returns whether it was there.
@@ -493,6 +530,7 @@ impl Fleet {
                 camera: e.camera().spec.clone(),
                 ptz: e.ptz.as_ref().map(|p| p.config()),
                 onvif: e.onvif.clone(),
+                watch: e.camera().watch_config().map(Into::into),
             })
             .collect();
         saved.sort_by(|a, b| a.camera.id.cmp(&b.camera.id));

@@ -185,6 +185,20 @@ impl Sample {
         )?;
         self.camera_counter(
             enc,
+            "ptz_edge_camera_change_events",
+            "Change events of the camera's watched scene.",
+            None,
+            |c| c.status.watch.events,
+        )?;
+        self.camera_counter(
+            enc,
+            "ptz_edge_camera_change_scores",
+            "Pictures scored for change watching (their cost: `watch` in the camera status).",
+            None,
+            |c| c.status.watch.scored,
+        )?;
+        self.camera_counter(
+            enc,
             "ptz_edge_camera_reconnects",
             "Reconnects of the camera's stream after it failed or stalled.",
             None,
@@ -413,6 +427,7 @@ mod tests {
             jpeg_encodes: 17,
             dropped_frames: 5,
             lagging: false,
+            watch: Default::default(),
         }
     }
 

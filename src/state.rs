@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use parking_lot::Mutex;
 
+use crate::camera::change::WatchConfig;
 use crate::camera::CameraSpec;
 use crate::onvif::OnvifSource;
 use crate::ptz::PtzConfig;
@@ -27,6 +28,41 @@ pub struct SavedCamera {
     /// Connected by ONVIF: where to ask for the stream URI again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub onvif: Option<OnvifSource>,
+    /// Change watching, when on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<SavedWatch>,
+}
+
+/// A camera's change-watch settings as saved (cooldown in seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SavedWatch {
+    pub threshold: f32,
+    pub cooldown: f64,
+}
+
+impl From<WatchConfig> for SavedWatch {
+    fn from(c: WatchConfig) -> SavedWatch {
+        SavedWatch {
+            threshold: c.threshold,
+            cooldown: c.cooldown.as_secs_f64(),
+        }
+    }
+}
+
+impl SavedWatch {
+    /// The settings; a hand-edited file with values out of range is clamped to them.
+    pub fn config(self) -> WatchConfig {
+        let ok = |v: f64| v.is_finite().then_some(v);
+        WatchConfig {
+            threshold: ok(f64::from(self.threshold))
+                .map_or(crate::camera::change::DEFAULT_THRESHOLD, |t| {
+                    t.clamp(0.001, 1.0) as f32
+                }),
+            cooldown: ok(self.cooldown).map_or(crate::camera::change::DEFAULT_COOLDOWN, |c| {
+                std::time::Duration::from_secs_f64(c.clamp(0.0, 86_400.0))
+            }),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -150,6 +186,7 @@ mod tests {
                 camera: camera.clone(),
                 ptz: None,
                 onvif: None,
+                watch: None,
             },
             SavedCamera {
                 camera: CameraSpec {
@@ -161,6 +198,10 @@ mod tests {
                     host: "10.0.0.9".into(),
                     port: 8000,
                     profile: Some("Profile_1".into()),
+                }),
+                watch: Some(SavedWatch {
+                    threshold: 0.1,
+                    cooldown: 2.5,
                 }),
             },
         ];

@@ -190,6 +190,7 @@ fn the_served_document_is_valid_and_replies_match_it() {
         .unwrap_or_else(|| panic!("no ptz.visca_tcp in {}", sim.ready));
     let mut body = connect_body(CAM, &sim, "/1");
     body["ptz"] = json!({"protocol": "visca-tcp", "port": visca});
+    body["watch"] = json!({"threshold": 0.05, "cooldown": 2});
     checks.push(("ConnectRequest", body.clone()));
     let r = post("/api/cameras/connect", &body);
     assert_eq!(r.status, 200, "connect: {}", r.text());
@@ -203,6 +204,24 @@ fn the_served_document_is_valid_and_replies_match_it() {
     let missing = get("/api/cameras/nocam/status");
     assert_eq!(missing.status, 404);
     checks.push(("Error", missing.json()));
+
+    // Change watching: read, set, refused.
+    let w = get(&format!("/api/cameras/{CAM}/watch"));
+    assert_eq!(w.status, 200, "{}", w.text());
+    same_fields(&w.json(), &spec, "WatchStatus");
+    checks.push(("WatchStatus", w.json()));
+    let block = json!({"threshold": 0.1, "cooldown": 5});
+    checks.push(("WatchBlock", block.clone()));
+    let w = post(&format!("/api/cameras/{CAM}/watch"), &block);
+    assert_eq!(w.status, 200, "{}", w.text());
+    assert_eq!(w.json()["cooldown"], 5.0, "{}", w.text());
+    checks.push(("WatchStatus", w.json()));
+    let w = post(
+        &format!("/api/cameras/{CAM}/watch"),
+        &json!({"cooldown": 0}),
+    );
+    assert_eq!(w.status, 422, "{}", w.text());
+    checks.push(("Error", w.json()));
 
     let stop = json!({"action": "stop"});
     checks.push(("PtzCommand", stop.clone()));
@@ -224,6 +243,8 @@ fn the_served_document_is_valid_and_replies_match_it() {
         json!({"action": "ptz", "cameraId": CAM, "command": {"action": "move", "pan": 0.5}}),
         json!({"action": "ptz", "cameraId": CAM, "command": {"action": "stop"}}),
         json!({"action": "unsubscribe"}),
+        json!({"action": "watch", "cameraIds": [CAM]}),
+        json!({"action": "unwatch"}),
         json!({"action": "subscribe", "cameraId": CAM, "binary": true}),
         json!({"action": "subscribe", "cameraId": CAM, "binary": true, "crop": "0.5,0.5,0.5,0.5"}),
         json!({"action": "bogus"}),
@@ -266,6 +287,9 @@ fn the_served_document_is_valid_and_replies_match_it() {
                 checks.push(("WsServerMessage", ws.expect_type("frame", secs(20))))
             }
             Some("ptz") => checks.push(("WsServerMessage", ws.expect_type("ptz", secs(10)))),
+            Some("watch") | Some("unwatch") => {
+                checks.push(("WsServerMessage", ws.expect_type("watching", secs(10))))
+            }
             Some("bogus") => checks.push(("WsServerMessage", ws.expect_type("error", secs(10)))),
             _ => {}
         }
@@ -311,6 +335,9 @@ fn the_served_document_is_valid_and_replies_match_it() {
             ["WsClientMessage", {"action": "subscribe"}],
             ["WsClientMessage", {"action": "subscribe", "cameraId": "c", "crop": [0, 0, 2, 1]}],
             ["WsClientMessage", {"action": "subscribe", "cameraId": "c", "crop": [0, 0, 1]}],
+            ["WsClientMessage", {"action": "watch", "cameraIds": []}],
+            ["WatchBlock", {"threshold": 2}],
+            ["WatchBlock", {"treshold": 0.1}],
             ["PtzCommand", {"action": "preset", "op": "goto"}],
             ["SnapshotRequest", {"format": "png"}],
             ["TourRequest", {"stops": []}],

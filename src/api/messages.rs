@@ -21,6 +21,12 @@ pub enum ClientMessage {
     Ping,
     Unsubscribe,
     Subscribe(SubscribeRequest),
+    /// Change events (no frames) of these cameras, replacing an earlier list.
+    Watch {
+        camera_ids: Vec<String>,
+    },
+    /// No more change events from `watch` (a subscription's own camera's still come).
+    Unwatch,
     /// A PTZ command for a camera; `command` is the REST body of `/ptz`.
     Ptz {
         camera_id: String,
@@ -39,6 +45,8 @@ pub fn parse(text: &str) -> Result<ClientMessage, ApiError> {
     match v.get("action").and_then(Value::as_str) {
         Some("ping") => Ok(ClientMessage::Ping),
         Some("unsubscribe") => Ok(ClientMessage::Unsubscribe),
+        Some("watch") => watch(&v),
+        Some("unwatch") => Ok(ClientMessage::Unwatch),
         Some("subscribe") => subscribe(&v).map(ClientMessage::Subscribe),
         Some("ptz") => {
             let camera_id = camera_id(&v, "ptz")?;
@@ -53,6 +61,32 @@ pub fn parse(text: &str) -> Result<ClientMessage, ApiError> {
         Some(other) => Err(ApiError::Invalid(format!("unknown action {other:?}"))),
         None => Err(invalid("message needs an \"action\" string")),
     }
+}
+
+/// The most cameras one `watch` may name.
+pub const MAX_WATCHED: usize = 64;
+
+fn watch(v: &Value) -> Result<ClientMessage, ApiError> {
+    let bad = || {
+        ApiError::Invalid(format!(
+            "watch needs \"cameraIds\": a list of 1 to {MAX_WATCHED} camera id strings"
+        ))
+    };
+    let ids = v
+        .get("cameraIds")
+        .and_then(Value::as_array)
+        .ok_or_else(bad)?;
+    if ids.is_empty() || ids.len() > MAX_WATCHED {
+        return Err(bad());
+    }
+    let mut camera_ids: Vec<String> = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = id.as_str().ok_or_else(bad)?;
+        if !camera_ids.iter().any(|c| c == id) {
+            camera_ids.push(id.to_owned());
+        }
+    }
+    Ok(ClientMessage::Watch { camera_ids })
 }
 
 fn camera_id(v: &Value, action: &str) -> Result<String, ApiError> {
@@ -98,6 +132,31 @@ fn subscribe(v: &Value) -> Result<SubscribeRequest, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_messages() {
+        assert_eq!(
+            parse(r#"{"action":"watch","cameraIds":["a","b","a"]}"#),
+            Ok(ClientMessage::Watch {
+                camera_ids: vec!["a".into(), "b".into()]
+            })
+        );
+        assert_eq!(parse(r#"{"action":"unwatch"}"#), Ok(ClientMessage::Unwatch));
+        let many: Vec<String> = (0..=MAX_WATCHED).map(|i| format!("c{i}")).collect();
+        for bad in [
+            r#"{"action":"watch"}"#.to_owned(),
+            r#"{"action":"watch","cameraIds":[]}"#.to_owned(),
+            r#"{"action":"watch","cameraIds":"a"}"#.to_owned(),
+            r#"{"action":"watch","cameraIds":[1]}"#.to_owned(),
+            serde_json::json!({"action":"watch","cameraIds":many}).to_string(),
+        ] {
+            let e = parse(&bad).unwrap_err();
+            assert!(
+                e.to_string().contains("watch needs \"cameraIds\""),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn the_apps_messages() {

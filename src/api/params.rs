@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::request::Request;
+use crate::camera::change::WatchConfig;
 use crate::camera::jpeg::{Crop, DEFAULT_QUALITY};
 use crate::camera::{self, CameraSpec, JpegParams, Transport};
 use crate::fleet::ConnectRequest;
@@ -33,6 +34,82 @@ pub const DEFAULT_STREAM_PATH: &str = "/1";
 /// How far `x + w` (or `y + h`) may pass 1 and still count as 1: decimal fractions that
 /// add up to 1 can sum to 1.0000000000000002 in binary floating point.
 const CROP_SUM_SLACK: f64 = 1e-9;
+
+/// A watch block's `threshold`: the share of thumbnail cells that must change.
+pub const WATCH_THRESHOLD: RangeInclusive<f64> = 0.01..=1.0;
+/// A watch block's `cooldown`, in seconds: the least time between two change events.
+pub const WATCH_COOLDOWN: RangeInclusive<f64> = 0.5..=3600.0;
+
+/// A watch block (connect's `watch` field, or the body of `POST .../watch`): `true`
+/// (defaults), `false` or null (off), or `{"enabled", "threshold", "cooldown"}` (each
+/// optional; `enabled` defaults to true, absent values to their defaults). `Ok(None)`
+/// is "off".
+pub fn watch(v: &Value) -> Result<Option<WatchConfig>, ApiError> {
+    let invalid = |s: String| ApiError::Invalid(s);
+    let o = match v {
+        Value::Null | Value::Bool(false) => return Ok(None),
+        Value::Bool(true) => return Ok(Some(WatchConfig::default())),
+        Value::Object(o) => o,
+        _ => {
+            return Err(invalid(
+                "watch must be true, false or {\"threshold\": 0.05, \"cooldown\": 2}".into(),
+            ))
+        }
+    };
+    if let Some(k) = o
+        .keys()
+        .find(|k| !matches!(k.as_str(), "enabled" | "threshold" | "cooldown"))
+    {
+        return Err(invalid(format!(
+            "watch has an unknown field {k:?} (known: enabled, threshold, cooldown)"
+        )));
+    }
+    match o.get("enabled") {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => return Ok(None),
+        Some(_) => return Err(invalid("watch.enabled must be true or false".into())),
+    }
+    let mut config = WatchConfig::default();
+    match o.get("threshold") {
+        None | Some(Value::Null) => {}
+        Some(t) => {
+            let t = t
+                .as_f64()
+                .filter(|t| WATCH_THRESHOLD.contains(t))
+                .ok_or_else(|| {
+                    out_of_range(
+                        "watch.threshold",
+                        "a number (the share of changed cells)",
+                        &WATCH_THRESHOLD,
+                    )
+                })?;
+            config.threshold = t as f32;
+        }
+    }
+    match o.get("cooldown") {
+        None | Some(Value::Null) => {}
+        Some(c) => {
+            let c = c
+                .as_f64()
+                .filter(|c| WATCH_COOLDOWN.contains(c))
+                .ok_or_else(|| {
+                    out_of_range("watch.cooldown", "a number of seconds", &WATCH_COOLDOWN)
+                })?;
+            config.cooldown = std::time::Duration::from_secs_f64(c);
+        }
+    }
+    Ok(Some(config))
+}
+
+/// The body of `POST /api/cameras/{id}/watch`: a watch block.
+pub fn watch_body(body: &[u8]) -> Result<Option<WatchConfig>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => watch(&v),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "request body is not valid JSON: {e}"
+        ))),
+    }
+}
 
 /// A value out of its range: 422 with what the range is.
 fn out_of_range<T: std::fmt::Display>(name: &str, kind: &str, r: &RangeInclusive<T>) -> ApiError {
@@ -423,9 +500,11 @@ pub fn connect(body: &[u8]) -> Result<ConnectRequest, ApiError> {
         Some(Value::String(s)) => s.parse().map_err(bad)?,
         Some(_) => return Err(invalid("field 'transport' must be a string".into())),
     };
+    let watch = watch(m.get("watch").unwrap_or(&Value::Null))?;
     Ok(ConnectRequest {
         ptz,
         onvif,
+        watch,
         spec: CameraSpec {
             id,
             host,
@@ -508,6 +587,55 @@ mod tests {
         connect(v.to_string().as_bytes())
             .map(|b| b.spec)
             .map_err(|e| e.status())
+    }
+
+    #[test]
+    fn watch_blocks() {
+        let w = |v: Value| watch(&v).map_err(|e| (e.status(), e.to_string()));
+        assert_eq!(w(json!(null)), Ok(None));
+        assert_eq!(w(json!(false)), Ok(None));
+        assert_eq!(w(json!({"enabled": false, "threshold": 0.5})), Ok(None));
+        assert_eq!(w(json!(true)), Ok(Some(WatchConfig::default())));
+        assert_eq!(w(json!({})), Ok(Some(WatchConfig::default())));
+        let c = w(json!({"threshold": 0.1, "cooldown": 0.5}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.threshold, 0.1);
+        assert_eq!(c.cooldown, std::time::Duration::from_millis(500));
+        for (bad, says) in [
+            (json!({"threshold": 0}), "watch.threshold must be a number"),
+            (json!({"threshold": 1.5}), "from 0.01 to 1"),
+            (json!({"threshold": "0.1"}), "watch.threshold"),
+            (
+                json!({"cooldown": 0.1}),
+                "watch.cooldown must be a number of seconds from 0.5 to 3600",
+            ),
+            (json!({"cooldown": -1}), "watch.cooldown"),
+            (
+                json!({"enabled": "yes"}),
+                "watch.enabled must be true or false",
+            ),
+            (json!({"treshold": 0.1}), "unknown field \"treshold\""),
+            (json!(1), "watch must be true, false or"),
+        ] {
+            let (status, text) = w(bad.clone()).unwrap_err();
+            assert_eq!(status, 422, "{bad}");
+            assert!(text.contains(says), "{bad}: {text}");
+        }
+        assert_eq!(watch_body(b"{").map_err(|e| e.status()), Err(400));
+        assert_eq!(watch_body(b"true").unwrap(), Some(WatchConfig::default()));
+        let r = connect(br#"{"cameraId":"c","ip":"h","watch":{"cooldown":3}}"#).unwrap();
+        assert_eq!(r.watch.unwrap().cooldown, std::time::Duration::from_secs(3));
+        assert_eq!(
+            connect(br#"{"cameraId":"c","ip":"h"}"#).unwrap().watch,
+            None
+        );
+        assert_eq!(
+            connect(br#"{"cameraId":"c","ip":"h","watch":"on"}"#)
+                .map(|_| ())
+                .map_err(|e| e.status()),
+            Err(422)
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::request::{error, header, json as json_reply, percent_decode, Reply, Request};
 use super::{console, mjpeg, onvif, params, ptz, snapshot, status, ws, Ctx};
 use crate::camera::feed::Via;
-use crate::camera::jpeg::JpegError;
+use crate::camera::jpeg::{Crop, JpegError};
 use crate::camera::Camera;
 use crate::clock::unix_now;
 use crate::metrics;
@@ -49,6 +49,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/cameras/{cameraId}/tour"),
     ("GET", "/api/cameras/{cameraId}/ptz"),
     ("POST", "/api/cameras/{cameraId}/ptz"),
+    ("GET", "/api/cameras/{cameraId}/watch"),
+    ("POST", "/api/cameras/{cameraId}/watch"),
     ("GET", "/api/discover"),
     ("POST", "/api/discover/inspect"),
 ];
@@ -112,6 +114,7 @@ pub fn route(req: &Request, ctx: &Arc<Ctx>) -> Reply {
                     snapshot::snapshot(req, &id, ctx).unwrap_or_else(fail)
                 }
                 ("tour", false) if post => snapshot::tour(req, &id, ctx).unwrap_or_else(fail),
+                ("watch", _) if get || post => watch(req, &id, ctx, post),
                 ("mjpeg", true) => match camera_or_404(&id, ctx) {
                     Ok(cam) => mjpeg::stream(req, cam, ctx),
                     Err(r) => r,
@@ -299,6 +302,93 @@ fn status(id: &str, ctx: &Ctx) -> Reply {
     }
 }
 
+/// The JPEG of a picture, with its seq, capture time and age.
+fn jpeg_reply(cam: &Camera, jpeg: &crate::camera::Jpeg, crop: Option<Crop>) -> Reply {
+    // Counted as the reply is handed to the connection, which writes it at once.
+    cam.feed
+        .sent
+        .record(Via::Rest, jpeg.data.len(), jpeg.captured);
+    let crop = status::crop_headers(crop, jpeg);
+    let mut expose = String::from("X-Frame-Seq, X-Frame-Timestamp, X-Frame-Age");
+    if !crop.is_empty() {
+        expose = format!("{expose}, {}", status::CROP_HEADER_NAMES);
+    }
+    let mut response = Response::from_data(jpeg.data.clone())
+        .with_header(header("Content-Type", "image/jpeg"))
+        .with_header(header("Cache-Control", "no-store"))
+        .with_header(header("X-Frame-Seq", &jpeg.seq.to_string()))
+        .with_header(header(
+            "X-Frame-Timestamp",
+            &format!("{:.6}", jpeg.captured),
+        ))
+        .with_header(header(
+            "X-Frame-Age",
+            &format!("{:.3}", (unix_now() - jpeg.captured).max(0.0)),
+        ));
+    for (name, value) in &crop {
+        response = response.with_header(header(name, value));
+    }
+    Reply::Response(
+        response
+            .with_header(header("Access-Control-Expose-Headers", &expose))
+            .boxed(),
+    )
+}
+
+/// `/frame?seq=N`: the picture of a change event, while it is kept (the camera keeps
+/// the last few, at the default size and quality).
+fn event_frame(req: &Request, cam: &Camera, seq: &str) -> Reply {
+    if ["width", "quality", "crop"]
+        .iter()
+        .any(|p| req.query_param(p).is_some())
+    {
+        return fail(ApiError::Invalid(
+            "seq gives a change event's picture as kept (default size and quality): \
+             leave width, quality and crop out"
+                .into(),
+        ));
+    }
+    let Ok(seq) = seq.parse::<u64>() else {
+        return fail(ApiError::Invalid(
+            "seq must be a picture number (a change event's seq)".into(),
+        ));
+    };
+    match cam.event_picture(seq) {
+        Some(jpeg) => jpeg_reply(cam, &jpeg, None),
+        None => error(
+            404,
+            format!(
+                "Picture {seq} of camera {} is not kept: only the pictures of its last {} \
+                 change events are",
+                cam.id(),
+                crate::camera::supervisor::EVENT_PICTURES
+            ),
+        ),
+    }
+}
+
+/// A camera's change watching: `GET` reads it, `POST` (a watch block) sets it; both
+/// answer the status's `watch` object.
+fn watch(req: &Request, id: &str, ctx: &Ctx, set: bool) -> Reply {
+    if set {
+        let config = match params::watch_body(&req.body) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
+        if let Err(e) = ctx.fleet.set_watch(id, config) {
+            return fail(e.into());
+        }
+        log::info!(
+            "{id}: change watching {}",
+            if config.is_some() { "on" } else { "off" }
+        );
+    }
+    match camera_or_404(id, ctx) {
+        Ok(cam) => json_reply(200, &status::watch(&cam.watch_status())),
+        Err(r) => r,
+    }
+}
+
 /// The newest picture as JPEG. During an outage (no packet for a few seconds) it is
 /// 503, never an old picture passed off as new; `X-Frame-Age` says how old the picture
 /// is (seconds since its packet arrived).
@@ -311,42 +401,15 @@ fn frame(req: &Request, id: &str, ctx: &Ctx) -> Reply {
         Ok(c) => c,
         Err(r) => return r,
     };
+    if let Some(seq) = req.query_param("seq") {
+        return event_frame(req, &cam, &seq);
+    }
     let frame = match cam.fresh_frame(FRAME_WAIT, FRESH) {
         Ok(f) => f,
         Err(e) => return fail(ApiError::Picture(id.to_owned(), e)),
     };
     match cam.feed.jpeg.get(&frame, params) {
-        Ok(jpeg) => {
-            // Counted as the reply is handed to the connection, which writes it at once.
-            cam.feed
-                .sent
-                .record(Via::Rest, jpeg.data.len(), jpeg.captured);
-            let crop = status::crop_headers(params.crop, &jpeg);
-            let mut expose = String::from("X-Frame-Seq, X-Frame-Timestamp, X-Frame-Age");
-            if !crop.is_empty() {
-                expose = format!("{expose}, {}", status::CROP_HEADER_NAMES);
-            }
-            let mut response = Response::from_data(jpeg.data.clone())
-                .with_header(header("Content-Type", "image/jpeg"))
-                .with_header(header("Cache-Control", "no-store"))
-                .with_header(header("X-Frame-Seq", &jpeg.seq.to_string()))
-                .with_header(header(
-                    "X-Frame-Timestamp",
-                    &format!("{:.6}", jpeg.captured),
-                ))
-                .with_header(header(
-                    "X-Frame-Age",
-                    &format!("{:.3}", (unix_now() - jpeg.captured).max(0.0)),
-                ));
-            for (name, value) in &crop {
-                response = response.with_header(header(name, value));
-            }
-            Reply::Response(
-                response
-                    .with_header(header("Access-Control-Expose-Headers", &expose))
-                    .boxed(),
-            )
-        }
+        Ok(jpeg) => jpeg_reply(&cam, &jpeg, params.crop),
         Err(JpegError::Busy) => fail(ApiError::Busy(JpegError::Busy.to_string())),
         Err(e) => {
             log::error!("{id}: JPEG encoding failed: {e}");

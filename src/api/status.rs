@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::camera::change::WatchStatus;
 use crate::camera::jpeg::{Crop, Jpeg};
 use crate::camera::{self, CameraState, CameraStatus, Codec};
 use crate::fleet::{CameraView, Fleet};
@@ -83,6 +84,39 @@ fn status(s: &CameraStatus) -> Value {
         "jpegEncodes": s.jpeg_encodes,
         "droppedFrames": s.dropped_frames,
         "lagging": s.lagging,
+        "watch": watch(&s.watch),
+    })
+}
+
+/// Change watching: its settings, how pictures are scored now (`mode`: "keyframes"
+/// while nobody views, "frames" while viewers make the camera decode every picture,
+/// null while nothing is decoded for it), what it costs (`scoredPerSecond`,
+/// `microsPerScore`) and what it gave.
+pub fn watch(w: &WatchStatus) -> Value {
+    let round = |v: f32| (f64::from(v) * 10_000.0).round() / 10_000.0;
+    json!({
+        "enabled": w.config.is_some(),
+        "threshold": w.config.map(|c| round(c.threshold)),
+        "cooldown": w.config.map(|c| c.cooldown.as_secs_f64()),
+        "mode": w.mode.map(|m| m.as_str()),
+        "scored": w.scored,
+        "scoredPerSecond": w.scored_per_second,
+        "microsPerScore": w.micros_per_score,
+        "events": w.events,
+        "lastScore": w.last_score.map(round),
+        "lastEventSeq": w.last_event.map(|e| e.0),
+        "lastEventTime": w.last_event.map(|e| e.1),
+    })
+}
+
+/// A change event as a WebSocket push.
+pub fn change(ev: &camera::change::ChangeEvent) -> Value {
+    json!({
+        "type": "change",
+        "cameraId": ev.camera_id,
+        "seq": ev.seq,
+        "score": (f64::from(ev.score) * 10_000.0).round() / 10_000.0,
+        "timestamp": ev.captured,
     })
 }
 

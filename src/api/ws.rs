@@ -185,6 +185,8 @@ enum Out {
     Text(String),
     Subscribe(Box<Subscription>),
     Unsubscribe,
+    /// Change events of these cameras (none: stop).
+    Watch(Vec<String>),
     Close(CloseCode, &'static str),
 }
 
@@ -323,6 +325,32 @@ fn handle_text(text: &str, ctx: &Arc<Ctx>, out: &Sender<Out>) -> bool {
         Err(e) => reply(Out::Text(error_msg(&e.to_string()))),
         Ok(ClientMessage::Ping) => reply(Out::Text(json!({"type": "pong"}).to_string())),
         Ok(ClientMessage::Unsubscribe) => reply(Out::Unsubscribe),
+        Ok(ClientMessage::Watch { camera_ids }) => {
+            let missing: Vec<&String> = camera_ids
+                .iter()
+                .filter(|id| ctx.fleet.camera(id).is_none())
+                .collect();
+            if let Some(id) = missing.first() {
+                return reply(Out::Text(error_msg(&format!(
+                    "watch: Camera {id} not found"
+                ))));
+            }
+            // Cameras whose watching is off send no events until it is turned on.
+            let off: Vec<&String> = camera_ids
+                .iter()
+                .filter(|id| {
+                    ctx.fleet
+                        .camera(id)
+                        .is_some_and(|c| c.watch_config().is_none())
+                })
+                .collect();
+            let ack = json!({"type": "watching", "cameraIds": camera_ids, "watchOff": off});
+            reply(Out::Text(ack.to_string())) && reply(Out::Watch(camera_ids))
+        }
+        Ok(ClientMessage::Unwatch) => {
+            let ack = json!({"type": "watching", "cameraIds": [], "watchOff": []});
+            reply(Out::Watch(Vec::new())) && reply(Out::Text(ack.to_string()))
+        }
         Ok(ClientMessage::Subscribe(req)) => match subscription(req, ctx) {
             Ok(sub) => reply(Out::Subscribe(Box::new(sub))),
             Err(e) => reply(Out::Text(error_msg(&e.to_string()))),
@@ -350,6 +378,8 @@ fn subscription(req: SubscribeRequest, ctx: &Ctx) -> Result<Subscription, ApiErr
 
 fn writer(out_rx: Receiver<Out>, wire: Arc<Wire>, ctx: Arc<Ctx>) {
     let events = ctx.fleet.events().subscribe();
+    let changes = ctx.fleet.events().subscribe_changes();
+    let mut watching: Vec<String> = Vec::new();
     let mut sub: Option<Subscription> = None;
     let mut last_ping = Instant::now();
     loop {
@@ -368,6 +398,10 @@ fn writer(out_rx: Receiver<Out>, wire: Arc<Wire>, ctx: Arc<Ctx>) {
                     sub = None;
                     Ok(true)
                 }
+                Ok(Out::Watch(ids)) => {
+                    watching = ids;
+                    Ok(true)
+                }
                 Ok(Out::Close(code, reason)) => {
                     close(&wire, code, reason);
                     Ok(false)
@@ -378,6 +412,14 @@ fn writer(out_rx: Receiver<Out>, wire: Arc<Wire>, ctx: Arc<Ctx>) {
             recv(events) -> ev => match ev {
                 Ok(status) => on_status(&wire, &mut sub, &status, &ctx),
                 Err(_) => Ok(true),
+            },
+            recv(changes) -> ev => match ev {
+                Ok(ev) if sub.as_ref().is_some_and(|s| s.camera_id == ev.camera_id)
+                    || watching.contains(&ev.camera_id) =>
+                {
+                    wire.send_text(&super::status::change(&ev).to_string()).map(|_| true)
+                }
+                _ => Ok(true),
             },
             default(POLL) => Ok(true),
         };

@@ -312,6 +312,9 @@ pub struct Decoder {
     /// whether it has said so.
     may_give_way: bool,
     gave_way: AtomicBool,
+    /// Only keyframes are fed (change watching while nobody views: about one picture a
+    /// second at a 1 s GOP); the other units are skipped, not counted as dropped.
+    keyframes_only: AtomicBool,
 }
 
 #[derive(Default)]
@@ -371,6 +374,7 @@ impl Decoder {
             lasting: AtomicBool::new(false),
             may_give_way: name == OPENH264 && gst::ElementFactory::find("avdec_h264").is_some(),
             gave_way: AtomicBool::new(false),
+            keyframes_only: AtomicBool::new(false),
         })
     }
 
@@ -381,6 +385,9 @@ impl Decoder {
     /// Hands one access unit to the decoder, or drops it (counted) when decoding is
     /// behind: see `Gate` for the bound. Never blocks.
     pub fn push(&self, au: &AccessUnit) {
+        if !au.keyframe && self.keyframes_only.load(Ordering::Relaxed) {
+            return;
+        }
         if let (Some(r), Some(pts)) = (&self.reorder, au.buffer.pts()) {
             let mut r = r.lock();
             r.seen |= r.newest.is_some_and(|n| pts < n);
@@ -402,6 +409,16 @@ impl Decoder {
             a.push_back((au.buffer.pts(), au.arrived));
         }
         self.pipeline.push(au.buffer.clone());
+    }
+
+    /// Feeds only keyframes from now on (set before the first push: a delta unit fed
+    /// later would miss its references).
+    pub fn set_keyframes_only(&self) {
+        self.keyframes_only.store(true, Ordering::Relaxed);
+    }
+
+    pub fn keyframes_only(&self) -> bool {
+        self.keyframes_only.load(Ordering::Relaxed)
     }
 
     fn level(&self) -> u64 {

@@ -25,6 +25,21 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A picture with the next seq, not published (a picture scored for change events
+    /// while nobody views the camera).
+    pub fn unpublished(
+        captured: f64,
+        info: gstreamer_video::VideoInfo,
+        buffer: gstreamer::Buffer,
+    ) -> Frame {
+        Frame {
+            seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed) + 1,
+            captured,
+            info,
+            buffer,
+        }
+    }
+
     pub fn width(&self) -> u32 {
         self.info.width()
     }

@@ -6,6 +6,7 @@
 //! keyframe) → decoder (bounded input) → `FrameSlot` (newest only) → `JpegService` →
 //! viewers. Demand flows back only as guard values (`demand::Demand`).
 
+pub mod change;
 pub mod decode;
 pub mod demand;
 pub mod feed;

@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 use parking_lot::Mutex;
 
+use super::change::{ChangeEvent, ChangeSink, ScoreMode, Watch, WatchConfig, WatchStatus};
 use super::decode::{self, Decoder};
 use super::feed::Feed;
 use super::frame::Frame;
 use super::pipeline::{AccessUnit, BusEvent, Ingest, SessionStep};
+use super::thumb::Thumb;
 use super::{CameraSpec, Codec, LowerTransport, Transport};
 use crate::clock::{unix_now, Clock};
 use crate::config::DecodeMode;
@@ -133,6 +135,8 @@ pub struct CameraStatus {
     pub dropped_frames: u64,
     /// Decoding is behind right now (skipping to the next keyframe).
     pub lagging: bool,
+    /// Change watching: settings, what it costs, what it gave.
+    pub watch: WatchStatus,
 }
 
 /// Settings shared by every camera.
@@ -505,7 +509,16 @@ pub struct Camera {
     located: Mutex<Option<CameraSpec>>,
     /// When [`Locate`] last ran (camera clock): at most once per [`RELOCATE_EVERY`].
     located_at: Mutex<Option<Instant>>,
+    /// Change watching (off unless configured) and where its events go.
+    watch: Mutex<Watch>,
+    change_sink: Mutex<Option<ChangeSink>>,
+    /// The JPEGs (default params) of the last [`EVENT_PICTURES`] change events' pictures,
+    /// oldest first, so the app can fetch exactly the picture an event names.
+    event_pictures: Mutex<VecDeque<Arc<super::Jpeg>>>,
 }
+
+/// Change events whose pictures are kept per camera.
+pub const EVENT_PICTURES: usize = 4;
 
 /// A camera that stays down is looked up again at most this often (each lookup is a few
 /// exchanges with the device).
@@ -555,6 +568,9 @@ impl Handle {
             locate,
             located: Mutex::new(None),
             located_at: Mutex::new(None),
+            watch: Mutex::new(Watch::default()),
+            change_sink: Mutex::new(None),
+            event_pictures: Mutex::new(VecDeque::with_capacity(EVENT_PICTURES)),
         });
         let name: String = format!("cam-{}", camera.spec.id).chars().take(15).collect();
         let runner = Arc::clone(&camera);
@@ -616,6 +632,81 @@ impl Camera {
         let v = self.feed.watch();
         let _ = self.cmd_tx.try_send(Command::Wake);
         v
+    }
+
+    /// Turns change watching on (`Some`) or off. While on and nobody views the camera,
+    /// only keyframes are decoded, for the score.
+    pub fn set_watch(&self, config: Option<WatchConfig>) {
+        self.watch.lock().configure(config);
+        let _ = self.cmd_tx.try_send(Command::Wake);
+    }
+
+    pub fn watch_config(&self) -> Option<WatchConfig> {
+        self.watch.lock().config()
+    }
+
+    pub fn watch_status(&self) -> WatchStatus {
+        self.watch.lock().status(self.clock.now())
+    }
+
+    /// The JPEG of change event picture `seq`, while it is one of the last
+    /// [`EVENT_PICTURES`].
+    pub fn event_picture(&self, seq: u64) -> Option<Arc<super::Jpeg>> {
+        self.event_pictures
+            .lock()
+            .iter()
+            .find(|j| j.seq == seq)
+            .cloned()
+    }
+
+    /// Where change events go (one sink; a later call replaces it).
+    pub fn on_change(&self, sink: ChangeSink) {
+        *self.change_sink.lock() = Some(sink);
+    }
+
+    /// Scores a decoded picture for change watching (on the decoder's thread).
+    fn score_picture(&self, frame: &Frame) {
+        let now = self.clock.now();
+        let started = Instant::now();
+        let Some(thumb) = Thumb::of(frame) else {
+            return;
+        };
+        let took = started.elapsed();
+        let event = self
+            .watch
+            .lock()
+            .score(&thumb, frame.seq, frame.captured, now, took);
+        if let Some(score) = event {
+            // Encoded before the event goes out, so the picture is there when the app
+            // asks for it (one encode per event; events are debounced).
+            match self.feed.jpeg.get(frame, super::JpegParams::default()) {
+                Ok(jpeg) => {
+                    let mut kept = self.event_pictures.lock();
+                    if kept.len() >= EVENT_PICTURES {
+                        kept.pop_front();
+                    }
+                    kept.push_back(jpeg);
+                }
+                Err(e) => log::warn!(
+                    "{}: cannot keep the picture of a change event: {e}",
+                    self.spec.id
+                ),
+            }
+            log::info!(
+                "{}: change (score {score:.3}, picture {})",
+                self.spec.id,
+                frame.seq
+            );
+            let sink = self.change_sink.lock().clone();
+            if let Some(sink) = sink {
+                sink(ChangeEvent {
+                    camera_id: self.spec.id.clone(),
+                    seq: frame.seq,
+                    score,
+                    captured: frame.captured,
+                });
+            }
+        }
     }
 
     pub fn state(&self) -> CameraState {
@@ -739,6 +830,7 @@ impl Camera {
             jpeg_encodes: self.feed.jpeg.encodes(),
             dropped_frames: h.dropped_before + dropped_now,
             lagging,
+            watch: self.watch.lock().status(self.clock.now()),
         }
     }
 
@@ -1004,25 +1096,51 @@ impl Camera {
             }
             // The JPEG service keeps its idle times on the wall clock its callers use.
             self.feed.jpeg.sweep(Instant::now());
-            // Decoder on demand.
-            let wanted = self.options.decode == DecodeMode::Always || self.feed.demand.wanted(now);
-            if wanted {
-                if self.gop.lock().decoder.is_none() {
-                    if let Err(reason) = self.start_decoder() {
+            // Decoder on demand: every picture for viewers, keyframes only for change
+            // watching while nobody views.
+            let viewed = self.options.decode == DecodeMode::Always || self.feed.demand.wanted(now);
+            let wanted = if viewed {
+                Some(ScoreMode::Frames)
+            } else if self.watch.lock().config().is_some() {
+                Some(ScoreMode::Keyframes)
+            } else {
+                None
+            };
+            let running = self.gop.lock().decoder.as_ref().map(|d| {
+                if d.keyframes_only() {
+                    ScoreMode::Keyframes
+                } else {
+                    ScoreMode::Frames
+                }
+            });
+            if running != wanted {
+                if running.is_some() {
+                    self.stop_decoder();
+                }
+                if running == Some(ScoreMode::Frames) {
+                    log::debug!("{}: nobody watches; decoding paused", self.spec.id);
+                    self.feed.jpeg.release();
+                    // The picture would be stale by the next request (which waits for a
+                    // fresh one anyway); a 1080p I420 picture is 3 MB held for nothing.
+                    if let Some(f) = self.feed.latest() {
+                        self.health.lock().size = Some((f.width(), f.height()));
+                    }
+                    self.feed.slot.drop_picture();
+                }
+                if let Some(mode) = wanted {
+                    if let Err(reason) = self.start_decoder(mode) {
                         return failed(reason, streaming, &start);
                     }
                 }
-            } else if self.gop.lock().decoder.is_some() {
-                log::debug!("{}: nobody watches; decoding paused", self.spec.id);
-                self.stop_decoder();
-                self.feed.jpeg.release();
-                // The picture would be stale by the next request (which waits for a
-                // fresh one anyway); a 1080p I420 picture is 3 MB held for nothing.
-                if let Some(f) = self.feed.latest() {
-                    self.health.lock().size = Some((f.width(), f.height()));
-                }
-                self.feed.slot.drop_picture();
             }
+            let scoring = self.gop.lock().decoder.as_ref().map(|d| {
+                if d.keyframes_only() {
+                    ScoreMode::Keyframes
+                } else {
+                    ScoreMode::Frames
+                }
+            });
+            self.watch.lock().set_mode(scoring);
             let decoder_error = self
                 .gop
                 .lock()
@@ -1039,7 +1157,7 @@ impl Camera {
     }
 
     /// Starts decoding once a keyframe is there, fed with the units since it.
-    fn start_decoder(&self) -> Result<(), RetryReason> {
+    fn start_decoder(self: &Arc<Self>, mode: ScoreMode) -> Result<(), RetryReason> {
         let (caps, codec) = {
             let g = self.gop.lock();
             match g.aus.first() {
@@ -1065,8 +1183,26 @@ impl Camera {
             )));
         }
         let slot = Arc::clone(&self.feed.slot);
-        let on_picture: decode::PictureSink = Arc::new(move |p| {
-            slot.publish(p.captured, p.info, p.buffer);
+        let weak = Arc::downgrade(self);
+        let on_picture: decode::PictureSink = Arc::new(move |p| match mode {
+            // Nobody views: scored, never published (no 3 MB picture kept for nobody).
+            ScoreMode::Keyframes => {
+                if let Some(cam) = weak.upgrade() {
+                    cam.score_picture(&Frame::unpublished(p.captured, p.info, p.buffer));
+                }
+            }
+            ScoreMode::Frames => {
+                let seq = slot.publish(p.captured, p.info, p.buffer);
+                let Some(cam) = weak.upgrade() else {
+                    return;
+                };
+                if !cam.watch.lock().due(cam.clock.now()) {
+                    return;
+                }
+                if let Some(frame) = slot.latest().filter(|f| f.seq == seq) {
+                    cam.score_picture(&frame);
+                }
+            }
         });
         let decoder = Decoder::start(
             &caps,
@@ -1077,6 +1213,9 @@ impl Camera {
         )
         .map_err(|e| RetryReason::NoDecoder(e.to_string()))?;
         let element = decoder.element().to_owned();
+        if mode == ScoreMode::Keyframes {
+            decoder.set_keyframes_only();
+        }
         let decoder = Arc::new(decoder);
         {
             let mut g = self.gop.lock();
@@ -1085,7 +1224,11 @@ impl Camera {
             }
             g.decoder = Some(decoder);
         }
-        log::debug!("{}: decoding with {element}", self.spec.id);
+        log::debug!(
+            "{}: decoding {} with {element}",
+            self.spec.id,
+            mode.as_str()
+        );
         let mut h = self.health.lock();
         h.codec = Some(codec);
         h.decoder = Some(element);

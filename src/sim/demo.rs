@@ -54,6 +54,8 @@ pub fn start(fleet: &Fleet, api: SocketAddr) -> Result<Demo, String> {
                 spec,
                 ptz: Some(ptz),
                 onvif: None,
+                // The demo shows change events (SIGUSR1 to a camera-sim, or the scene).
+                watch: Some(crate::camera::change::WatchConfig::default()),
             },
             Duration::from_secs(10),
         )
