@@ -113,3 +113,66 @@ fn a_further_idle_1080p_camera_costs_under_5_mb() {
         FURTHER + 1
     );
 }
+
+/// Change watching while nobody views decodes each keyframe with a decoder of its own,
+/// stopped after it: a watched idle camera holds no decoder between keyframes (a kept
+/// 1080p decoder held about 24 MB per camera).
+#[test]
+fn a_further_idle_watched_1080p_camera_costs_under_8_mb() {
+    const FURTHER: u64 = 2;
+    let sim = Sim::start(&[
+        "--path",
+        "/1",
+        "--path",
+        "/2",
+        "--path",
+        "/3",
+        "--size",
+        "1920x1080",
+        "--fps",
+        "5",
+    ]);
+    let app = Appliance::start(&[("PTZ_EDGE_STATE", "off")]);
+    let ids: Vec<String> = (1..=FURTHER + 1).map(|i| format!("cam{i}")).collect();
+    let connect = |i: usize| {
+        let mut body = common::connect_body(&ids[i], &sim, &format!("/{}", i + 1));
+        body["watch"] = serde_json::json!(true);
+        let r = app.connect(&body);
+        assert_eq!(r.status, 200, "connect {}: {}", ids[i], r.text());
+    };
+    // Scored a few keyframes since decoding for connect paused.
+    let scored_since_pause = |ids: &[String]| {
+        wait_paused(&app, ids);
+        let base: Vec<u64> = ids
+            .iter()
+            .map(|id| app.status(id)["watch"]["scored"].as_u64().unwrap_or(0))
+            .collect();
+        wait_until(Duration::from_secs(30), "3 keyframes scored each", || {
+            ids.iter().zip(&base).all(|(id, b)| {
+                let w = &app.status(id)["watch"];
+                w["mode"] == "keyframes" && w["scored"].as_u64().unwrap_or(0) >= b + 3
+            })
+        });
+    };
+    connect(0);
+    scored_since_pause(&ids[..1]);
+    let one = rss_anon_kb(app.pid());
+    for i in 1..ids.len() {
+        connect(i);
+    }
+    scored_since_pause(&ids);
+    let all = rss_anon_kb(app.pid());
+    let each = all.saturating_sub(one) / FURTHER;
+    let w = app.status(&ids[0])["watch"].clone();
+    eprintln!(
+        "RssAnon: {one} kB with one watched idle camera, {all} kB with {}; watch {w}",
+        FURTHER + 1
+    );
+    assert!(
+        each < 8 * 1024,
+        "each further watched idle camera costs {each} kB anonymous ({one} kB with one, \
+         {all} kB with {})",
+        FURTHER + 1
+    );
+    assert!(w["microsPerDecode"].as_f64().unwrap_or(0.0) > 0.0, "{w}");
+}

@@ -102,6 +102,7 @@ pub fn watch(w: &WatchStatus) -> Value {
         "scored": w.scored,
         "scoredPerSecond": w.scored_per_second,
         "microsPerScore": w.micros_per_score,
+        "microsPerDecode": w.micros_per_decode,
         "events": w.events,
         "lastScore": w.last_score.map(round),
         "lastEventSeq": w.last_event.map(|e| e.0),

@@ -236,6 +236,9 @@ pub struct WatchStatus {
     pub scored: u64,
     pub scored_per_second: f64,
     pub micros_per_score: f64,
+    /// What decoding one keyframe for the score costs while nobody views (a decoder
+    /// started for it and stopped after), on average; 0 before the first.
+    pub micros_per_decode: f64,
     pub events: u64,
     pub last_score: Option<f32>,
     /// The last event's picture: seq and capture time.
@@ -249,6 +252,8 @@ pub struct Watch {
     mode: Option<ScoreMode>,
     scored: u64,
     micros: f64,
+    decodes: u64,
+    decode_micros: f64,
     recent: std::collections::VecDeque<Instant>,
     events: u64,
     last_score: Option<f32>,
@@ -322,6 +327,12 @@ impl Watch {
         None
     }
 
+    /// Counts one keyframe decoded for the score alone (decoder start included).
+    pub fn record_decode(&mut self, took: Duration) {
+        self.decodes += 1;
+        self.decode_micros += took.as_secs_f64() * 1e6;
+    }
+
     /// Forgets the background (a new session: the view may differ).
     pub fn reset(&mut self) {
         if let Some(d) = &mut self.detector {
@@ -349,6 +360,11 @@ impl Watch {
                 0.0
             } else {
                 (self.micros / self.scored as f64 * 10.0).round() / 10.0
+            },
+            micros_per_decode: if self.decodes == 0 {
+                0.0
+            } else {
+                (self.decode_micros / self.decodes as f64).round()
             },
             events: self.events,
             last_score: self.last_score,

@@ -526,6 +526,11 @@ impl DecoderPipeline {
         let _ = self.appsrc.push_buffer(buffer);
     }
 
+    /// Ends the input: the decoder gives out what it holds back (reordering delay).
+    pub fn end_of_stream(&self) {
+        let _ = self.appsrc.end_of_stream();
+    }
+
     /// Units waiting in `appsrc` (`current-level-buffers`; by name, as the typed getter
     /// needs the crate's GStreamer 1.20 feature).
     pub fn level(&self) -> u64 {

@@ -464,6 +464,8 @@ const GOP_MAX_BYTES: usize = 24 * 1024 * 1024;
 /// How often the camera thread looks at its watchdog and demand (a poll interval; the
 /// decisions themselves use the camera's clock).
 const TICK: Duration = Duration::from_millis(50);
+/// How long a change-watching keyframe decode may take (decoder start included).
+const KEYFRAME_WAIT: Duration = Duration::from_secs(1);
 /// A picture is "live" while the camera's newest packet is at most this old: past it,
 /// `/frame` and viewers say the camera is out rather than pass an old picture off as new.
 pub const LIVE_WITHIN: Duration = Duration::from_secs(3);
@@ -501,6 +503,8 @@ pub struct Camera {
     /// Decoder elements that failed at run time on this camera: skipped until the
     /// next session, so a broken hardware decoder falls back to the next one.
     failed_decoders: Mutex<Vec<String>>,
+    /// Arrival time of the keyframe change watching last decoded (one decode per GOP).
+    last_scored_key: Mutex<Option<f64>>,
     cmd_tx: Sender<Command>,
     /// Notified on every state change (WebSocket status pushes).
     on_state: Box<dyn Fn(&Camera) + Send + Sync>,
@@ -563,6 +567,7 @@ impl Handle {
             arrivals: Mutex::new(Arrivals::default()),
             gop: Mutex::new(Gop::default()),
             failed_decoders: Mutex::new(Vec::new()),
+            last_scored_key: Mutex::new(None),
             cmd_tx,
             on_state,
             locate,
@@ -1106,41 +1111,32 @@ impl Camera {
             } else {
                 None
             };
-            let running = self.gop.lock().decoder.as_ref().map(|d| {
-                if d.keyframes_only() {
-                    ScoreMode::Keyframes
-                } else {
-                    ScoreMode::Frames
+            let running = self.gop.lock().decoder.is_some();
+            if running && !viewed {
+                log::debug!("{}: nobody watches; decoding paused", self.spec.id);
+                self.stop_decoder();
+                self.feed.jpeg.release();
+                // The picture would be stale by the next request (which waits for a
+                // fresh one anyway); a 1080p I420 picture is 3 MB held for nothing.
+                if let Some(f) = self.feed.latest() {
+                    self.health.lock().size = Some((f.width(), f.height()));
                 }
-            });
-            if running != wanted {
-                if running.is_some() {
-                    self.stop_decoder();
-                }
-                if running == Some(ScoreMode::Frames) {
-                    log::debug!("{}: nobody watches; decoding paused", self.spec.id);
-                    self.feed.jpeg.release();
-                    // The picture would be stale by the next request (which waits for a
-                    // fresh one anyway); a 1080p I420 picture is 3 MB held for nothing.
-                    if let Some(f) = self.feed.latest() {
-                        self.health.lock().size = Some((f.width(), f.height()));
-                    }
-                    self.feed.slot.drop_picture();
-                }
-                if let Some(mode) = wanted {
-                    if let Err(reason) = self.start_decoder(mode) {
-                        return failed(reason, streaming, &start);
-                    }
+                self.feed.slot.drop_picture();
+            }
+            if viewed && !running {
+                if let Err(reason) = self.start_decoder() {
+                    return failed(reason, streaming, &start);
                 }
             }
-            let scoring = self.gop.lock().decoder.as_ref().map(|d| {
-                if d.keyframes_only() {
-                    ScoreMode::Keyframes
-                } else {
-                    ScoreMode::Frames
+            if wanted == Some(ScoreMode::Keyframes) {
+                if let Err(reason) = self.score_new_keyframe() {
+                    return failed(reason, streaming, &start);
                 }
+            }
+            self.watch.lock().set_mode(match wanted {
+                Some(ScoreMode::Frames) if self.gop.lock().decoder.is_none() => None,
+                other => other,
             });
-            self.watch.lock().set_mode(scoring);
             let decoder_error = self
                 .gop
                 .lock()
@@ -1156,18 +1152,16 @@ impl Camera {
         }
     }
 
-    /// Starts decoding once a keyframe is there, fed with the units since it.
-    fn start_decoder(self: &Arc<Self>, mode: ScoreMode) -> Result<(), RetryReason> {
-        let (caps, codec) = {
-            let g = self.gop.lock();
-            match g.aus.first() {
-                Some(au) => (au.caps.clone(), au.codec),
-                None => return Ok(()), // no keyframe yet
-            }
-        };
+    /// The decoders to try for `codec` (`caps`), in order, leaving out those that failed
+    /// this session; none left is a reason to start the session over.
+    fn decoder_candidates(
+        &self,
+        codec: Codec,
+        caps: &gstreamer::Caps,
+    ) -> Result<Vec<String>, RetryReason> {
         let mut candidates = decode::candidates_for(
             codec,
-            &caps,
+            caps,
             self.options.decoder.as_deref(),
             decode::Load::now(),
         );
@@ -1182,26 +1176,85 @@ impl Camera {
                 "no working decoder for {codec}"
             )));
         }
-        let slot = Arc::clone(&self.feed.slot);
-        let weak = Arc::downgrade(self);
-        let on_picture: decode::PictureSink = Arc::new(move |p| match mode {
-            // Nobody views: scored, never published (no 3 MB picture kept for nobody).
-            ScoreMode::Keyframes => {
-                if let Some(cam) = weak.upgrade() {
-                    cam.score_picture(&Frame::unpublished(p.captured, p.info, p.buffer));
+        Ok(candidates)
+    }
+
+    /// Change watching while nobody views: decodes the newest keyframe, if it was not
+    /// yet, with a decoder of its own that is gone again afterwards, and scores it.
+    /// Runs on the camera thread (a few milliseconds once a GOP).
+    fn score_new_keyframe(&self) -> Result<(), RetryReason> {
+        let key = {
+            let g = self.gop.lock();
+            match g.aus.first() {
+                Some(au) if au.keyframe && Some(au.arrived) != *self.last_scored_key.lock() => {
+                    au.clone()
+                }
+                _ => return Ok(()),
+            }
+        };
+        *self.last_scored_key.lock() = Some(key.arrived);
+        let candidates = self.decoder_candidates(key.codec, &key.caps)?;
+        let started = Instant::now();
+        let decoded = Decoder::decode_one(
+            &key.caps,
+            key.codec,
+            &candidates,
+            self.options.decoder_threads,
+            &key,
+            KEYFRAME_WAIT,
+        );
+        self.watch.lock().record_decode(started.elapsed());
+        match decoded {
+            Ok(None) => log::debug!(
+                "{}: change watching: no picture of the keyframe within {} ms",
+                self.spec.id,
+                KEYFRAME_WAIT.as_millis()
+            ),
+            Ok(Some(p)) => {
+                {
+                    let mut h = self.health.lock();
+                    h.codec = Some(key.codec);
+                    h.size = Some((p.info.width(), p.info.height()));
+                }
+                self.score_picture(&Frame::unpublished(p.captured, p.info, p.buffer));
+            }
+            Err(e) => {
+                log::warn!("{}: change watching: {e}", self.spec.id);
+                // The decoder that failed goes to the back of the line, as for viewers.
+                let text = e.to_string();
+                if let Some(c) = candidates
+                    .iter()
+                    .find(|c| text.contains(&format!("decoder {c}:")))
+                {
+                    self.failed_decoders.lock().push(c.clone());
                 }
             }
-            ScoreMode::Frames => {
-                let seq = slot.publish(p.captured, p.info, p.buffer);
-                let Some(cam) = weak.upgrade() else {
-                    return;
-                };
-                if !cam.watch.lock().due(cam.clock.now()) {
-                    return;
-                }
-                if let Some(frame) = slot.latest().filter(|f| f.seq == seq) {
-                    cam.score_picture(&frame);
-                }
+        }
+        Ok(())
+    }
+
+    /// Starts decoding every picture once a keyframe is there, fed with the units since it.
+    fn start_decoder(self: &Arc<Self>) -> Result<(), RetryReason> {
+        let (caps, codec) = {
+            let g = self.gop.lock();
+            match g.aus.first() {
+                Some(au) => (au.caps.clone(), au.codec),
+                None => return Ok(()), // no keyframe yet
+            }
+        };
+        let candidates = self.decoder_candidates(codec, &caps)?;
+        let slot = Arc::clone(&self.feed.slot);
+        let weak = Arc::downgrade(self);
+        let on_picture: decode::PictureSink = Arc::new(move |p| {
+            let seq = slot.publish(p.captured, p.info, p.buffer);
+            let Some(cam) = weak.upgrade() else {
+                return;
+            };
+            if !cam.watch.lock().due(cam.clock.now()) {
+                return;
+            }
+            if let Some(frame) = slot.latest().filter(|f| f.seq == seq) {
+                cam.score_picture(&frame);
             }
         });
         let decoder = Decoder::start(
@@ -1213,9 +1266,6 @@ impl Camera {
         )
         .map_err(|e| RetryReason::NoDecoder(e.to_string()))?;
         let element = decoder.element().to_owned();
-        if mode == ScoreMode::Keyframes {
-            decoder.set_keyframes_only();
-        }
         let decoder = Arc::new(decoder);
         {
             let mut g = self.gop.lock();
@@ -1224,11 +1274,7 @@ impl Camera {
             }
             g.decoder = Some(decoder);
         }
-        log::debug!(
-            "{}: decoding {} with {element}",
-            self.spec.id,
-            mode.as_str()
-        );
+        log::debug!("{}: decoding with {element}", self.spec.id);
         let mut h = self.health.lock();
         h.codec = Some(codec);
         h.decoder = Some(element);
