@@ -1051,6 +1051,57 @@ fn console_shows_why_a_camera_fails() {
     phone.shot("landscape");
 }
 
+/// Change watching in the console: a scene change lights the camera's tile up, and the
+/// camera page says what watching costs and that the scene changed.
+#[test]
+fn console_shows_change_events() {
+    let _one = one_browser_at_a_time();
+    let Some(chromium) = chromium() else { return };
+    let sim = Sim::simple("640x360", 10);
+    let app = Appliance::start(&[]);
+    let mut body = connect_body("cam", &sim, "/1");
+    body["watch"] = json!(true);
+    let r = app.connect(&body);
+    assert_eq!(r.status, 200, "connect: {}", r.text());
+    let mut phone = Phone::open(&chromium, &app, PHONE, true);
+    phone.wait_js(
+        "(() => { const c = document.querySelector('.tile[data-camera=\"cam\"] canvas'); return c && Number(c.dataset.frames) >= 2; })()",
+        "live frames on the tile",
+    );
+    // Past the detector's warm-up (it learns the busy cells from the first pictures).
+    wait_until(Duration::from_secs(20), "5 pictures scored", || {
+        app.status("cam")["watch"]["scored"].as_u64().unwrap_or(0) >= 5
+    });
+    sim.proc.signal(libc::SIGUSR1);
+    phone.wait_js_for(
+        Duration::from_secs(20),
+        "(() => { const t = document.querySelector('.tile[data-camera=\"cam\"]'); \
+         return t && Number(t.dataset.changes) >= 1 && t.classList.contains('changed'); })()",
+        "the tile lit up by a change event",
+    );
+    phone.shot("change-tile");
+    phone.tap(".tile");
+    phone.wait_js(
+        "(() => { const d = document.querySelector('#cam-details [data-field=\"Change watching\"]'); \
+         return d && /events/.test(d.textContent); })()",
+        "change watching in the camera's details",
+    );
+    // The object going is the next change, once the background has taken the object in
+    // (the detector re-arms when the score is back low).
+    wait_until(Duration::from_secs(30), "the detector to re-arm", || {
+        app.status("cam")["watch"]["lastScore"]
+            .as_f64()
+            .is_some_and(|s| s < 0.02)
+    });
+    sim.proc.signal(libc::SIGUSR1);
+    phone.wait_js_for(
+        Duration::from_secs(20),
+        "/Scene changed/.test(document.getElementById('cam-change').textContent)",
+        "the camera page saying the scene changed",
+    );
+    phone.shot("change-page");
+}
+
 /// Writes `docs/console.png`, the README's picture: the demo camera's page at a desktop
 /// size (1280x800). Not a check; run it after changing the console:
 /// `cargo test --test console -- --ignored readme_screenshot`.

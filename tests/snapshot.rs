@@ -172,6 +172,13 @@ fn a_snapshot_after_a_preset_is_from_after_the_stop_and_past_the_hunt() {
          arrived ({TRAVEL_MS} ms) and its picture settled ({hunt_ms} ms more)"
     );
     let settle = shot["settleMs"].as_u64().expect("settleMs");
+    eprintln!(
+        "snapshot at preset 1 ({TRAVEL_MS} ms travel, {} ms hunt): settleMs {settle}, headMs {}, \
+         examined {}, drawn {drawn_after} ms after the request",
+        HUNT.as_millis(),
+        shot["headMs"],
+        shot["examined"]
+    );
     assert!(settle >= u64::from(TRAVEL_MS), "settleMs {settle}");
     assert_eq!(shot["preset"], 1);
     assert_eq!(
@@ -234,6 +241,7 @@ fn a_tour_returns_one_settled_picture_per_preset_in_order() {
     );
     assert_eq!(r.status, 200, "tour: {}", r.text());
     let tour = r.json();
+    eprintln!("tour of 3 presets took {} s", tour["took"]);
     let shots = tour["shots"].as_array().expect("shots");
     assert_eq!(shots.len(), 3, "{tour}");
     let mut last_seq = 0;

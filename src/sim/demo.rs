@@ -2,28 +2,58 @@
 //! appliance's fleet as camera `demo` with VISCA over TCP. The one way `main` enters `sim`.
 
 use std::net::SocketAddr;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::ptz::PtzSim;
-use super::{SimConfig, Simulator};
+use super::{Scene, SimConfig, Simulator};
 use crate::camera::{CameraSpec, Transport};
 use crate::fleet::{ConnectRequest, Fleet};
 use crate::ptz::{Protocol, PtzConfig};
 use crate::secret::Secret;
 
-/// The running demo camera. Dropping it stops the simulator (disconnect the camera
-/// first, or let the fleet's shutdown do it).
+/// How often the demo's scene changes: an object appears for [`OBJECT_SHOWN`] once in
+/// this time, so the camera's change events show without anyone touching anything.
+const SCENE_EVERY: Duration = Duration::from_secs(30);
+const OBJECT_SHOWN: Duration = Duration::from_secs(10);
+
+/// The running demo camera. Dropping it stops the scene thread and the simulator
+/// (disconnect the camera first, or let the fleet's shutdown do it).
 pub struct Demo {
+    scene: Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>,
     sim: Option<Simulator>,
     _ptz: PtzSim,
 }
 
 impl Drop for Demo {
     fn drop(&mut self) {
+        if let Some((stop, thread)) = self.scene.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
         if let Some(sim) = self.sim.take() {
             sim.stop();
         }
     }
+}
+
+/// `demo-scene`: puts the object into the scene for [`OBJECT_SHOWN`] every
+/// [`SCENE_EVERY`], until `stop` is dropped.
+fn scene_thread(scene: Scene) -> Result<(crossbeam_channel::Sender<()>, JoinHandle<()>), String> {
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let thread = std::thread::Builder::new()
+        .name("demo-scene".into())
+        .spawn(move || loop {
+            // Wait, then show the object; wait, then take it away.
+            for (wait, show) in [(SCENE_EVERY - OBJECT_SHOWN, true), (OBJECT_SHOWN, false)] {
+                match stopped.recv_timeout(wait) {
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => scene.set_object(show),
+                    _ => return,
+                }
+            }
+        })
+        .map_err(|e| format!("demo scene thread: {e}"))?;
+    Ok((stop, thread))
 }
 
 /// Starts the simulator and connects it as camera `demo`; `api` is where the appliance
@@ -32,8 +62,10 @@ pub fn start(fleet: &Fleet, api: SocketAddr) -> Result<Demo, String> {
     let ptz_sim = PtzSim::try_start([127, 0, 0, 1].into()).map_err(|e| e.to_string())?;
     // Presets take a moment to reach, as on a real camera.
     ptz_sim.set_preset_travel(Some(Duration::from_millis(1200)));
+    let scene = Scene::default();
     let sim = Simulator::start(SimConfig {
         ptz_view: Some(ptz_sim.handle()),
+        scene: scene.clone(),
         ..SimConfig::default()
     })
     .map_err(|e| e.to_string())?;
@@ -54,7 +86,7 @@ pub fn start(fleet: &Fleet, api: SocketAddr) -> Result<Demo, String> {
                 spec,
                 ptz: Some(ptz),
                 onvif: None,
-                // The demo shows change events (SIGUSR1 to a camera-sim, or the scene).
+                // The demo shows change events: its scene changes every 30 s.
                 watch: Some(crate::camera::change::WatchConfig::default()),
             },
             Duration::from_secs(10),
@@ -67,7 +99,12 @@ pub fn start(fleet: &Fleet, api: SocketAddr) -> Result<Demo, String> {
     log::info!(
         "  open http://127.0.0.1:{port}/ for the console (camera demo's page has a PTZ joystick)"
     );
+    log::info!(
+        "  an object enters the demo scene for 10 s every 30 s: change events on the \
+         WebSocket ({{\"action\":\"watch\",\"cameraIds\":[\"demo\"]}})"
+    );
     Ok(Demo {
+        scene: Some(scene_thread(scene)?),
         sim: Some(sim),
         _ptz: ptz_sim,
     })

@@ -251,6 +251,7 @@
         }
         if (m.type === "status" && this.opts.onStatus) this.opts.onStatus(m);
         else if (m.type === "error" && this.opts.onError) this.opts.onError(m.message || "error");
+        else if (m.type === "change" && this.opts.onChange) this.opts.onChange(m);
         else if (m.type === "frame" && m.data) {
           // A text frame (should not come: we ask for binary); draw it all the same.
           const bytes = Uint8Array.from(atob(m.data), (c) => c.charCodeAt(0));
@@ -444,6 +445,13 @@
             },
             onFrame: (m, fps) => {
               overlay.textContent = m.width + "×" + m.height + (fps ? " · " + fps.toFixed(0) + " fps" : "");
+            },
+            // Change watching: the tile lights up for a few seconds on each event.
+            onChange: () => {
+              tile.dataset.changes = String((Number(tile.dataset.changes) || 0) + 1);
+              tile.classList.add("changed");
+              clearTimeout(entry.flash);
+              entry.flash = setTimeout(() => tile.classList.remove("changed"), 3000);
             },
           });
           shown.set(c.cameraId, entry);
@@ -646,6 +654,7 @@
     $("cam-title").textContent = id;
     $("cam-edit").href = "#/edit/" + encodeURIComponent(id);
     $("ptz-pos").textContent = "";
+    $("cam-change").textContent = "";
     setMsg("");
     $("cam-details").replaceChildren();
     setBadge($("cam-state"), "…");
@@ -659,6 +668,11 @@
       fps: 15,
       onStatus: (s) => showStatus(s),
       onError: (m) => setMsg(m, true),
+      onChange: (m) => {
+        $("cam-change").textContent =
+          "Scene changed at " + new Date(m.timestamp * 1000).toLocaleTimeString() +
+          " (" + Math.round(m.score * 100) + " % of the picture, #" + m.seq + ")";
+      },
       onFrame: (m, fps) => {
         $("cam-overlay").textContent =
           m.width + "×" + m.height + " · #" + m.seq + (fps ? " · " + fps.toFixed(0) + " fps" : "") +
@@ -681,6 +695,13 @@
         ["Lagging", s.lagging ? "yes" : "no"],
         ["Viewers", s.viewers],
         ["JPEG encodes", s.jpegEncodes],
+        [
+          "Change watching",
+          s.watch && s.watch.enabled
+            ? (s.watch.mode || "waiting") + ", " + s.watch.events + " events, " +
+              (s.watch.scoredPerSecond || 0) + " scored/s"
+            : "off",
+        ],
         ["PTZ", s.ptz ? s.ptz.protocol + " :" + s.ptz.port + " (" + s.ptz.link + ")" : "none"],
         ["Last error", s.lastError || (s.ptz && s.ptz.lastError) || "none"],
       ];
