@@ -16,7 +16,7 @@
 //!
 //! Noise: cells that move from one scored picture to the next most of the time (an
 //! on-screen clock, the simulator's frame code, a flickering light) are "busy" and left
-//! out of the score; the first [`WARMUP`] pictures only learn them. An object that
+//! out of the score; the first [`WARMUP`] pictures and [`WARMUP_TIME`] only learn them. An object that
 //! appears moves its cells once, so it is never taken for noise.
 
 use std::time::{Duration, Instant};
@@ -42,6 +42,10 @@ pub const BUSY: f32 = 0.25;
 /// Scored pictures before the first event may fire: long enough to learn the busy
 /// cells (each scores 0 until then).
 pub const WARMUP: u32 = 4;
+/// And time: a cell that moves in every picture is busy after this much learning
+/// (`1 - e^-0.5` = 39 % > [`BUSY`]), however few pictures came (one a second while
+/// nobody views, five while viewers are there).
+pub const WARMUP_TIME: Duration = Duration::from_millis(2500);
 
 /// A camera's change-watch settings (watching is on while a camera has one).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,8 +89,9 @@ pub struct Detector {
     busy: Vec<f32>,
     /// The last scored picture's cells.
     previous: Vec<u8>,
-    /// Pictures scored since the reference was (re)made.
+    /// Pictures scored since the reference was (re)made, and when it was.
     seen: u32,
+    since: Option<Instant>,
     last_scored: Option<Instant>,
     /// Armed: the next crossing fires. Not armed: waiting for the score to fall back.
     armed: bool,
@@ -103,6 +108,7 @@ impl Detector {
             busy: Vec::new(),
             previous: Vec::new(),
             seen: 0,
+            since: None,
             last_scored: None,
             armed: true,
             last_event: None,
@@ -125,6 +131,7 @@ impl Detector {
         self.background.clear();
         self.busy.clear();
         self.seen = 0;
+        self.since = None;
         self.last_scored = None;
         self.armed = true;
     }
@@ -144,6 +151,7 @@ impl Detector {
             self.reference = Some(thumb.clone());
             self.last_scored = Some(now);
             self.seen = 1;
+            self.since = Some(now);
             return Scored {
                 score: 0.0,
                 event: false,
@@ -166,7 +174,10 @@ impl Detector {
             self.previous[i] = c;
             *rc = if self.busy[i] > BUSY { c } else { b };
         }
-        let score = if self.seen < WARMUP {
+        let learning = self
+            .since
+            .is_some_and(|t| now.saturating_duration_since(t) < WARMUP_TIME);
+        let score = if self.seen < WARMUP || learning {
             0.0
         } else {
             thumb.changed(reference)
@@ -501,6 +512,9 @@ mod tests {
         for _ in 0..WARMUP {
             assert!(!score(0.0).event);
         }
+        // Past the warm-up time too.
+        clock.advance(WARMUP_TIME);
+        assert!(!score(0.0).event);
         let s = score(0.10);
         assert!(s.event && (0.095..0.105).contains(&s.score), "{s:?}");
         assert!(!score(0.04).event, "below the threshold, above re-arm");
@@ -521,6 +535,8 @@ mod tests {
         let (still, object) = (thumb(false), thumb(true));
         let step = Duration::from_millis(100);
         run(&mut d, &clock, &still, WARMUP as usize, step);
+        clock.advance(WARMUP_TIME);
+        d.score(&still, clock.now());
         clock.advance(step);
         assert!(d.score(&object, clock.now()).event);
         let first = clock.now();
@@ -549,6 +565,8 @@ mod tests {
             cooldown: Duration::from_secs(3),
         });
         run(&mut d, &clock, &still, WARMUP as usize, step);
+        clock.advance(WARMUP_TIME);
+        d.score(&still, clock.now());
         clock.advance(step);
         assert!(d.score(&object, clock.now()).event);
         clock.advance(step);
@@ -556,6 +574,23 @@ mod tests {
         clock.advance(step);
         assert!(!d.score(&object, clock.now()).event, "within the cooldown");
         assert_eq!(run(&mut d, &clock, &still, 100, step), 0, "it went again");
+    }
+
+    /// However many pictures came, nothing fires before [`WARMUP_TIME`] of learning
+    /// (a frame code's slower bits are busy only after a while).
+    #[test]
+    fn nothing_fires_while_learning() {
+        let clock = Clock::manual();
+        let mut d = Detector::new(WatchConfig::default());
+        let (still, object) = (thumb(false), thumb(true));
+        let step = Duration::from_millis(100);
+        run(&mut d, &clock, &still, 10, step);
+        clock.advance(step);
+        let s = d.score(&object, clock.now());
+        assert!(!s.event && s.score == 0.0, "{s:?}");
+        // Still there once learning is over: the change is reported then.
+        clock.advance(WARMUP_TIME);
+        assert!(d.score(&object, clock.now()).event);
     }
 
     #[test]
