@@ -316,6 +316,8 @@ impl Fleet {
                 let ptz = req
                     .ptz
                     .map(|cfg| self.start_ptz(&req.spec, cfg, req.onvif.as_ref()));
+                // Change watching starts over after the camera's own moves.
+                cam.set_view_motion(ptz.as_ref().map(|p| p.motion()));
                 let old_ptz = {
                     let mut entries = self.entries.lock();
                     match entries.get_mut(&id) {
@@ -368,6 +370,7 @@ impl Fleet {
                     cam.request_picture();
                     if let Some(cfg) = s.ptz {
                         let ptz = self.start_ptz(&s.camera, cfg, s.onvif.as_ref());
+                        cam.set_view_motion(Some(ptz.motion()));
                         if let Some(e) = self.entries.lock().get_mut(&id) {
                             e.ptz = Some(ptz);
                         }

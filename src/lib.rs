@@ -15,6 +15,7 @@ mod fuzz;
 pub(crate) mod http_auth;
 pub mod meter;
 pub mod metrics;
+pub mod motion;
 pub mod onvif;
 pub mod ptz;
 pub mod secret;

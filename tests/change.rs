@@ -235,3 +235,61 @@ fn the_watch_block_is_checked_settable_and_kept_across_a_restart() {
     drop(app);
     let _ = std::fs::remove_dir_all(state.parent().expect("state dir"));
 }
+
+/// The camera's own PTZ moves change the view (the simulator's target moves and the
+/// picture hunts in brightness after each stop): not a change of the scene. Watching
+/// starts over from the view the head arrives at, and an object appearing afterwards is
+/// still one event.
+#[test]
+fn the_cameras_own_moves_are_not_changes() {
+    let sim = Sim::start(&[
+        "--path",
+        "/1",
+        "--size",
+        "640x360",
+        "--fps",
+        "15",
+        "--ptz",
+        "--preset-travel",
+        "800",
+    ]);
+    let visca = sim.ready["ptz"]["visca_tcp"].as_u64().expect("visca port");
+    let app = Appliance::start(&[]);
+    let mut body = connect_body(CAM, &sim, "/1");
+    body["watch"] = json!(true);
+    body["ptz"] = json!({"protocol": "visca-tcp", "port": visca});
+    let r = app.connect(&body);
+    assert_eq!(r.status, 200, "connect: {}", r.text());
+    // A viewer: every decoded picture is there, five a second are scored, so the hunt
+    // after each stop is seen.
+    let mut ws = app.ws();
+    ws.send(&json!({"action": "subscribe", "cameraId": CAM, "fps": 5}));
+    wait_mode(&app, "frames", 2.5..=6.0);
+    ws.send(&json!({"action": "watch", "cameraIds": [CAM]}));
+    ws.expect_type("watching", secs(10));
+    let ptz = |cmd: Value| {
+        let r = app.post_json(&format!("/api/cameras/{CAM}/ptz"), &cmd);
+        assert_eq!(r.status, 200, "PTZ {cmd}: {}", r.text());
+    };
+    // Past the detector's warm-up (2.5 s and 4 pictures), so a change would show.
+    wait_until(secs(20), "20 pictures scored", || {
+        app.status(CAM)["watch"]["scored"].as_u64().unwrap_or(0) >= 20
+    });
+    let events_before = app.status(CAM)["watch"]["events"].as_u64().unwrap_or(0);
+    ptz(json!({"action": "preset", "op": "save", "index": 1}));
+    ptz(json!({"action": "move", "pan": 1.0, "tilt": 0.5}));
+    std::thread::sleep(Duration::from_millis(600));
+    ptz(json!({"action": "stop"}));
+    ptz(json!({"action": "preset", "op": "goto", "index": 1}));
+    let during = changes_within(&mut ws, secs(8));
+    assert!(
+        during.is_empty(),
+        "the camera's own moves gave change events: {during:?}"
+    );
+    let w = app.status(CAM)["watch"].clone();
+    assert_eq!(w["events"].as_u64(), Some(events_before), "{w}");
+    // Watching goes on: the object appearing is one event.
+    sim.proc.signal(libc::SIGUSR1);
+    let after = changes_within(&mut ws, secs(8));
+    assert_eq!(after.len(), 1, "the object after the moves: {after:?}");
+}

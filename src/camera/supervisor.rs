@@ -28,6 +28,7 @@ use super::thumb::Thumb;
 use super::{CameraSpec, Codec, LowerTransport, Transport};
 use crate::clock::{unix_now, Clock};
 use crate::config::DecodeMode;
+use crate::motion::ViewMotion;
 
 /// Where a camera is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -505,6 +506,9 @@ pub struct Camera {
     failed_decoders: Mutex<Vec<String>>,
     /// Arrival time of the keyframe change watching last decoded (one decode per GOP).
     last_scored_key: Mutex<Option<f64>>,
+    /// When the camera's PTZ control moves the view (set by the fleet): change watching
+    /// starts over after a move rather than report the new view.
+    view_motion: Mutex<Option<Arc<ViewMotion>>>,
     cmd_tx: Sender<Command>,
     /// Notified on every state change (WebSocket status pushes).
     on_state: Box<dyn Fn(&Camera) + Send + Sync>,
@@ -568,6 +572,7 @@ impl Handle {
             gop: Mutex::new(Gop::default()),
             failed_decoders: Mutex::new(Vec::new()),
             last_scored_key: Mutex::new(None),
+            view_motion: Mutex::new(None),
             cmd_tx,
             on_state,
             locate,
@@ -626,6 +631,11 @@ impl Camera {
         &self.spec.id
     }
 
+    /// Where the camera's PTZ control says when it moves the view (`None`: no PTZ).
+    pub fn set_view_motion(&self, motion: Option<Arc<ViewMotion>>) {
+        *self.view_motion.lock() = motion;
+    }
+
     /// Someone wants a picture once: decode for a while even when on demand.
     pub fn request_picture(&self) {
         self.feed.demand.request(self.clock.now());
@@ -672,6 +682,17 @@ impl Camera {
     /// Scores a decoded picture for change watching (on the decoder's thread).
     fn score_picture(&self, frame: &Frame) {
         let now = self.clock.now();
+        let moving = self
+            .view_motion
+            .lock()
+            .as_ref()
+            .is_some_and(|m| m.moving(now));
+        if moving {
+            // Our own PTZ command moves the view: not a change of the scene. The
+            // background starts over from the view the head arrives at.
+            self.watch.lock().reset();
+            return;
+        }
         let started = Instant::now();
         let Some(thumb) = Thumb::of(frame) else {
             return;

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use super::Position;
 use super::{open_driver, PresetOp, Protocol, PtzCommand, PtzConfig, PtzDriver, PtzError, DEADMAN};
 use crate::clock::Clock;
+use crate::motion::{self, ViewMotion};
 use crate::secret::Secret;
 
 /// Requests waiting for the camera thread; beyond this a caller gets `Busy` rather than
@@ -107,6 +108,8 @@ pub struct Controller {
     waiting: std::sync::atomic::AtomicUsize,
     /// The automated run holding the head, if any (see [`Controller::claim`]).
     claim: Mutex<Option<Arc<ClaimState>>>,
+    /// Until when the commands move the view (shared with the worker).
+    motion: Arc<ViewMotion>,
 }
 
 /// What a [`Claim`] shares with its controller: what the run is, and why it was ended.
@@ -197,6 +200,7 @@ impl Controller {
         clock: Clock,
     ) -> Controller {
         let (tx, rx) = bounded(QUEUE);
+        let motion = Arc::new(ViewMotion::default());
         let health = Arc::new(Mutex::new(PtzHealth {
             protocol: cfg.protocol,
             port: cfg.port,
@@ -212,6 +216,7 @@ impl Controller {
             stop_retry: None,
             next_keepalive: clock.now(),
             clock,
+            motion: Arc::clone(&motion),
         };
         let thread = thread::Builder::new()
             .name(format!("ptz-{camera_id}"))
@@ -226,7 +231,13 @@ impl Controller {
             health,
             waiting: std::sync::atomic::AtomicUsize::new(0),
             claim: Mutex::new(None),
+            motion,
         }
+    }
+
+    /// When this camera's view is being moved by its commands (for change watching).
+    pub fn motion(&self) -> Arc<ViewMotion> {
+        Arc::clone(&self.motion)
     }
 
     /// Claims the head for an automated run described by `what` (e.g. "a tour of 4
@@ -361,6 +372,8 @@ struct Worker {
     next_keepalive: Instant,
     /// What every timer above is read on.
     clock: Clock,
+    /// Told of every command that moves the view.
+    motion: Arc<ViewMotion>,
 }
 
 impl Worker {
@@ -474,6 +487,19 @@ impl Worker {
 
     fn command(&mut self, cmd: PtzCommand) -> Result<Via, PtzError> {
         let camera = |r: Result<(), PtzError>| r.map(|()| Via::Camera);
+        let hold = match cmd {
+            PtzCommand::Move { .. } | PtzCommand::Stop => Some(motion::AFTER_MOVE),
+            PtzCommand::Home
+            | PtzCommand::Preset {
+                op: PresetOp::Goto, ..
+            } => Some(motion::AFTER_RECALL),
+            PtzCommand::Preset {
+                op: PresetOp::Save, ..
+            } => None,
+        };
+        if let Some(hold) = hold {
+            self.motion.moved(self.clock.now(), hold);
+        }
         match cmd {
             // All zero ends the continuous move. With none running it is a no-op: a
             // joystick at rest sends zeros, and they must not cut a preset recall short.
@@ -567,6 +593,7 @@ impl Worker {
                 self.id,
                 DEADMAN.as_millis()
             );
+            self.motion.moved(now, motion::AFTER_MOVE);
             let r = self.stop("dead-man");
             self.record(r.as_ref().err());
             self.next_keepalive = self.clock.now() + KEEPALIVE_EVERY;
