@@ -16,7 +16,6 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -50,22 +49,12 @@ const PHONE: (u32, u32, f64) = (390, 844, 2.0);
 
 /// Chromium's path, or `None` (with the reason printed) when the tests should skip.
 fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if path.is_file() {
-        return Some(path);
-    }
-    let msg = format!(
-        "chromium not found at {} (install Debian's `chromium`: `deploy/deps.sh --test`; or set CHROMIUM)",
-        path.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}: the browser tests cannot be skipped in CI");
-    }
-    // Straight to stderr: the test harness would capture `eprintln!` of a passing test.
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {msg}");
-    None
+    optional_tool(
+        "CHROMIUM",
+        "/usr/bin/chromium",
+        "`chromium`",
+        "the browser tests",
+    )
 }
 
 /// Emulates a screen of `viewport` (CSS px, device pixel ratio), a mobile one when `mobile`.

@@ -30,7 +30,8 @@ pub mod procs;
 pub mod wait;
 pub mod ws;
 
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 pub use self::http::*;
 pub use self::net::*;
@@ -107,4 +108,27 @@ impl Appliance {
             Err(e) => panic!("{e}"),
         }
     }
+}
+
+/// The path of an external program some tests need (`env` overrides `default`), or
+/// `None` after saying so on stderr when it is missing: those tests skip on a developer
+/// machine and fail in CI (`CI=true`), where `deploy/deps.sh --test` installs it.
+/// `install` names the Debian packages, `tests` what cannot run without it.
+pub fn optional_tool(env: &str, default: &str, install: &str, tests: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    if path.is_file() {
+        return Some(path);
+    }
+    let msg = format!(
+        "{} not found (install Debian's {install}: `deploy/deps.sh --test`; or set {env})",
+        path.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}: {tests} cannot be skipped in CI");
+    }
+    // Straight to stderr: the test harness would capture `eprintln!` of a passing test.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {msg}");
+    None
 }
