@@ -338,10 +338,16 @@ pub fn tour(
         stops.len(),
         if stops.len() == 1 { "" } else { "s" }
     );
-    let claim = ctrl.claim(&what).map_err(|e| TourError {
+    // Every stop is checked before the head moves: a reserved preset at the end must
+    // not turn up after the first stops were visited.
+    let refused = |e: PtzError| TourError {
         done: Vec::new(),
         error: e.into(),
-    })?;
+    };
+    for stop in stops {
+        crate::ptz::check_preset(ctrl.config().protocol, stop.preset).map_err(refused)?;
+    }
+    let claim = ctrl.claim(&what).map_err(refused)?;
     let end = Instant::now() + MAX_TOUR;
     let mut done = Vec::with_capacity(stops.len());
     for stop in stops {

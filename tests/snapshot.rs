@@ -64,14 +64,17 @@ impl Rig {
         (n("pan"), n("tilt"), n("zoom"))
     }
 
-    /// Waits for the head to stand still and returns where.
+    /// Waits for the head to stand still (the same position three times, 100 ms apart)
+    /// and returns where.
     fn still_at(&self) -> (i64, i64, i64) {
         let mut last = self.position();
+        let mut same = 1;
         wait_until(Duration::from_secs(10), "the head to stand still", || {
+            std::thread::sleep(Duration::from_millis(100));
             let now = self.position();
-            let same = now == last;
+            same = if now == last { same + 1 } else { 1 };
             last = now;
-            same
+            same >= 3
         });
         last
     }
@@ -308,6 +311,7 @@ fn a_manual_command_stops_a_tour_and_one_tour_runs_at_a_time() {
 #[test]
 fn snapshot_errors_are_clear() {
     let rig = rig();
+    let home = rig.still_at();
     rig.ptz(json!({"action": "preset", "op": "save", "index": 1}));
     rig.save_preset_after_move(1.0, 2);
     // Too short a limit for the head to arrive: 504 saying what moved.
@@ -347,6 +351,18 @@ fn snapshot_errors_are_clear() {
     }
     rig.post("/api/cameras/nope/snapshot", &json!({}))
         .assert_detail(404, "unknown camera");
+    // A preset PTZOptics reserves (90-99), anywhere in a tour: refused before the head
+    // moves (once it has arrived from the timed-out snapshot above).
+    wait_until(Duration::from_secs(10), "the head back at preset 1", || {
+        rig.position() == home
+    });
+    let before = rig.still_at();
+    let r = rig.post("/api/cameras/cam/tour", &json!({"stops": [2, 95]}));
+    let d = r.assert_detail(422, "a tour with a reserved preset");
+    assert!(d.contains("95"), "{d}");
+    assert_eq!(rig.position(), before, "the head moved for a refused tour");
+    let r = rig.post("/api/cameras/cam/snapshot", &json!({"preset": 95}));
+    r.assert_detail(422, "a snapshot at a reserved preset");
 }
 
 #[test]

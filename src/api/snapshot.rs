@@ -157,7 +157,12 @@ pub fn tour(req: &Request, id: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
         }
         Err(t) => {
             let e = api_error(id, t.error);
-            if matches!(e, ApiError::Ptz(PtzError::Claimed(_))) {
+            if t.done.is_empty()
+                && matches!(
+                    e,
+                    ApiError::Ptz(PtzError::Claimed(_) | PtzError::Invalid(_))
+                )
+            {
                 return Err(e);
             }
             Ok(error(
