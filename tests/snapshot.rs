@@ -284,6 +284,8 @@ fn a_manual_command_stops_a_tour_and_one_tour_runs_at_a_time() {
         wait_until(Duration::from_secs(20), "the tour to move the head", || {
             rig.position() != away
         });
+        let busy = rig.app.status("cam")["ptz"]["busyWith"].clone();
+        assert_eq!(busy, json!("a tour of 6 presets"), "status during the tour");
         let second = rig.post("/api/cameras/cam/tour", &json!({"stops": [1]}));
         let d = second.assert_detail(409, "a second tour");
         assert!(d.contains("busy with a tour of 6 presets"), "{d}");
@@ -299,6 +301,7 @@ fn a_manual_command_stops_a_tour_and_one_tour_runs_at_a_time() {
         );
     });
     // The head is free again.
+    assert_eq!(rig.app.status("cam")["ptz"]["busyWith"], Value::Null);
     let r = rig.post("/api/cameras/cam/tour", &json!({"stops": [2]}));
     assert_eq!(
         r.status,

@@ -132,6 +132,7 @@ fn ptz(h: &PtzHealth) -> Value {
             LinkState::Down => "down",
         },
         "lastError": h.last_error,
+        "busyWith": h.busy_with,
     })
 }
 

@@ -89,6 +89,8 @@ pub struct PtzHealth {
     pub link: LinkState,
     /// The last failure, until an exchange succeeds again.
     pub last_error: Option<String>,
+    /// The automated run holding the head now (a tour, a preset snapshot), if any.
+    pub busy_with: Option<String>,
 }
 
 /// One camera's PTZ control: the owner of its `ptz-{id}` thread. Commands from any
@@ -206,6 +208,7 @@ impl Controller {
             port: cfg.port,
             link: LinkState::Unknown,
             last_error: None,
+            busy_with: None,
         }));
         let worker = Worker {
             id: camera_id.to_owned(),
@@ -270,7 +273,9 @@ impl Controller {
     }
 
     pub fn health(&self) -> PtzHealth {
-        self.health.lock().clone()
+        let mut h = self.health.lock().clone();
+        h.busy_with = self.claimed_by();
+        h
     }
 
     fn ask(&self, job: Job) -> Result<Answer, PtzError> {
