@@ -34,6 +34,10 @@ pub const SETTLE_PAIRS: usize = 3;
 /// The default and largest time limit of one snapshot.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a preset recall on a head that cannot say where it is (HTTP-CGI), pictures
+/// captured sooner than this are not taken as settled: the head may not have started
+/// moving yet (cameras take a few hundred milliseconds).
+pub const NO_POSITION_GRACE: Duration = Duration::from_secs(1);
 /// How often a wait for the next picture looks at the cancel flag (a camera that
 /// stalls sends no wake-ups).
 const CANCEL_CHECK: Duration = Duration::from_millis(200);
@@ -202,6 +206,7 @@ pub fn take(
     let deadline = started + shot.timeout;
     // Decode every picture while we look (a viewer's demand), from before the move.
     let viewer = camera.watch();
+    let mut recalled = None;
     if let Some(index) = shot.preset {
         let Head::Held(claim) = head else {
             return Err(SnapshotError::Ptz(PtzError::Invalid(format!(
@@ -213,13 +218,20 @@ pub fn take(
             op: PresetOp::Goto,
             index,
         })?;
+        recalled = Some(unix_now());
     }
     let mut examined = 0;
     loop {
         // The head first: it must answer the same position a few times running.
         let position = head_stopped(head, deadline, cancel)?;
         let head_wait = started.elapsed();
-        let since = unix_now();
+        // Without a position inquiry (HTTP-CGI) nothing says when the head started to
+        // move: pictures of the first moments after a recall may show it still at the
+        // old place, so they do not count.
+        let since = match (position, recalled) {
+            (None, Some(at)) => unix_now().max(at + NO_POSITION_GRACE.as_secs_f64()),
+            _ => unix_now(),
+        };
         // Then the picture: pictures captured from now on, until a few in a row agree.
         let mut settle = PictureSettle::default();
         let mut seen = 0u64;

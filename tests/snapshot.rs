@@ -429,3 +429,69 @@ fn snapshots_are_bounded_and_end_on_shutdown() {
         Err(e) => eprintln!("the waiting snapshot's connection closed: {e}"),
     }
 }
+
+/// HTTP-CGI cannot say where the head is: after a preset recall the picture alone tells
+/// when it settled, and pictures of the first second do not count (the head may not have
+/// started yet). The simulator's view does not pan with its head, so without that grace
+/// this snapshot would settle mid-travel (the moving target is too small to hold it up).
+#[test]
+fn a_cgi_snapshot_waits_out_the_travel_without_a_position() {
+    let travel = TRAVEL_MS.to_string();
+    let sim = Sim::start(&[
+        "--path",
+        "/1",
+        "--size",
+        "640x360",
+        "--fps",
+        "30",
+        "--ptz",
+        "--preset-travel",
+        &travel,
+    ]);
+    let http = sim.ready["ptz"]["http"].as_u64().expect("http port");
+    let app = Appliance::start(&[]);
+    let mut body = connect_body("cgi", &sim, "/1");
+    body["ptz"] = json!({"protocol": "cgi", "port": http});
+    let r = app.connect(&body);
+    assert_eq!(r.status, 200, "connect: {}", r.text());
+    let ptz = |cmd: Value| {
+        let r = app.post_json("/api/cameras/cgi/ptz", &cmd);
+        assert_eq!(r.status, 200, "PTZ {cmd}: {}", r.text());
+    };
+    ptz(json!({"action": "preset", "op": "save", "index": 1}));
+    ptz(json!({"action": "move", "pan": 1.0}));
+    std::thread::sleep(Duration::from_millis(500));
+    ptz(json!({"action": "stop"}));
+    std::thread::sleep(Duration::from_millis(1000));
+    let asked_ms = barcode::now_ms32();
+    let r = request(
+        app.addr,
+        "POST",
+        "/api/cameras/cgi/snapshot",
+        &[("Content-Type", "application/json")],
+        json!({"preset": 1, "format": "json"})
+            .to_string()
+            .as_bytes(),
+        SLOW,
+    )
+    .expect("snapshot");
+    assert_eq!(r.status, 200, "snapshot: {}", r.text());
+    let shot = r.json();
+    assert_eq!(
+        shot["position"],
+        Value::Null,
+        "CGI reports no position: {shot}"
+    );
+    let jpeg = b64(&shot);
+    assert_eq!(
+        code_pos(drawn_position(&jpeg)),
+        (0, 0, 0),
+        "the picture is from preset 1"
+    );
+    let (_, _, code) = jpeg_code(&jpeg);
+    let drawn_after = code.sent_ms.wrapping_sub(asked_ms);
+    assert!(
+        drawn_after >= TRAVEL_MS && drawn_after < 60_000,
+        "drawn {drawn_after} ms after the request: before the head arrived ({TRAVEL_MS} ms)"
+    );
+}

@@ -47,6 +47,10 @@ pub const PAN_LIMIT: f64 = 2448.0;
 pub const TILT_MIN: f64 = -432.0;
 pub const TILT_MAX: f64 = 1296.0;
 pub const ZOOM_MAX: f64 = 16384.0;
+/// With a preset travel time, how long the head takes to start moving after a recall
+/// (a real camera's motors answer in a few hundred milliseconds; until then the picture
+/// still shows the old view).
+pub const TRAVEL_START: Duration = Duration::from_millis(300);
 /// Received messages kept for inspection.
 const LOG_CAP: usize = 4096;
 /// How often idle sim threads look at the stop flag.
@@ -196,7 +200,7 @@ impl Core {
         self.pan = (self.pan + self.v_pan * dt).clamp(-PAN_LIMIT, PAN_LIMIT);
         self.tilt = (self.tilt + self.v_tilt * dt).clamp(TILT_MIN, TILT_MAX);
         self.zoom = (self.zoom + self.v_zoom * dt).clamp(0.0, ZOOM_MAX);
-        if let Some(r) = &self.route {
+        if let Some(r) = self.route.as_ref().filter(|r| now >= r.start) {
             let done = now.saturating_duration_since(r.start).as_secs_f64()
                 / r.takes.as_secs_f64().max(1e-6);
             let at = |a: f64, b: f64| a + (b - a) * done.min(1.0);
@@ -220,18 +224,18 @@ impl Core {
         self.v_pan = 0.0;
         self.v_tilt = 0.0;
         self.v_zoom = 0.0;
-        self.last_motion = Some(now);
         match self.travel {
             Some(takes) if !takes.is_zero() => {
                 self.route = Some(Route {
                     from: (self.pan, self.tilt, self.zoom),
                     to,
-                    start: now,
+                    start: now + TRAVEL_START,
                     takes,
                 });
             }
             _ => {
                 self.route = None;
+                self.last_motion = Some(now);
                 (self.pan, self.tilt, self.zoom) = to;
             }
         }
@@ -252,7 +256,7 @@ impl Core {
             last_command_at: self.last_command_at,
             osd_menu: self.osd_menu,
             travelling: self.route.is_some(),
-            still_for: if moving || self.route.is_some() {
+            still_for: if moving || self.route.as_ref().is_some_and(|r| now >= r.start) {
                 Some(Duration::ZERO)
             } else {
                 self.last_motion.map(|t| now.saturating_duration_since(t))
@@ -889,9 +893,9 @@ impl PtzSim {
         self.shared.core.lock().received.clear();
     }
 
-    /// How long a preset recall, home or ONVIF preset takes: the head travels there in a
-    /// straight line (position inquiries see it on the way) instead of arriving at once
-    /// (`None`, the default).
+    /// How long a preset recall, home or ONVIF preset takes: the head starts after
+    /// [`TRAVEL_START`] and travels there in a straight line (position inquiries see it
+    /// on the way) instead of arriving at once (`None`, the default).
     pub fn set_preset_travel(&self, takes: Option<Duration>) {
         self.shared.core.lock().travel = takes;
     }
