@@ -15,7 +15,6 @@ use super::Ctx;
 use super::{params, status};
 use crate::camera::feed::Via;
 use crate::camera::{Camera, JpegParams};
-use crate::clock::unix_now;
 
 const BOUNDARY: &str = "ptzedgeframe";
 /// How often a stream with no new picture looks at the shutdown flag.
@@ -91,17 +90,13 @@ fn run(mut stream: TcpStream, cam: Arc<Camera>, params: JpegParams, fps: f64, ct
                 continue;
             }
         };
-        let crop: String = status::crop_headers(params.crop, &jpeg)
+        let headers: String = status::picture_headers(params.crop, &jpeg)
             .iter()
             .map(|(name, value)| format!("{name}: {value}\r\n"))
             .collect();
         let part = format!(
-            "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\
-             X-Frame-Seq: {}\r\nX-Frame-Timestamp: {:.6}\r\nX-Frame-Age: {:.3}\r\n{crop}\r\n",
+            "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n{headers}\r\n",
             jpeg.data.len(),
-            jpeg.seq,
-            jpeg.captured,
-            (unix_now() - jpeg.captured).max(0.0)
         );
         let ok = stream.write_all(part.as_bytes()).is_ok()
             && stream.write_all(&jpeg.data).is_ok()

@@ -117,6 +117,23 @@ pub fn json(status: u16, value: &serde_json::Value) -> Reply {
     )
 }
 
+/// A JPEG reply (never cached) with `headers`, every one of them exposed to browser
+/// scripts (`Access-Control-Expose-Headers`).
+pub fn jpeg(data: Vec<u8>, headers: &[(&str, String)]) -> Reply {
+    let expose: Vec<&str> = headers.iter().map(|(name, _)| *name).collect();
+    let mut response = Response::from_data(data)
+        .with_header(header("Content-Type", "image/jpeg"))
+        .with_header(header("Cache-Control", "no-store"));
+    for (name, value) in headers {
+        response = response.with_header(header(name, value));
+    }
+    Reply::Response(
+        response
+            .with_header(header("Access-Control-Expose-Headers", &expose.join(", ")))
+            .boxed(),
+    )
+}
+
 /// An error reply in the contract's shape: `{"detail": "..."}`.
 pub fn error(status: u16, detail: impl Into<String>) -> Reply {
     json(status, &serde_json::json!({ "detail": detail.into() }))

@@ -12,12 +12,14 @@ use serde_json::{json, Value};
 use tiny_http::{Response, StatusCode};
 
 use super::error::ApiError;
-use super::request::{error, header, json as json_reply, percent_decode, Reply, Request};
+use super::request::{
+    error, header, jpeg as jpeg_response, json as json_reply, percent_decode, Reply, Request,
+};
 use super::{console, mjpeg, onvif, params, ptz, snapshot, status, ws, Ctx};
 use crate::camera::feed::Via;
 use crate::camera::jpeg::{Crop, JpegError};
 use crate::camera::Camera;
-use crate::clock::unix_now;
+
 use crate::metrics;
 
 /// How long connect waits for the first picture (the first version's 5 s).
@@ -302,37 +304,13 @@ fn status(id: &str, ctx: &Ctx) -> Reply {
     }
 }
 
-/// The JPEG of a picture, with its seq, capture time and age.
+/// The JPEG of a picture, with its seq, capture time and age (and the crop, if asked).
 fn jpeg_reply(cam: &Camera, jpeg: &crate::camera::Jpeg, crop: Option<Crop>) -> Reply {
     // Counted as the reply is handed to the connection, which writes it at once.
     cam.feed
         .sent
         .record(Via::Rest, jpeg.data.len(), jpeg.captured);
-    let crop = status::crop_headers(crop, jpeg);
-    let mut expose = String::from("X-Frame-Seq, X-Frame-Timestamp, X-Frame-Age");
-    if !crop.is_empty() {
-        expose = format!("{expose}, {}", status::CROP_HEADER_NAMES);
-    }
-    let mut response = Response::from_data(jpeg.data.clone())
-        .with_header(header("Content-Type", "image/jpeg"))
-        .with_header(header("Cache-Control", "no-store"))
-        .with_header(header("X-Frame-Seq", &jpeg.seq.to_string()))
-        .with_header(header(
-            "X-Frame-Timestamp",
-            &format!("{:.6}", jpeg.captured),
-        ))
-        .with_header(header(
-            "X-Frame-Age",
-            &format!("{:.3}", (unix_now() - jpeg.captured).max(0.0)),
-        ));
-    for (name, value) in &crop {
-        response = response.with_header(header(name, value));
-    }
-    Reply::Response(
-        response
-            .with_header(header("Access-Control-Expose-Headers", &expose))
-            .boxed(),
-    )
+    jpeg_response(jpeg.data.clone(), &status::picture_headers(crop, jpeg))
 }
 
 /// `/frame?seq=N`: the picture of a change event, while it is kept (the camera keeps

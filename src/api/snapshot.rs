@@ -5,15 +5,13 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{json, Value};
-use tiny_http::Response;
 
 use super::error::ApiError;
-use super::request::{error, header, json as json_reply, Reply, Request};
+use super::request::{error, jpeg as jpeg_response, json as json_reply, Reply, Request};
 use super::{params, status, Ctx};
 use crate::camera::feed::Via;
 use crate::camera::jpeg::JpegError;
 use crate::camera::Camera;
-use crate::clock::unix_now;
 use crate::fleet::FleetError;
 use crate::ptz::{Controller, PtzError};
 use crate::snapshot::{self, Head, SnapshotError};
@@ -97,37 +95,15 @@ pub fn snapshot(req: &Request, id: &str, ctx: &Ctx) -> Result<Reply, ApiError> {
     if ask.json {
         return Ok(json_reply(200, &status::snapshot(id, &shot)));
     }
-    let crop = status::crop_headers(ask.shot.params.crop, j);
-    let mut expose = String::from(
-        "X-Frame-Seq, X-Frame-Timestamp, X-Frame-Age, X-Settle-Ms, X-Ptz-Position, X-Preset",
-    );
-    if !crop.is_empty() {
-        expose = format!("{expose}, {}", status::CROP_HEADER_NAMES);
-    }
-    let mut r = Response::from_data(j.data.clone())
-        .with_header(header("Content-Type", "image/jpeg"))
-        .with_header(header("Cache-Control", "no-store"))
-        .with_header(header("X-Frame-Seq", &j.seq.to_string()))
-        .with_header(header("X-Frame-Timestamp", &format!("{:.6}", j.captured)))
-        .with_header(header(
-            "X-Frame-Age",
-            &format!("{:.3}", (unix_now() - j.captured).max(0.0)),
-        ))
-        .with_header(header("X-Settle-Ms", &shot.took.as_millis().to_string()))
-        .with_header(header("Access-Control-Expose-Headers", &expose));
-    for (name, value) in crop {
-        r = r.with_header(header(name, &value));
-    }
+    let mut headers = status::picture_headers(ask.shot.params.crop, j);
+    headers.push(("X-Settle-Ms", shot.took.as_millis().to_string()));
     if let Some(p) = shot.position {
-        r = r.with_header(header(
-            "X-Ptz-Position",
-            &format!("{},{},{}", p.pan, p.tilt, p.zoom),
-        ));
+        headers.push(("X-Ptz-Position", format!("{},{},{}", p.pan, p.tilt, p.zoom)));
     }
     if let Some(p) = shot.preset {
-        r = r.with_header(header("X-Preset", &p.to_string()));
+        headers.push(("X-Preset", p.to_string()));
     }
-    Ok(Reply::Response(r.boxed()))
+    Ok(jpeg_response(j.data.clone(), &headers))
 }
 
 /// `POST /api/cameras/{id}/tour`: one settled snapshot per preset, in order, as JSON.

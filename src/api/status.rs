@@ -9,35 +9,42 @@ use serde_json::{json, Value};
 use crate::camera::change::WatchStatus;
 use crate::camera::jpeg::{Crop, Jpeg};
 use crate::camera::{self, CameraState, CameraStatus, Codec};
+use crate::clock::unix_now;
 use crate::fleet::{CameraView, Fleet};
 use crate::ptz::{LinkState, PtzHealth};
 use crate::snapshot::Snapshot;
 
-/// What a cropped picture shows, as HTTP headers (`/frame`, MJPEG parts; a snapshot
-/// should say the same): `X-Crop` the crop served (snapped fractions `x,y,w,h`),
-/// `X-Crop-Pixels` the source pixels cut (`x,y,w,h`), `X-Source-Size` the decoded
-/// picture's size (`3840x2160`). Nothing when no crop was asked (`asked` is `None`), so
+/// What a picture is, as HTTP headers (`/frame`, snapshots, each MJPEG part):
+/// `X-Frame-Seq` (its number), `X-Frame-Timestamp` (unix seconds of capture),
+/// `X-Frame-Age` (seconds from then to now); and only when a crop was asked (`asked`),
+/// `X-Crop` the crop served (snapped fractions `x,y,w,h`), `X-Crop-Pixels` the source
+/// pixels cut (`x,y,w,h`), `X-Source-Size` the decoded picture's size (`3840x2160`), so
 /// replies without a crop are as they always were.
-pub fn crop_headers(asked: Option<Crop>, jpeg: &Jpeg) -> Vec<(&'static str, String)> {
-    let Some(crop) = asked else {
-        return Vec::new();
-    };
-    let r = jpeg.region;
-    vec![
-        ("X-Crop", crop.to_string()),
+pub fn picture_headers(asked: Option<Crop>, jpeg: &Jpeg) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        ("X-Frame-Seq", jpeg.seq.to_string()),
+        ("X-Frame-Timestamp", format!("{:.6}", jpeg.captured)),
         (
-            "X-Crop-Pixels",
-            format!("{},{},{},{}", r.x, r.y, r.width, r.height),
+            "X-Frame-Age",
+            format!("{:.3}", (unix_now() - jpeg.captured).max(0.0)),
         ),
-        (
-            "X-Source-Size",
-            format!("{}x{}", jpeg.source.0, jpeg.source.1),
-        ),
-    ]
+    ];
+    if let Some(crop) = asked {
+        let r = jpeg.region;
+        headers.extend([
+            ("X-Crop", crop.to_string()),
+            (
+                "X-Crop-Pixels",
+                format!("{},{},{},{}", r.x, r.y, r.width, r.height),
+            ),
+            (
+                "X-Source-Size",
+                format!("{}x{}", jpeg.source.0, jpeg.source.1),
+            ),
+        ]);
+    }
+    headers
 }
-
-/// The names [`crop_headers`] sets, for `Access-Control-Expose-Headers`.
-pub const CROP_HEADER_NAMES: &str = "X-Crop, X-Crop-Pixels, X-Source-Size";
 
 /// The `crop` field of a WebSocket frame: the crop served as `[x, y, w, h]` (snapped
 /// fractions).
