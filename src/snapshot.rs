@@ -34,10 +34,11 @@ pub const SETTLE_PAIRS: usize = 3;
 /// The default and largest time limit of one snapshot.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
-/// After a preset recall on a head that cannot say where it is (HTTP-CGI), pictures
-/// captured sooner than this are not taken as settled: the head may not have started
-/// moving yet (cameras take a few hundred milliseconds).
-pub const NO_POSITION_GRACE: Duration = Duration::from_secs(1);
+/// After a preset recall a camera takes a few hundred milliseconds to start moving, and
+/// until then it stands still at the old place. So within this time a head counts as
+/// stopped only once it was seen moving, and on a head that cannot say where it is
+/// (HTTP-CGI) pictures captured sooner do not count.
+pub const RECALL_GRACE: Duration = Duration::from_secs(1);
 /// How often a wait for the next picture looks at the cancel flag (a camera that
 /// stalls sends no wake-ups).
 const CANCEL_CHECK: Duration = Duration::from_millis(200);
@@ -112,6 +113,8 @@ impl From<PtzError> for SnapshotError {
 pub struct HeadSettle {
     last: Option<Position>,
     same: usize,
+    /// The answers differed at least once: the head was seen moving.
+    moved: bool,
 }
 
 impl HeadSettle {
@@ -120,6 +123,7 @@ impl HeadSettle {
         if self.last == Some(p) {
             self.same += 1;
         } else {
+            self.moved |= self.last.is_some();
             self.last = Some(p);
             self.same = 1;
         }
@@ -128,6 +132,11 @@ impl HeadSettle {
 
     pub fn position(&self) -> Option<Position> {
         self.last
+    }
+
+    /// Whether the head was seen moving (two answers differed).
+    pub fn moved(&self) -> bool {
+        self.moved
     }
 }
 
@@ -218,18 +227,18 @@ pub fn take(
             op: PresetOp::Goto,
             index,
         })?;
-        recalled = Some(unix_now());
+        recalled = Some((Instant::now(), unix_now()));
     }
     let mut examined = 0;
     loop {
         // The head first: it must answer the same position a few times running.
-        let position = head_stopped(head, deadline, cancel)?;
+        let position = head_stopped(head, recalled.map(|r| r.0), deadline, cancel)?;
         let head_wait = started.elapsed();
         // Without a position inquiry (HTTP-CGI) nothing says when the head started to
         // move: pictures of the first moments after a recall may show it still at the
         // old place, so they do not count.
         let since = match (position, recalled) {
-            (None, Some(at)) => unix_now().max(at + NO_POSITION_GRACE.as_secs_f64()),
+            (None, Some((_, at))) => unix_now().max(at + RECALL_GRACE.as_secs_f64()),
             _ => unix_now(),
         };
         // Then the picture: pictures captured from now on, until a few in a row agree.
@@ -295,6 +304,7 @@ pub fn take(
 /// tells then.
 fn head_stopped(
     head: Head,
+    recalled: Option<Instant>,
     deadline: Instant,
     cancel: &AtomicBool,
 ) -> Result<Option<Position>, SnapshotError> {
@@ -306,7 +316,9 @@ fn head_stopped(
         match head.position() {
             None => return Ok(None),
             Some(Ok(p)) => {
-                if settle.observe(p) {
+                let started =
+                    settle.moved() || recalled.is_none_or(|at| at.elapsed() >= RECALL_GRACE);
+                if settle.observe(p) && started {
                     return Ok(Some(p));
                 }
             }
@@ -393,7 +405,9 @@ mod tests {
     fn the_head_settles_after_equal_answers_in_a_row() {
         let mut h = HeadSettle::default();
         assert!(!h.observe(pos(1)));
+        assert!(!h.moved());
         assert!(!h.observe(pos(2)));
+        assert!(h.moved());
         assert!(!h.observe(pos(2)));
         assert!(!h.observe(pos(3)), "a change starts the count again");
         assert!(!h.observe(pos(3)));

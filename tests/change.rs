@@ -242,17 +242,7 @@ fn the_watch_block_is_checked_settable_and_kept_across_a_restart() {
 /// still one event.
 #[test]
 fn the_cameras_own_moves_are_not_changes() {
-    let sim = Sim::start(&[
-        "--path",
-        "/1",
-        "--size",
-        "640x360",
-        "--fps",
-        "15",
-        "--ptz",
-        "--preset-travel",
-        "800",
-    ]);
+    let sim = Sim::with_ptz_travel("640x360", 15, 800);
     let visca = sim.ready["ptz"]["visca_tcp"].as_u64().expect("visca port");
     let app = Appliance::start(&[]);
     let mut body = connect_body(CAM, &sim, "/1");

@@ -26,23 +26,13 @@ struct Rig {
 /// A 640x360 camera-sim with a PTZ head (presets take [`TRAVEL_MS`]), connected as `cam`
 /// with VISCA over TCP.
 fn rig() -> Rig {
-    rig_with(TRAVEL_MS, &[])
+    rig_with(TRAVEL_MS, 30, &[])
 }
 
-/// [`rig`] with presets taking `travel_ms` and the appliance's environment `env`.
-fn rig_with(travel_ms: u32, env: &[(&str, &str)]) -> Rig {
-    let travel = travel_ms.to_string();
-    let sim = Sim::start(&[
-        "--path",
-        "/1",
-        "--size",
-        "640x360",
-        "--fps",
-        "30",
-        "--ptz",
-        "--preset-travel",
-        &travel,
-    ]);
+/// [`rig`] with presets taking `travel_ms`, the simulator at `fps`, and the
+/// appliance's environment `env`.
+fn rig_with(travel_ms: u32, fps: u32, env: &[(&str, &str)]) -> Rig {
+    let sim = Sim::with_ptz_travel("640x360", fps, travel_ms);
     let visca = sim.ready["ptz"]["visca_tcp"].as_u64().expect("visca port");
     let app = Appliance::start(env);
     let mut body = connect_body("cam", &sim, "/1");
@@ -396,7 +386,7 @@ fn a_camera_without_ptz_gives_snapshots_but_no_presets() {
 #[test]
 fn snapshots_are_bounded_and_end_on_shutdown() {
     // Two workers: one snapshot at a time. Presets take 30 s to reach.
-    let mut rig = rig_with(30_000, &[("PTZ_EDGE_HTTP_WORKERS", "2")]);
+    let mut rig = rig_with(30_000, 30, &[("PTZ_EDGE_HTTP_WORKERS", "2")]);
     rig.ptz(json!({"action": "preset", "op": "save", "index": 1}));
     let away = rig.save_preset_after_move(1.0, 2);
     let addr = rig.app.addr;
@@ -436,18 +426,7 @@ fn snapshots_are_bounded_and_end_on_shutdown() {
 /// this snapshot would settle mid-travel (the moving target is too small to hold it up).
 #[test]
 fn a_cgi_snapshot_waits_out_the_travel_without_a_position() {
-    let travel = TRAVEL_MS.to_string();
-    let sim = Sim::start(&[
-        "--path",
-        "/1",
-        "--size",
-        "640x360",
-        "--fps",
-        "30",
-        "--ptz",
-        "--preset-travel",
-        &travel,
-    ]);
+    let sim = Sim::with_ptz_travel("640x360", 30, TRAVEL_MS);
     let http = sim.ready["ptz"]["http"].as_u64().expect("http port");
     let app = Appliance::start(&[]);
     let mut body = connect_body("cgi", &sim, "/1");
@@ -494,4 +473,36 @@ fn a_cgi_snapshot_waits_out_the_travel_without_a_position() {
         (TRAVEL_MS..60_000).contains(&drawn_after),
         "drawn {drawn_after} ms after the request: before the head arrived ({TRAVEL_MS} ms)"
     );
+}
+
+/// A camera answers a preset call before its motors start (the simulator's head starts
+/// 0.3 s later): three equal position answers in that time are the old place, not the
+/// stop. At 60 fps the picture would settle within that time too; the snapshot must
+/// still come from the preset.
+#[test]
+fn a_preset_snapshot_waits_for_a_head_that_starts_late() {
+    let rig = rig_with(TRAVEL_MS, 60, &[]);
+    let home = rig.still_at();
+    rig.ptz(json!({"action": "preset", "op": "save", "index": 1}));
+    let away = rig.save_preset_after_move(1.0, 2);
+    for (preset, want) in [(1, home), (2, away), (1, home)] {
+        let r = rig.post(
+            "/api/cameras/cam/snapshot",
+            &json!({"preset": preset, "format": "json"}),
+        );
+        assert_eq!(r.status, 200, "snapshot: {}", r.text());
+        let shot = r.json();
+        assert_eq!(
+            pos_of(&shot["position"]),
+            want,
+            "preset {preset}: settled after {} ms (head {} ms)",
+            shot["settleMs"],
+            shot["headMs"]
+        );
+        assert_eq!(
+            code_pos(drawn_position(&b64(&shot))),
+            want,
+            "the picture at preset {preset}"
+        );
+    }
 }

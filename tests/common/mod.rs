@@ -67,6 +67,24 @@ impl Sim {
         Sim::start(&["--path", "/1", "--size", size, "--fps", &fps.to_string()])
     }
 
+    /// A `WxH` simulator at `fps` serving `/1` with a PTZ head (`--ptz`) whose presets
+    /// take `travel_ms` to reach (`--preset-travel`; the head starts 0.3 s after the call).
+    #[track_caller]
+    pub fn with_ptz_travel(size: &str, fps: u32, travel_ms: u32) -> Sim {
+        let (fps, travel) = (fps.to_string(), travel_ms.to_string());
+        Sim::start(&[
+            "--path",
+            "/1",
+            "--size",
+            size,
+            "--fps",
+            &fps,
+            "--ptz",
+            "--preset-travel",
+            &travel,
+        ])
+    }
+
     /// Like [`Sim::simple`], asking for user `admin` with `password`; `extra` arguments
     /// (e.g. `--ptz`) come before the credentials.
     #[track_caller]
