@@ -188,19 +188,6 @@ impl Head<'_> {
     }
 }
 
-/// Why there is no live picture now.
-fn no_picture(camera: &Camera) -> SnapshotError {
-    SnapshotError::Picture(match camera.since_last_packet() {
-        None => PictureError::NotYet {
-            why: camera.last_error(),
-        },
-        since => PictureError::Out {
-            since,
-            why: camera.last_error(),
-        },
-    })
-}
-
 /// Takes one settled snapshot of `camera`: to go to a preset the head must be
 /// [`Head::Held`]. Blocks up to `shot.timeout`.
 /// `cancel` set (the appliance shutting down) ends the wait within a frame interval or
@@ -249,7 +236,7 @@ pub fn take(
                 return Err(SnapshotError::Cancelled);
             }
             if !camera.live() {
-                return Err(no_picture(camera));
+                return Err(SnapshotError::Picture(camera.out_or_not_yet()));
             }
             let latest = viewer.feed().latest();
             if let Some(f) = latest.filter(|f| f.seq != seen && f.captured >= since) {

@@ -295,6 +295,20 @@ impl Gate {
     }
 }
 
+/// Why [`Decoder::decode_one`] gave no picture: no candidate started (`element` is
+/// `None`), or the one that did reported `error`.
+#[derive(Debug)]
+pub struct DecodeFailed {
+    pub element: Option<String>,
+    pub error: PipelineError,
+}
+
+impl std::fmt::Display for DecodeFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)
+    }
+}
+
 /// A running decoder. Dropping it stops it.
 pub struct Decoder {
     pipeline: DecoderPipeline,
@@ -394,22 +408,27 @@ impl Decoder {
         threads: u32,
         keyframe: &AccessUnit,
         wait: Duration,
-    ) -> Result<Option<Picture>, PipelineError> {
+    ) -> Result<Option<Picture>, DecodeFailed> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let sink: PictureSink = Arc::new(move |p| {
             let _ = tx.try_send(p);
         });
-        let decoder = Decoder::start(caps, codec, candidates, threads, sink)?;
+        let decoder = Decoder::start(caps, codec, candidates, threads, sink).map_err(|error| {
+            DecodeFailed {
+                element: None,
+                error,
+            }
+        })?;
         decoder.set_keyframes_only();
         decoder.push(keyframe);
         decoder.pipeline.end_of_stream();
         match rx.recv_timeout(wait) {
             Ok(p) => Ok(Some(p)),
             Err(_) => match decoder.pipeline.error() {
-                Some(e) => Err(PipelineError::Run(format!(
-                    "decoder {}: {e}",
-                    decoder.element
-                ))),
+                Some(e) => Err(DecodeFailed {
+                    error: PipelineError::Run(format!("decoder {}: {e}", decoder.element)),
+                    element: Some(decoder.element.clone()),
+                }),
                 // Slow (a loaded machine), not broken: the next keyframe tries again.
                 None => Ok(None),
             },

@@ -25,9 +25,9 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// A picture with the next seq, not published (a picture scored for change events
-    /// while nobody views the camera).
-    pub fn unpublished(
+    /// A picture numbered with the next seq: what [`FrameSlot::publish`] stores, and what
+    /// change watching scores without publishing while nobody views the camera.
+    pub fn new(
         captured: f64,
         info: gstreamer_video::VideoInfo,
         buffer: gstreamer::Buffer,
@@ -74,25 +74,19 @@ impl FrameSlot {
         self.latest.lock().as_ref().map_or(0, |f| f.seq)
     }
 
-    /// Stores a decoded picture as the newest (numbering it) and wakes every waiter.
-    /// Only the camera's decoder calls this.
+    /// Stores a decoded picture as the newest (numbering it), wakes every waiter, and
+    /// returns it. Only the camera's decoder calls this.
     pub fn publish(
         &self,
         captured: f64,
         info: gstreamer_video::VideoInfo,
         buffer: gstreamer::Buffer,
-    ) -> u64 {
-        let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed) + 1;
-        let frame = Arc::new(Frame {
-            seq,
-            captured,
-            info,
-            buffer,
-        });
-        *self.latest.lock() = Some(frame);
+    ) -> Arc<Frame> {
+        let frame = Arc::new(Frame::new(captured, info, buffer));
+        *self.latest.lock() = Some(Arc::clone(&frame));
         self.published.fetch_add(1, Ordering::Relaxed);
         self.wake_all();
-        seq
+        frame
     }
 
     /// How many pictures were published here (decoded) so far.

@@ -797,7 +797,9 @@ impl Camera {
         }
     }
 
-    fn out_or_not_yet(&self) -> PictureError {
+    /// Why there is no live picture now: never a packet since connect (not yet), or out
+    /// since the newest one.
+    pub fn out_or_not_yet(&self) -> PictureError {
         let since = self.since_last_packet();
         if since.is_none() {
             // Never a packet since it was connected: no picture yet (the contract's 404),
@@ -856,7 +858,7 @@ impl Camera {
             jpeg_encodes: self.feed.jpeg.encodes(),
             dropped_frames: h.dropped_before + dropped_now,
             lagging,
-            watch: self.watch.lock().status(self.clock.now()),
+            watch: self.watch_status(),
         }
     }
 
@@ -1237,17 +1239,13 @@ impl Camera {
                     h.codec = Some(key.codec);
                     h.size = Some((p.info.width(), p.info.height()));
                 }
-                self.score_picture(&Frame::unpublished(p.captured, p.info, p.buffer));
+                self.score_picture(&Frame::new(p.captured, p.info, p.buffer));
             }
             Err(e) => {
                 log::warn!("{}: change watching: {e}", self.spec.id);
                 // The decoder that failed goes to the back of the line, as for viewers.
-                let text = e.to_string();
-                if let Some(c) = candidates
-                    .iter()
-                    .find(|c| text.contains(&format!("decoder {c}:")))
-                {
-                    self.failed_decoders.lock().push(c.clone());
+                if let Some(element) = e.element {
+                    self.failed_decoders.lock().push(element);
                 }
             }
         }
@@ -1267,14 +1265,11 @@ impl Camera {
         let slot = Arc::clone(&self.feed.slot);
         let weak = Arc::downgrade(self);
         let on_picture: decode::PictureSink = Arc::new(move |p| {
-            let seq = slot.publish(p.captured, p.info, p.buffer);
+            let frame = slot.publish(p.captured, p.info, p.buffer);
             let Some(cam) = weak.upgrade() else {
                 return;
             };
-            if !cam.watch.lock().due(cam.clock.now()) {
-                return;
-            }
-            if let Some(frame) = slot.latest().filter(|f| f.seq == seq) {
+            if cam.watch.lock().due(cam.clock.now()) {
                 cam.score_picture(&frame);
             }
         });
